@@ -1,0 +1,18 @@
+#!/bin/bash
+# Installs what the tests need (Dovecot included), builds pop3sync, and runs
+# every test: the normal build with -Werror, then the same suite under
+# AddressSanitizer + UndefinedBehaviorSanitizer.  SKIP_ASAN=1 skips the latter.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+bash "$top/scripts/deps.sh" test
+status=0
+RECONFIGURE=1 bash "$top/scripts/build.sh" "$top/build" --enable-werror --enable-crash-points
+make -C "$top/build" -j2 check || { status=1; cat "$top/build/test-suite.log"; }
+if [ -z "${SKIP_ASAN:-}" ]; then
+  RECONFIGURE=1 bash "$top/scripts/build.sh" "$top/build-asan" --enable-werror --enable-crash-points \
+    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+    LDFLAGS="-fsanitize=address,undefined"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+    make -C "$top/build-asan" -j2 check || { status=1; cat "$top/build-asan/test-suite.log"; }
+fi
+exit $status

@@ -1,0 +1,63 @@
+/* One fetch run for one account: resolves nothing itself (the caller hands
+ * in a complete target with its password), then wires the transport
+ * (conn.h), the POP3 session (session.h) and Maildir delivery (maildir.h)
+ * together on the caller's libuv loop.  `pop3 dl` and the daemon both use it
+ * unchanged. */
+#ifndef P3_ENGINE_H
+#define P3_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "session.h"
+#include "target.h"
+#include "tls.h"
+
+struct engine_options {
+  const struct p3_target *target; /* borrowed until done */
+  const char *maildir;
+  const char *ca_file;            /* NULL: the system bundle */
+  uint8_t pins[P3_TLS_MAX_PINS][32];
+  int pin_count;
+  unsigned timeout_s;             /* 0: 120 */
+  enum session_pipelining pipelining;
+  unsigned window;                /* 0: SESSION_DEFAULT_WINDOW */
+  /* Protocol trace and notes (-v); NULL to disable.  Never sees a password. */
+  void (*trace)(void *data, const char *line);
+  void *trace_data;
+};
+
+struct engine_result {
+  int err;                 /* 0, or the first error that ended the run */
+  char message[768];       /* one sentence for err ("" when err == 0) */
+  size_t listed;           /* messages on the server */
+  size_t delivered;        /* messages now in new/ */
+  uint64_t bytes;          /* bytes written to the Maildir */
+  size_t deleted;          /* DELEs acknowledged and committed by QUIT */
+  size_t failed;           /* messages that could not be retrieved or saved */
+  double seconds;          /* wall time of the run */
+};
+
+struct engine;
+
+typedef void (*engine_done_cb)(struct engine *e, const struct engine_result *r, void *data);
+
+/* Starts a run.  done_cb runs once, on the loop, after every file and socket
+ * is closed; free the engine after it (engine_free).  Returns 0, or a
+ * negative error with *e_r NULL and errbuf set (e.g. the Maildir cannot be
+ * created). */
+int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done_cb done_cb,
+                 void *data, struct engine **e_r, char *errbuf, size_t errlen);
+
+/* Graceful stop: no new RETR; replies in flight are saved for at most
+ * grace_ms, then the connection is closed (without QUIT unless every RETR
+ * sent was answered and saved). */
+void engine_stop(struct engine *e, unsigned grace_ms);
+
+/* Live figures for a progress display. */
+void engine_progress(const struct engine *e, size_t *done_r, size_t *total_r, uint64_t *bytes_r);
+
+void engine_free(struct engine *e);
+
+#endif

@@ -1,0 +1,53 @@
+#include "config.h"
+
+#include "errors.h"
+
+#include <string.h>
+#include <uv.h>
+
+const char *p3_strerror(int err) {
+  switch (err) {
+#define P3_ERR_MSG(name, value, status, msg) \
+  case name:                                 \
+    return msg;
+    P3_ERRORS(P3_ERR_MSG)
+#undef P3_ERR_MSG
+  default:
+    break;
+  }
+  if (err == 0)
+    return "success";
+  /* libuv's codes are negated errno values on Unix; uv_strerror also knows
+   * its own UV_EAI_* resolver codes. */
+  return uv_strerror(err);
+}
+
+int p3_exit_status(int err) {
+  if (err >= 0)
+    return 0;
+  switch (err) {
+#define P3_ERR_STATUS(name, value, status, msg) \
+  case name:                                    \
+    return status;
+    P3_ERRORS(P3_ERR_STATUS)
+#undef P3_ERR_STATUS
+  default:
+    break;
+  }
+  switch (err) {
+  case UV_ENOSPC:
+  case UV_EACCES:
+  case UV_EPERM:
+  case UV_EROFS:
+  case UV_ENOTDIR:
+  case UV_EISDIR:
+  case UV_EIO:
+  case UV_EEXIST:
+  case UV_ENOENT:
+    return 73;
+  case UV_ETIMEDOUT:
+    return 75;
+  default:
+    return 69;
+  }
+}

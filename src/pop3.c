@@ -1,0 +1,335 @@
+/* pop3: the command line.  `pop3 dl SPEC MAILDIR` fetches a mailbox once
+ * with the same engine the daemon runs.  This file parses arguments, wires
+ * things up and maps errors to exit statuses — nothing more. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "engine.h"
+#include "errors.h"
+#include "log.h"
+#include "target.h"
+#include "tls.h"
+
+#define EX_USAGE 64
+
+static const char dl_usage[] =
+    "usage: pop3 [-v] dl [OPTIONS] [ssl:|tcp:|starttls:]SPEC MAILDIR\n"
+    "\n"
+    "Download every message of a POP3 mailbox into MAILDIR and delete it from\n"
+    "the server once it is safely saved, pipelining all commands.\n"
+    "\n"
+    "SPEC is [user@][tcp_host!]server_hostname[:port] or a netrc account name.\n"
+    "  ssl:       implicit TLS, port 995 (the default)\n"
+    "  starttls:  cleartext upgraded with STLS, port 110\n"
+    "  tcp:       cleartext, port 110 (for ssh port forwards)\n"
+    "\n"
+    "Options:\n"
+    "  -v, --verbose              trace the protocol on stderr (never the password)\n"
+    "      --ca-file FILE         trust the CAs in FILE instead of the system bundle\n"
+    "      --tls-fingerprint sha256:HEX\n"
+    "                             accept the server certificate with this SHA-256\n"
+    "                             fingerprint instead of CA and name checks (repeatable)\n"
+    "      --password-command CMD run CMD and use its first output line as password\n"
+    "      --netrc FILE           read passwords from FILE (default $NETRC, ~/.netrc)\n"
+    "      --timeout SECONDS      connect, handshake and reply timeout (default 120)\n"
+    "      --window N             RETR commands in flight (default 1000)\n"
+    "      --pipelining=on|auto|off\n"
+    "                             on: always pipeline (default); auto: only when the\n"
+    "                             server advertises PIPELINING; off: lock-step\n"
+    "  -h, --help                 show this help\n"
+    "\n"
+    "Exit status: 0 ok, 64 usage, 69 connection/TLS, 73 Maildir, 75 temporary\n"
+    "failure or partial run, 77 login refused, 78 password/netrc problem.\n";
+
+static const char main_usage[] =
+    "usage: pop3 [-v] SUBCOMMAND [ARGS...]\n"
+    "\n"
+    "Subcommands:\n"
+    "  dl [OPTIONS] SPEC MAILDIR   download a mailbox into a Maildir\n"
+    "  help [SUBCOMMAND]           show help\n"
+    "\n"
+    "Run `pop3 help dl' for the options of dl.\n";
+
+struct dl_run {
+  const char *spec_text;
+  struct engine *engine;
+  struct engine_result result;
+  int have_result;
+  uv_signal_t sigint, sigterm;
+  uv_timer_t progress;
+  int progress_on;
+  int stopping;
+  uint64_t last_bytes;
+  uint64_t last_ms;
+};
+
+static void on_trace(void *data, const char *line) {
+  fprintf(stderr, "pop3: %s\n", line);
+}
+
+static void human_bytes(uint64_t b, char *buf, size_t len) {
+  if (b < 10 * 1024)
+    snprintf(buf, len, "%" PRIu64 " B", b);
+  else if (b < 10ull * 1024 * 1024)
+    snprintf(buf, len, "%.1f KiB", (double)b / 1024);
+  else
+    snprintf(buf, len, "%.1f MiB", (double)b / (1024 * 1024));
+}
+
+static void on_progress(uv_timer_t *t) {
+  struct dl_run *run = t->data;
+  size_t done, total;
+  uint64_t bytes;
+  engine_progress(run->engine, &done, &total, &bytes);
+  uint64_t now = uv_now(t->loop);
+  double rate = now > run->last_ms ? (double)(bytes - run->last_bytes) * 1000.0 /
+                                         (double)(now - run->last_ms)
+                                   : 0;
+  run->last_bytes = bytes;
+  run->last_ms = now;
+  char b1[32], b2[32];
+  human_bytes(bytes, b1, sizeof b1);
+  human_bytes((uint64_t)rate, b2, sizeof b2);
+  fprintf(stderr, "\r\033[K%zu/%zu messages, %s, %s/s", done, total, b1, b2);
+  fflush(stderr);
+  run->progress_on = 1;
+}
+
+static void on_done(struct engine *e, const struct engine_result *r, void *data) {
+  struct dl_run *run = data;
+  run->result = *r;
+  run->have_result = 1;
+  uv_close((uv_handle_t *)&run->sigint, NULL);
+  uv_close((uv_handle_t *)&run->sigterm, NULL);
+  uv_close((uv_handle_t *)&run->progress, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  struct dl_run *run = h->data;
+  if (run->stopping++) {
+    /* A second ^C: stop at once; nothing is lost, the server keeps the rest. */
+    engine_stop(run->engine, 0);
+    return;
+  }
+  fprintf(stderr, "%spop3: %s: stopping after the messages in flight\n",
+          run->progress_on ? "\n" : "", run->spec_text);
+  engine_stop(run->engine, 8000);
+}
+
+static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *v) {
+  char *end;
+  errno = 0;
+  if (*s < '0' || *s > '9')
+    return -1;
+  unsigned long x = strtoul(s, &end, 10);
+  if (errno || *end || x < min || x > max)
+    return -1;
+  *v = x;
+  return 0;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "pop3: ");
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\nTry `pop3 help dl' for more information.\n");
+  return EX_USAGE;
+}
+
+static int cmd_dl(int argc, char **argv, int verbose) {
+  enum { OPT_CA = 256, OPT_PIN, OPT_PWCMD, OPT_NETRC, OPT_TIMEOUT, OPT_WINDOW, OPT_PIPE };
+  static const struct option opts[] = {
+      {"verbose", no_argument, NULL, 'v'},
+      {"help", no_argument, NULL, 'h'},
+      {"ca-file", required_argument, NULL, OPT_CA},
+      {"tls-fingerprint", required_argument, NULL, OPT_PIN},
+      {"password-command", required_argument, NULL, OPT_PWCMD},
+      {"netrc", required_argument, NULL, OPT_NETRC},
+      {"timeout", required_argument, NULL, OPT_TIMEOUT},
+      {"window", required_argument, NULL, OPT_WINDOW},
+      {"pipelining", required_argument, NULL, OPT_PIPE},
+      {NULL, 0, NULL, 0},
+  };
+  struct engine_options eo;
+  memset(&eo, 0, sizeof eo);
+  eo.pipelining = SESSION_PIPELINING_ON;
+  const char *pwcmd = NULL, *netrc = NULL;
+  unsigned long v;
+  int c;
+  optind = 0; /* GNU: reinitialise, and permute so options may follow operands */
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, ":vh", opts, NULL)) != -1) {
+    switch (c) {
+    case 'v':
+      verbose++;
+      break;
+    case 'h':
+      fputs(dl_usage, stdout);
+      return 0;
+    case OPT_CA:
+      eo.ca_file = optarg;
+      break;
+    case OPT_PIN:
+      if (eo.pin_count == P3_TLS_MAX_PINS)
+        return usage_error("too many --tls-fingerprint options (at most %s)", "8");
+      if (tls_parse_fingerprint(optarg, eo.pins[eo.pin_count]) != 0)
+        return usage_error("--tls-fingerprint `%s' is not sha256: followed by 64 hex digits",
+                           optarg);
+      eo.pin_count++;
+      break;
+    case OPT_PWCMD:
+      pwcmd = optarg;
+      break;
+    case OPT_NETRC:
+      netrc = optarg;
+      break;
+    case OPT_TIMEOUT:
+      if (parse_uint(optarg, 1, 86400, &v) != 0)
+        return usage_error("--timeout `%s' is not a number of seconds from 1 to 86400", optarg);
+      eo.timeout_s = (unsigned)v;
+      break;
+    case OPT_WINDOW:
+      if (parse_uint(optarg, 1, SESSION_MAX_WINDOW, &v) != 0)
+        return usage_error("--window `%s' is not a number from 1 to 100000", optarg);
+      eo.window = (unsigned)v;
+      break;
+    case OPT_PIPE:
+      if (strcmp(optarg, "on") == 0)
+        eo.pipelining = SESSION_PIPELINING_ON;
+      else if (strcmp(optarg, "auto") == 0)
+        eo.pipelining = SESSION_PIPELINING_AUTO;
+      else if (strcmp(optarg, "off") == 0)
+        eo.pipelining = SESSION_PIPELINING_OFF;
+      else
+        return usage_error("--pipelining must be on, auto or off, not `%s'", optarg);
+      break;
+    case ':':
+      return usage_error("option `%s' needs a value", argv[optind - 1]);
+    default:
+      return usage_error("unknown option `%s'", argv[optind - 1]);
+    }
+  }
+  if (argc - optind != 2) {
+    fputs(dl_usage, stderr);
+    return EX_USAGE;
+  }
+  const char *spec_text = argv[optind];
+  const char *maildir = argv[optind + 1];
+  log_set_verbose(verbose);
+
+  char errbuf[512];
+  struct p3_target target;
+  memset(&target, 0, sizeof target);
+  int err = target_resolve(spec_text, netrc, &target, errbuf, sizeof errbuf);
+  if (err == 0)
+    err = target_password(&target, netrc, pwcmd, errbuf, sizeof errbuf);
+  if (err) {
+    fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
+    target_deinit(&target);
+    return p3_exit_status(err);
+  }
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct dl_run run;
+  memset(&run, 0, sizeof run);
+  run.spec_text = spec_text;
+  eo.target = &target;
+  eo.maildir = maildir;
+  if (verbose) {
+    eo.trace = on_trace;
+    eo.trace_data = &run;
+  }
+  err = engine_start(&loop, &eo, on_done, &run, &run.engine, errbuf, sizeof errbuf);
+  if (err) {
+    fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
+    target_deinit(&target);
+    uv_loop_close(&loop);
+    return p3_exit_status(err);
+  }
+  uv_signal_init(&loop, &run.sigint);
+  uv_signal_init(&loop, &run.sigterm);
+  run.sigint.data = run.sigterm.data = &run;
+  uv_signal_start(&run.sigint, on_signal, SIGINT);
+  uv_signal_start(&run.sigterm, on_signal, SIGTERM);
+  uv_timer_init(&loop, &run.progress);
+  run.progress.data = &run;
+  /* A live progress line only for a person watching, never in logs. */
+  if (isatty(2) && !verbose)
+    uv_timer_start(&run.progress, on_progress, 500, 500);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (run.progress_on)
+    fputs("\r\033[K", stderr);
+
+  const struct engine_result *r = &run.result;
+  printf("%s: %zu messages, %" PRIu64 " bytes in %.1f s\n", spec_text, r->delivered, r->bytes,
+         r->seconds);
+  fflush(stdout);
+  int status = 0;
+  if (r->err) {
+    fprintf(stderr, "pop3: %s: %s\n", spec_text, r->message);
+    status = p3_exit_status(r->err);
+  }
+  engine_free(run.engine);
+  target_deinit(&target);
+  uv_loop_close(&loop);
+  return status;
+}
+
+int main(int argc, char **argv) {
+  int verbose = 0;
+  int i = 1;
+  signal(SIGPIPE, SIG_IGN);
+  log_init("pop3", 0);
+  for (; i < argc && argv[i][0] == '-'; i++) {
+    if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0)
+      verbose++;
+    else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+      fputs(main_usage, stdout);
+      return 0;
+    } else if (strcmp(argv[i], "--version") == 0) {
+      printf("pop3 (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+      return 0;
+    } else {
+      fprintf(stderr, "pop3: unknown option `%s'\n%s", argv[i], main_usage);
+      return EX_USAGE;
+    }
+  }
+  if (i == argc) {
+    fputs(main_usage, stderr);
+    return EX_USAGE;
+  }
+  const char *sub = argv[i];
+  if (strcmp(sub, "dl") == 0)
+    return cmd_dl(argc - i, argv + i, verbose);
+  if (strcmp(sub, "help") == 0) {
+    if (i + 1 < argc && strcmp(argv[i + 1], "dl") == 0)
+      fputs(dl_usage, stdout);
+    else if (i + 1 < argc) {
+      fprintf(stderr, "pop3: no such subcommand `%s'\n%s", argv[i + 1], main_usage);
+      return EX_USAGE;
+    } else {
+      fputs(main_usage, stdout);
+      fputs("\n", stdout);
+      fputs(dl_usage, stdout);
+    }
+    return 0;
+  }
+  fprintf(stderr, "pop3: unknown subcommand `%s'\n%s", sub, main_usage);
+  return EX_USAGE;
+}

@@ -1,0 +1,1068 @@
+#include "config.h"
+
+#include "session.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "errors.h"
+
+enum cmd_kind { C_GREETING, C_CAPA, C_STLS, C_USER, C_PASS, C_UIDL, C_LIST, C_RETR, C_DELE, C_QUIT };
+
+static const char *const cmd_names[] = {"greeting", "CAPA", "STLS", "USER", "PASS",
+                                        "UIDL",     "LIST", "RETR", "DELE", "QUIT"};
+
+enum session_state {
+  ST_GREETING,   /* waiting for the server's greeting */
+  ST_CAPA,       /* CAPA in flight (before or after TLS) */
+  ST_STLS,       /* STLS in flight */
+  ST_TLS_WAIT,   /* transport is doing the handshake */
+  ST_AUTH,       /* USER/PASS in flight */
+  ST_LISTING,    /* UIDL/LIST in flight */
+  ST_TRANSFER,   /* RETR/DELE pipeline */
+  ST_BARRIER,    /* fsync of new/ running */
+  ST_QUIT,       /* QUIT in flight */
+  ST_DONE        /* done() called */
+};
+
+static const char *const state_names[] = {"greeting", "capa",     "stls",    "tls-wait", "auth",
+                                          "listing",  "transfer", "barrier", "quit",     "done"};
+
+struct cmd {
+  uint8_t kind;
+  size_t idx; /* message index for RETR/DELE */
+};
+
+/* A ring of commands in flight; sized for the window plus the DELEs that may
+ * ride along with it, so it never grows during a session. */
+struct fifo {
+  struct cmd *v;
+  size_t cap, head, len;
+};
+
+struct buf {
+  char *data;
+  size_t len, cap;
+};
+
+struct session {
+  struct session_options opts;
+  struct session_ops ops;
+  void *data;
+  enum session_state state;
+  int pipelined;
+  int tls_active;
+
+  struct fifo fifo;
+  struct buf out;
+
+  /* Reply parsing. */
+  char line[P3_LINE_MAX];
+  size_t line_len;
+  int in_body;           /* a multi-line reply body is being decoded */
+  struct p3_mldec dec;
+  char *scratch;         /* decoder output, SCRATCH_SIZE + 1 bytes */
+  char list_line[P3_LINE_MAX];
+  size_t list_line_len;
+  uint64_t retr_octets;  /* octet count announced by the RETR +OK, or UINT64_MAX */
+  int body_open;         /* msg_begin succeeded; msg_end or msg_abort is owed */
+
+  /* Capabilities and login. */
+  struct p3_caps caps;
+  int capa_ok;
+  int user_failed;
+  int auth_err;
+
+  /* Listing. */
+  struct session_msg *msgs;
+  size_t msg_count, msg_cap;
+  char *uids;
+  size_t uids_len, uids_cap;
+  int uidl_ok;
+  int uidl_failed;
+  int list_done;
+
+  /* Transfer. */
+  size_t next_retr;      /* next message index to consider for RETR */
+  size_t retr_inflight;  /* RETRs sent and not fully answered */
+  size_t saves_pending;  /* bodies handed to msg_end, not yet reported */
+  size_t *dele_ready;    /* indexes saved (or known delivered), DELE not yet sent */
+  size_t dele_ready_len;
+  size_t dele_next_known; /* scan position for SESSION_MSG_DELETE messages */
+  int no_quit;           /* a retrieved message was not saved, or desync */
+  int no_dele;           /* desync: never DELE again */
+  int stopping;
+  int barrier_done;
+  int partial_err;       /* error to report after a successful QUIT */
+
+  struct session_stats stats;
+  char errtext[512];
+  enum p3_resp_code errcode;
+  int finished;
+  int final_err;
+};
+
+#define SCRATCH_SIZE 65536
+
+/* ---- small helpers */
+
+static int buf_append(struct buf *b, const char *p, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n)
+      cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (d == NULL)
+      return -ENOMEM;
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return 0;
+}
+
+static struct cmd *fifo_head(struct session *s) {
+  return s->fifo.len ? &s->fifo.v[s->fifo.head] : NULL;
+}
+
+static void fifo_pop(struct session *s) {
+  s->fifo.head = (s->fifo.head + 1) % s->fifo.cap;
+  s->fifo.len--;
+}
+
+static int fifo_push(struct session *s, enum cmd_kind kind, size_t idx) {
+  if (s->fifo.len == s->fifo.cap)
+    return -ENOBUFS; /* a logic error: the ring is sized for the worst case */
+  struct cmd *c = &s->fifo.v[(s->fifo.head + s->fifo.len) % s->fifo.cap];
+  c->kind = (uint8_t)kind;
+  c->idx = idx;
+  s->fifo.len++;
+  return 0;
+}
+
+static void set_state(struct session *s, enum session_state st) {
+  if (s->ops.trace && s->state != st) {
+    char msg[64];
+    int n = snprintf(msg, sizeof msg, "state %s -> %s", state_names[s->state], state_names[st]);
+    s->ops.trace(s->data, '-', msg, (size_t)n);
+  }
+  s->state = st;
+}
+
+static void finish(struct session *s, int err) {
+  if (s->finished)
+    return;
+  s->finished = 1;
+  if (s->body_open) {
+    /* A body cut short never reaches new/. */
+    s->body_open = 0;
+    s->ops.msg_abort(s->data, fifo_head(s)->idx);
+  }
+  s->in_body = 0;
+  s->final_err = err;
+  set_state(s, ST_DONE);
+  s->ops.done(s->data, err);
+}
+
+static void set_server_error(struct session *s, const struct p3_status *st) {
+  size_t n = st->text_len < sizeof s->errtext - 1 ? st->text_len : sizeof s->errtext - 1;
+  memcpy(s->errtext, st->text, n);
+  s->errtext[n] = '\0';
+  /* Keep the message printable: servers may send anything. */
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s->errtext[i] < 0x20 || s->errtext[i] == 0x7f)
+      s->errtext[i] = '?';
+  s->errcode = st->code;
+}
+
+static void set_local_error(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void set_local_error(struct session *s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(s->errtext, sizeof s->errtext, fmt, ap);
+  va_end(ap);
+  s->errcode = P3_RC_NONE;
+}
+
+/* Fails the session because of a reply that cannot belong to its command:
+ * from here on nothing is deleted and no QUIT is sent. */
+static void desync(struct session *s, const char *why) {
+  s->no_dele = 1;
+  s->no_quit = 1;
+  set_local_error(s, "%s", why);
+  finish(s, P3_EDESYNC);
+}
+
+/* A message that was (being) retrieved could not be saved.  Servers that
+ * advertise EXPIRE 0 (and Gmail) delete whatever was retrieved at QUIT, so
+ * the session ends at once without QUIT; the server keeps every message. */
+static void save_failed(struct session *s) {
+  s->no_dele = 1;
+  s->no_quit = 1;
+  if (s->errtext[0] == '\0')
+    set_local_error(s, "%s", "a message could not be saved");
+  finish(s, P3_ESAVE);
+}
+
+static int send_cmd(struct session *s, enum cmd_kind kind, size_t idx, const char *arg) {
+  char line[P3_LINE_MAX];
+  int n;
+  if (arg)
+    n = snprintf(line, sizeof line, "%s %s\r\n", cmd_names[kind], arg);
+  else if (kind == C_RETR || kind == C_DELE)
+    n = snprintf(line, sizeof line, "%s %lu\r\n", cmd_names[kind], s->msgs[idx].num);
+  else
+    n = snprintf(line, sizeof line, "%s\r\n", cmd_names[kind]);
+  if (n < 0 || (size_t)n >= sizeof line)
+    return P3_EUSAGE;
+  /* A CR, LF or NUL in a user name or password would smuggle in commands. */
+  if (arg && arg[strcspn(arg, "\r\n")] != '\0')
+    return P3_EUSAGE;
+  int err = fifo_push(s, kind, idx);
+  if (err)
+    return err;
+  if (buf_append(&s->out, line, (size_t)n) != 0)
+    return -ENOMEM;
+  if (s->ops.trace) {
+    if (kind == C_PASS)
+      s->ops.trace(s->data, 'C', "PASS ********", 13);
+    else
+      s->ops.trace(s->data, 'C', line, (size_t)n - 2);
+  }
+  return 0;
+}
+
+/* ---- the transfer phase */
+
+static void start_barrier(struct session *s);
+static void maybe_quit(struct session *s);
+
+static int want_retr(const struct session *s, size_t idx) {
+  return !(s->msgs[idx].flags & (SESSION_MSG_SKIP | SESSION_MSG_DELETE));
+}
+
+/* Queues DELE for every message that is ready. */
+static int flush_deles(struct session *s) {
+  if (s->no_dele) {
+    s->dele_ready_len = 0;
+    return 0;
+  }
+  for (size_t i = 0; i < s->dele_ready_len; i++) {
+    int err = send_cmd(s, C_DELE, s->dele_ready[i], NULL);
+    if (err)
+      return err;
+  }
+  s->dele_ready_len = 0;
+  return 0;
+}
+
+/* Moves messages the owner marked as already delivered into the DELE queue. */
+static void collect_known(struct session *s) {
+  for (; s->dele_next_known < s->next_retr; s->dele_next_known++) {
+    size_t i = s->dele_next_known;
+    if ((s->msgs[i].flags & SESSION_MSG_DELETE) && s->dele_ready_len < s->msg_count)
+      s->dele_ready[s->dele_ready_len++] = i;
+  }
+}
+
+/* Decides what to send next in the transfer phase.  Pipelined: RETRs are
+ * refilled in batches (when half the window has drained) and the DELEs that
+ * are ready ride along, so a mailbox costs a handful of writes.  Lock-step:
+ * one command at a time, a ready DELE first. */
+static void pump(struct session *s) {
+  int err = 0;
+  if (s->state != ST_TRANSFER)
+    return;
+  size_t window = s->pipelined ? s->opts.window : 1;
+  if (!s->pipelined) {
+    if (s->fifo.len == 0) {
+      if (s->dele_ready_len && !s->no_dele) {
+        err = send_cmd(s, C_DELE, s->dele_ready[--s->dele_ready_len], NULL);
+      } else if (!s->stopping) {
+        while (s->next_retr < s->msg_count && !want_retr(s, s->next_retr)) {
+          s->next_retr++;
+          collect_known(s);
+          if (s->dele_ready_len && !s->no_dele)
+            break;
+        }
+        if (s->dele_ready_len && !s->no_dele) {
+          err = send_cmd(s, C_DELE, s->dele_ready[--s->dele_ready_len], NULL);
+        } else if (s->next_retr < s->msg_count) {
+          err = send_cmd(s, C_RETR, s->next_retr, NULL);
+          s->next_retr++;
+          collect_known(s);
+          s->retr_inflight++;
+        }
+      }
+    }
+  } else if (!s->stopping && s->next_retr < s->msg_count &&
+             s->retr_inflight <= window / 2) {
+    while (s->next_retr < s->msg_count && s->retr_inflight < window) {
+      if (want_retr(s, s->next_retr)) {
+        err = send_cmd(s, C_RETR, s->next_retr, NULL);
+        if (err)
+          break;
+        s->retr_inflight++;
+      }
+      s->next_retr++;
+    }
+    collect_known(s);
+    if (!err)
+      err = flush_deles(s);
+  }
+  if (err) {
+    set_local_error(s, "%s", "internal error queueing commands");
+    finish(s, err);
+    return;
+  }
+  int all_requested = s->next_retr >= s->msg_count || s->stopping;
+  if (all_requested && s->retr_inflight == 0 && s->saves_pending == 0) {
+    if (s->stopping)
+      collect_known(s);
+    else {
+      s->next_retr = s->msg_count;
+      collect_known(s);
+    }
+    if (s->pipelined) {
+      if (flush_deles(s) != 0) {
+        finish(s, -ENOMEM);
+        return;
+      }
+    } else if (s->dele_ready_len && !s->no_dele) {
+      return; /* lock-step: the remaining DELEs go one by one */
+    }
+    start_barrier(s);
+  }
+}
+
+static void start_barrier(struct session *s) {
+  if (s->state != ST_TRANSFER)
+    return;
+  set_state(s, ST_BARRIER);
+  if (s->stats.saved == 0) {
+    s->barrier_done = 1;
+    maybe_quit(s);
+    return;
+  }
+  s->ops.barrier(s->data);
+}
+
+/* QUIT goes out only once every earlier reply has been read and checked and
+ * the renames are durable: POP3 applies the DELEs at QUIT. */
+static void maybe_quit(struct session *s) {
+  if (s->state != ST_BARRIER || !s->barrier_done || s->fifo.len != 0)
+    return;
+  if (s->no_quit) {
+    finish(s, s->partial_err ? s->partial_err : P3_ESAVE);
+    return;
+  }
+  set_state(s, ST_QUIT);
+  if (send_cmd(s, C_QUIT, 0, NULL) != 0)
+    finish(s, -ENOMEM);
+}
+
+static int begin_transfer(struct session *s) {
+  s->dele_ready = malloc((s->msg_count ? s->msg_count : 1) * sizeof *s->dele_ready);
+  if (s->dele_ready == NULL)
+    return -ENOMEM;
+  /* Worst case in flight: a window of RETRs plus a DELE for every message
+   * (when they all become ready at once) plus QUIT. */
+  size_t need = s->opts.window + s->msg_count + 4;
+  if (need > s->fifo.cap) {
+    struct cmd *v = malloc(need * sizeof *v);
+    if (v == NULL)
+      return -ENOMEM;
+    for (size_t i = 0; i < s->fifo.len; i++)
+      v[i] = s->fifo.v[(s->fifo.head + i) % s->fifo.cap];
+    free(s->fifo.v);
+    s->fifo.v = v;
+    s->fifo.cap = need;
+    s->fifo.head = 0;
+  }
+  if (s->ops.listed)
+    s->ops.listed(s->data);
+  if (s->finished)
+    return 0;
+  for (size_t i = 0; i < s->msg_count; i++)
+    if (s->msgs[i].flags & SESSION_MSG_SKIP)
+      s->stats.skipped++;
+  set_state(s, ST_TRANSFER);
+  pump(s);
+  return 0;
+}
+
+/* ---- login and listing */
+
+static void send_login(struct session *s) {
+  int err;
+  set_state(s, ST_AUTH);
+  err = send_cmd(s, C_USER, 0, s->opts.user);
+  /* USER and PASS travel together when pipelining; otherwise PASS goes out
+   * after USER's +OK. */
+  if (!err && s->pipelined)
+    err = send_cmd(s, C_PASS, 0, s->opts.password);
+  if (err) {
+    set_local_error(s, "%s", "user name or password too long or contains a line break");
+    finish(s, P3_EUSAGE);
+  }
+}
+
+static void after_capa(struct session *s) {
+  s->pipelined = s->opts.pipelining == SESSION_PIPELINING_ON ||
+                 (s->opts.pipelining == SESSION_PIPELINING_AUTO && s->caps.pipelining);
+  if (s->opts.starttls && !s->tls_active) {
+    if (s->capa_ok && !s->caps.stls) {
+      set_local_error(s, "%s", "STLS is not in the server's capabilities");
+      finish(s, P3_ENOSTLS);
+      return;
+    }
+    set_state(s, ST_STLS);
+    if (send_cmd(s, C_STLS, 0, NULL) != 0)
+      finish(s, -ENOMEM);
+    return;
+  }
+  send_login(s);
+}
+
+static void send_listing(struct session *s) {
+  int err;
+  set_state(s, ST_LISTING);
+  err = send_cmd(s, C_UIDL, 0, NULL);
+  if (!err && s->pipelined)
+    err = send_cmd(s, C_LIST, 0, NULL);
+  if (err)
+    finish(s, err);
+}
+
+static int listing_line(struct session *s, enum cmd_kind kind, const char *line, size_t len) {
+  if (kind == C_CAPA) {
+    proto_caps_line(&s->caps, line, len);
+    return 0;
+  }
+  unsigned long num;
+  if (kind == C_LIST) {
+    uint64_t size;
+    if (proto_parse_list_line(line, len, &num, &size) != 0)
+      return P3_EPROTO;
+    if (s->msg_count == s->msg_cap) {
+      size_t cap = s->msg_cap ? s->msg_cap * 2 : 64;
+      struct session_msg *m = realloc(s->msgs, cap * sizeof *m);
+      if (m == NULL)
+        return -ENOMEM;
+      s->msgs = m;
+      s->msg_cap = cap;
+    }
+    struct session_msg *m = &s->msgs[s->msg_count++];
+    memset(m, 0, sizeof *m);
+    m->num = num;
+    m->size = size;
+    return 0;
+  }
+  /* UIDL: UIDs are kept in one arena; they are matched to LIST entries by
+   * number once both listings are in. */
+  const char *uid;
+  size_t uidlen;
+  if (proto_parse_uidl_line(line, len, &num, &uid, &uidlen) != 0)
+    return P3_EPROTO;
+  size_t need = sizeof(unsigned long) + uidlen + 1;
+  if (s->uids_len + need > s->uids_cap) {
+    size_t cap = s->uids_cap ? s->uids_cap : 4096;
+    while (cap < s->uids_len + need)
+      cap *= 2;
+    if (cap > UINT32_MAX)
+      return -ENOMEM;
+    char *u = realloc(s->uids, cap);
+    if (u == NULL)
+      return -ENOMEM;
+    s->uids = u;
+    s->uids_cap = cap;
+  }
+  memcpy(s->uids + s->uids_len, &num, sizeof num);
+  memcpy(s->uids + s->uids_len + sizeof num, uid, uidlen);
+  s->uids[s->uids_len + sizeof num + uidlen] = '\0';
+  s->uids_len += need;
+  return 0;
+}
+
+/* Attaches UIDs to messages.  Both listings are sorted by number in
+ * practice; a server that lists UIDs for numbers LIST did not show, or
+ * misses some, is treated as having no UIDL at all (safer than guessing). */
+static int match_uids(struct session *s) {
+  size_t pos = 0, i = 0;
+  if (!s->uidl_ok)
+    return 0;
+  while (pos < s->uids_len) {
+    unsigned long num;
+    memcpy(&num, s->uids + pos, sizeof num);
+    const char *uid = s->uids + pos + sizeof num;
+    size_t len = strlen(uid);
+    while (i < s->msg_count && s->msgs[i].num < num)
+      i++;
+    if (i == s->msg_count || s->msgs[i].num != num)
+      return P3_EPROTO;
+    s->msgs[i].uid_off = (uint32_t)(pos + sizeof num);
+    s->msgs[i].uid_len = (uint8_t)len;
+    pos += sizeof num + len + 1;
+  }
+  for (i = 0; i < s->msg_count; i++)
+    if (s->msgs[i].uid_len == 0)
+      return P3_EPROTO;
+  return 0;
+}
+
+static void listing_complete(struct session *s) {
+  for (size_t i = 1; i < s->msg_count; i++)
+    if (s->msgs[i].num <= s->msgs[i - 1].num) {
+      set_local_error(s, "%s", "LIST is not in ascending message order");
+      finish(s, P3_EPROTO);
+      return;
+    }
+  if (match_uids(s) != 0) {
+    /* UIDL and LIST disagree: carry on without UIDs. */
+    s->uidl_ok = 0;
+    for (size_t i = 0; i < s->msg_count; i++)
+      s->msgs[i].uid_len = 0;
+  }
+  s->stats.listed = s->msg_count;
+  int err = begin_transfer(s);
+  if (err)
+    finish(s, err);
+}
+
+/* ---- replies */
+
+static int resp_error(const struct p3_status *st, int fallback) {
+  switch (st->code) {
+  case P3_RC_IN_USE:
+    return P3_EINUSE;
+  case P3_RC_LOGIN_DELAY:
+    return P3_ELOGINDELAY;
+  case P3_RC_SYS_TEMP:
+    return P3_ESYSTEMP;
+  case P3_RC_AUTH:
+    return P3_EAUTH;
+  default:
+    return fallback;
+  }
+}
+
+/* A complete single-line reply, or the status line of a multi-line one
+ * (then *multiline_r is set when a body follows). */
+static void on_status(struct session *s, struct cmd *c, const struct p3_status *st,
+                      int *multiline_r) {
+  *multiline_r = 0;
+  switch ((enum cmd_kind)c->kind) {
+  case C_GREETING:
+    fifo_pop(s);
+    if (!st->ok) {
+      set_server_error(s, st);
+      finish(s, resp_error(st, P3_ESERVER));
+      return;
+    }
+    set_state(s, ST_CAPA);
+    if (send_cmd(s, C_CAPA, 0, NULL) != 0)
+      finish(s, -ENOMEM);
+    return;
+  case C_CAPA:
+    if (st->ok) {
+      s->capa_ok = 1;
+      proto_caps_init(&s->caps);
+      *multiline_r = 1;
+      return;
+    }
+    fifo_pop(s);
+    s->capa_ok = 0;
+    after_capa(s);
+    return;
+  case C_STLS:
+    fifo_pop(s);
+    if (!st->ok) {
+      set_server_error(s, st);
+      finish(s, P3_ENOSTLS);
+      return;
+    }
+    set_state(s, ST_TLS_WAIT);
+    s->ops.start_tls(s->data);
+    return;
+  case C_USER:
+    fifo_pop(s);
+    if (!st->ok) {
+      set_server_error(s, st);
+      s->auth_err = resp_error(st, P3_EAUTH);
+      if (!s->pipelined) {
+        finish(s, s->auth_err);
+        return;
+      }
+      s->user_failed = 1; /* PASS's reply is still to come */
+      return;
+    }
+    if (!s->pipelined && send_cmd(s, C_PASS, 0, s->opts.password) != 0)
+      finish(s, -ENOMEM);
+    return;
+  case C_PASS:
+    fifo_pop(s);
+    if (s->user_failed) {
+      finish(s, s->auth_err);
+      return;
+    }
+    if (!st->ok) {
+      set_server_error(s, st);
+      finish(s, resp_error(st, P3_EAUTH));
+      return;
+    }
+    send_listing(s);
+    return;
+  case C_UIDL:
+    if (st->ok) {
+      s->uidl_ok = 1;
+      *multiline_r = 1;
+      return;
+    }
+    fifo_pop(s);
+    s->uidl_ok = 0;
+    s->uidl_failed = 1;
+    if (!s->pipelined && send_cmd(s, C_LIST, 0, NULL) != 0)
+      finish(s, -ENOMEM);
+    return;
+  case C_LIST:
+    if (st->ok) {
+      *multiline_r = 1;
+      return;
+    }
+    fifo_pop(s);
+    set_server_error(s, st);
+    finish(s, resp_error(st, P3_ESERVER));
+    return;
+  case C_RETR: {
+    struct session_msg *m = &s->msgs[c->idx];
+    if (!st->ok) {
+      /* The server refuses this one message: keep it, go on with the rest. */
+      fifo_pop(s);
+      s->retr_inflight--;
+      m->flags |= SESSION_MSG_FAILED;
+      s->stats.failed++;
+      set_server_error(s, st);
+      s->partial_err = P3_EPARTIAL;
+      pump(s);
+      return;
+    }
+    uint64_t octets;
+    s->retr_octets = UINT64_MAX;
+    if (proto_retr_octets(st->text, st->text_len, &octets)) {
+      if (octets != m->size) {
+        char why[160];
+        snprintf(why, sizeof why, "RETR %lu announced %llu octets but LIST said %llu", m->num,
+                 (unsigned long long)octets, (unsigned long long)m->size);
+        desync(s, why);
+        return;
+      }
+      s->retr_octets = octets;
+    }
+    if (s->ops.msg_begin(s->data, c->idx) != 0) {
+      save_failed(s);
+      return;
+    }
+    s->body_open = 1;
+    *multiline_r = 1;
+    return;
+  }
+  case C_DELE:
+    fifo_pop(s);
+    if (st->ok) {
+      s->msgs[c->idx].flags |= SESSION_MSG_DELETED;
+      s->stats.deleted++;
+    } else {
+      /* The message stays on the server; it is not lost. */
+      set_server_error(s, st);
+      s->partial_err = P3_EPARTIAL;
+    }
+    if (s->state == ST_BARRIER)
+      maybe_quit(s);
+    else
+      pump(s);
+    return;
+  case C_QUIT:
+    fifo_pop(s);
+    if (!st->ok) {
+      /* RFC 1939: some deletions may not have been applied.  Nothing is lost. */
+      set_server_error(s, st);
+      finish(s, P3_ESERVER);
+      return;
+    }
+    s->stats.quit_ok = 1;
+    finish(s, s->partial_err);
+    return;
+  }
+}
+
+/* The end of a multi-line reply. */
+static void on_body_end(struct session *s, struct cmd *c) {
+  enum cmd_kind kind = (enum cmd_kind)c->kind;
+  size_t idx = c->idx;
+  fifo_pop(s);
+  switch (kind) {
+  case C_CAPA:
+    after_capa(s);
+    return;
+  case C_UIDL:
+    if (!s->pipelined && send_cmd(s, C_LIST, 0, NULL) != 0)
+      finish(s, -ENOMEM);
+    return;
+  case C_LIST:
+    listing_complete(s);
+    return;
+  case C_RETR: {
+    struct session_msg *m = &s->msgs[idx];
+    s->retr_inflight--;
+    /* The desync rule: the wire size (CRLF form, stuffing included) must lie
+     * within [LIST - 2, LIST + lines + 2]. */
+    uint64_t raw = s->dec.raw_bytes;
+    uint64_t lo = m->size > 2 ? m->size - 2 : 0, hi = m->size + s->dec.lines + 2;
+    s->body_open = 0;
+    if (raw < lo || raw > hi) {
+      s->ops.msg_abort(s->data, idx);
+      char why[200];
+      snprintf(why, sizeof why,
+               "RETR %lu returned %llu octets in %llu lines but LIST said %llu",
+               m->num, (unsigned long long)raw, (unsigned long long)s->dec.lines,
+               (unsigned long long)m->size);
+      desync(s, why);
+      return;
+    }
+    s->stats.retrieved++;
+    s->saves_pending++;
+    s->ops.msg_end(s->data, idx);
+    pump(s);
+    return;
+  }
+  default:
+    return;
+  }
+}
+
+/* Processes one status line (without CRLF). */
+static void on_line(struct session *s, const char *line, size_t len) {
+  struct cmd *c = fifo_head(s);
+  if (s->ops.trace)
+    s->ops.trace(s->data, 'S', line, len);
+  if (c == NULL) {
+    desync(s, "the server sent a reply with no command outstanding");
+    return;
+  }
+  struct p3_status st;
+  if (proto_parse_status(line, len, &st) != 0) {
+    char why[160];
+    snprintf(why, sizeof why, "expected +OK or -ERR in reply to %s", cmd_names[c->kind]);
+    s->no_dele = 1;
+    s->no_quit = 1;
+    set_local_error(s, "%s", why);
+    finish(s, P3_EPROTO);
+    return;
+  }
+  int multiline;
+  on_status(s, c, &st, &multiline);
+  if (multiline && !s->finished) {
+    s->in_body = 1;
+    mldec_init(&s->dec);
+    s->list_line_len = 0;
+  }
+}
+
+/* Decoded bytes of a listing body (CAPA/UIDL/LIST): split into lines. */
+static int listing_bytes(struct session *s, enum cmd_kind kind, const char *p, size_t n) {
+  while (n) {
+    const char *nl = memchr(p, '\n', n);
+    size_t take = nl ? (size_t)(nl - p) : n;
+    if (s->list_line_len + take >= sizeof s->list_line)
+      return P3_EPROTO;
+    memcpy(s->list_line + s->list_line_len, p, take);
+    s->list_line_len += take;
+    if (!nl)
+      break;
+    int err = listing_line(s, kind, s->list_line, s->list_line_len);
+    if (err)
+      return err;
+    s->list_line_len = 0;
+    p += take + 1;
+    n -= take + 1;
+  }
+  return 0;
+}
+
+/* Feeds body bytes of the reply at the head of the FIFO.  Returns the input
+ * consumed. */
+static size_t feed_body(struct session *s, const char *buf, size_t len) {
+  struct cmd *c = fifo_head(s);
+  size_t used = 0;
+  while (used < len && s->in_body && !s->finished) {
+    size_t chunk = len - used < SCRATCH_SIZE ? len - used : SCRATCH_SIZE;
+    size_t outlen, consumed;
+    int end = mldec_feed(&s->dec, buf + used, chunk, s->scratch, &outlen, &consumed);
+    used += consumed;
+    if (outlen) {
+      if (c->kind == C_RETR) {
+        if (s->ops.msg_data(s->data, c->idx, s->scratch, outlen) != 0) {
+          save_failed(s);
+          return used;
+        }
+        s->stats.bytes += outlen;
+      } else {
+        int err = listing_bytes(s, (enum cmd_kind)c->kind, s->scratch, outlen);
+        if (err) {
+          set_local_error(s, "malformed %s listing", cmd_names[c->kind]);
+          finish(s, err);
+          return used;
+        }
+      }
+    }
+    if (end) {
+      s->in_body = 0;
+      if (c->kind != C_RETR && s->list_line_len) {
+        set_local_error(s, "malformed %s listing", cmd_names[c->kind]);
+        finish(s, P3_EPROTO);
+        return used;
+      }
+      on_body_end(s, c);
+    }
+  }
+  return used;
+}
+
+int session_feed(struct session *s, const char *buf, size_t len) {
+  size_t pos = 0;
+  while (pos < len && !s->finished) {
+    if (s->state == ST_TLS_WAIT) {
+      /* RFC 2595: anything after STLS's +OK in plaintext is an injection. */
+      return 0;
+    }
+    if (s->in_body) {
+      pos += feed_body(s, buf + pos, len - pos);
+      continue;
+    }
+    const char *nl = memchr(buf + pos, '\n', len - pos);
+    size_t take = nl ? (size_t)(nl - (buf + pos)) + 1 : len - pos;
+    if (s->line_len + take > sizeof s->line) {
+      set_local_error(s, "%s", "a reply line is too long");
+      s->no_dele = 1;
+      s->no_quit = 1;
+      finish(s, P3_EPROTO);
+      break;
+    }
+    memcpy(s->line + s->line_len, buf + pos, take);
+    s->line_len += take;
+    pos += take;
+    if (!nl)
+      break;
+    size_t n = s->line_len - 1;
+    if (n && s->line[n - 1] == '\r')
+      n--;
+    s->line_len = 0;
+    on_line(s, s->line, n);
+  }
+  return s->finished ? (s->final_err ? s->final_err : 1) : 0;
+}
+
+/* ---- public API */
+
+struct session *session_new(const struct session_options *opts, const struct session_ops *ops,
+                            void *data) {
+  struct session *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return NULL;
+  s->opts = *opts;
+  s->opts.user = strdup(opts->user ? opts->user : "");
+  s->opts.password = strdup(opts->password ? opts->password : "");
+  if (s->opts.window == 0)
+    s->opts.window = SESSION_DEFAULT_WINDOW;
+  if (s->opts.window > SESSION_MAX_WINDOW)
+    s->opts.window = SESSION_MAX_WINDOW;
+  s->ops = *ops;
+  s->data = data;
+  s->tls_active = opts->tls_active;
+  s->scratch = malloc(SCRATCH_SIZE + 1);
+  s->fifo.cap = 16;
+  s->fifo.v = malloc(s->fifo.cap * sizeof *s->fifo.v);
+  proto_caps_init(&s->caps);
+  if (!s->opts.user || !s->opts.password || !s->scratch || !s->fifo.v) {
+    session_free(s);
+    return NULL;
+  }
+  s->state = ST_GREETING;
+  fifo_push(s, C_GREETING, 0);
+  return s;
+}
+
+void session_free(struct session *s) {
+  if (s == NULL)
+    return;
+  if (s->opts.password) {
+    /* Do not leave the password in freed memory. */
+    volatile char *p = (volatile char *)s->opts.password;
+    while (*p)
+      *p++ = 0;
+  }
+  free((char *)s->opts.user);
+  free((char *)s->opts.password);
+  free(s->scratch);
+  free(s->fifo.v);
+  free(s->out.data);
+  free(s->msgs);
+  free(s->uids);
+  free(s->dele_ready);
+  free(s);
+}
+
+void session_connection_lost(struct session *s, int err) {
+  if (s->finished)
+    return;
+  if (err == 0)
+    err = P3_EEOF;
+  finish(s, err);
+}
+
+void session_timeout(struct session *s) {
+  if (s->finished)
+    return;
+  s->no_dele = 1;
+  s->no_quit = 1;
+  struct cmd *c = fifo_head(s);
+  set_local_error(s, "no reply to %s", c ? cmd_names[c->kind] : "the last command");
+  finish(s, P3_ETIMEOUT);
+}
+
+size_t session_take_output(struct session *s, char **buf_r) {
+  size_t n = s->out.len;
+  if (n == 0) {
+    *buf_r = NULL;
+    return 0;
+  }
+  *buf_r = s->out.data;
+  s->out.data = NULL;
+  s->out.len = s->out.cap = 0;
+  return n;
+}
+
+int session_awaiting_reply(const struct session *s) {
+  return !s->finished && s->fifo.len > 0;
+}
+
+int session_finished(const struct session *s) {
+  return s->finished;
+}
+
+void session_tls_ready(struct session *s) {
+  if (s->state != ST_TLS_WAIT)
+    return;
+  s->tls_active = 1;
+  s->line_len = 0;
+  /* RFC 2595: capabilities may differ inside TLS; ask again. */
+  proto_caps_init(&s->caps);
+  s->capa_ok = 0;
+  set_state(s, ST_CAPA);
+  if (send_cmd(s, C_CAPA, 0, NULL) != 0)
+    finish(s, -ENOMEM);
+}
+
+void session_saved(struct session *s, size_t idx, int err) {
+  struct session_msg *m = &s->msgs[idx];
+  s->saves_pending--;
+  if (err) {
+    m->flags |= SESSION_MSG_FAILED;
+    s->stats.failed++;
+    save_failed(s);
+    return;
+  } else {
+    m->flags |= SESSION_MSG_SAVED;
+    s->stats.saved++;
+    if (s->dele_ready_len < s->msg_count)
+      s->dele_ready[s->dele_ready_len++] = idx;
+  }
+  if (!s->finished)
+    pump(s);
+}
+
+void session_barrier_done(struct session *s, int err) {
+  if (s->finished)
+    return;
+  if (err) {
+    set_local_error(s, "%s", "could not make the Maildir's new/ durable");
+    s->no_quit = 1;
+    finish(s, P3_ESAVE);
+    return;
+  }
+  s->barrier_done = 1;
+  maybe_quit(s);
+}
+
+void session_stop(struct session *s) {
+  if (s->finished || s->stopping)
+    return;
+  s->stopping = 1;
+  if (s->state != ST_TRANSFER) {
+    /* Before the transfer (or while quitting) there is nothing to save. */
+    if (s->state != ST_BARRIER && s->state != ST_QUIT)
+      finish(s, P3_ECANCELED);
+    return;
+  }
+  if (s->next_retr < s->msg_count)
+    s->partial_err = P3_ECANCELED;
+  pump(s);
+}
+
+size_t session_msg_count(const struct session *s) {
+  return s->msg_count;
+}
+
+const struct session_msg *session_msg(const struct session *s, size_t idx) {
+  return idx < s->msg_count ? &s->msgs[idx] : NULL;
+}
+
+const char *session_msg_uid(const struct session *s, size_t idx) {
+  if (idx >= s->msg_count || s->msgs[idx].uid_len == 0)
+    return NULL;
+  return s->uids + s->msgs[idx].uid_off;
+}
+
+void session_skip_msg(struct session *s, size_t idx) {
+  if (idx < s->msg_count)
+    s->msgs[idx].flags |= SESSION_MSG_SKIP;
+}
+
+void session_delete_only(struct session *s, size_t idx) {
+  if (idx < s->msg_count)
+    s->msgs[idx].flags |= SESSION_MSG_DELETE;
+}
+
+const struct p3_caps *session_caps(const struct session *s) {
+  return &s->caps;
+}
+
+int session_has_capa(const struct session *s) {
+  return s->capa_ok;
+}
+
+int session_has_uidl(const struct session *s) {
+  return s->uidl_ok;
+}
+
+int session_pipelined(const struct session *s) {
+  return s->pipelined;
+}
+
+const char *session_error_text(const struct session *s) {
+  return s->errtext;
+}
+
+enum p3_resp_code session_error_code(const struct session *s) {
+  return s->errcode;
+}
+
+const struct session_stats *session_stats(const struct session *s) {
+  return &s->stats;
+}

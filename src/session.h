@@ -1,0 +1,170 @@
+/* The POP3 client session: a state machine that takes bytes in and hands
+ * bytes and events out.  No I/O, no libuv, no TLS here: the transport feeds
+ * received plaintext with session_feed() and sends what session_take_output()
+ * returns after every call into the session; delivery is reached through the
+ * callbacks in struct session_ops.
+ *
+ * Flow: greeting -> CAPA -> [STLS -> (transport handshake) -> CAPA] ->
+ * USER+PASS -> UIDL+LIST -> RETR pipeline (bounded window) with DELE for each
+ * message once its delivery reports it saved -> barrier (fsync new/) -> QUIT.
+ * Replies match commands strictly in order through a FIFO of commands in
+ * flight.  A reply that cannot belong to the command it is matched with
+ * (desync) stops all further DELEs and the session closes without QUIT, so
+ * the server keeps every message. */
+#ifndef P3_SESSION_H
+#define P3_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+enum session_pipelining {
+  SESSION_PIPELINING_ON = 0, /* pipeline even without the PIPELINING capability */
+  SESSION_PIPELINING_AUTO,   /* only when advertised */
+  SESSION_PIPELINING_OFF     /* lock-step: one command in flight */
+};
+
+#define SESSION_DEFAULT_WINDOW 1000
+#define SESSION_MAX_WINDOW 100000
+
+struct session_msg {
+  unsigned long num;  /* message number on the server */
+  uint64_t size;      /* LIST size */
+  uint32_t uid_off;   /* offset of the UID in the session's UID arena */
+  uint8_t uid_len;    /* 0: no UID */
+  uint8_t flags;      /* SESSION_MSG_* */
+};
+
+enum {
+  SESSION_MSG_SKIP = 1,    /* owner decided not to retrieve it (session_skip_msg) */
+  SESSION_MSG_SAVED = 2,   /* delivery reported it durable in new/ */
+  SESSION_MSG_FAILED = 4,  /* RETR -ERR or save failed */
+  SESSION_MSG_DELETED = 8, /* DELE +OK received */
+  SESSION_MSG_DELETE = 16  /* owner asks for DELE without RETR (already delivered) */
+};
+
+struct session_ops {
+  /* Body of message idx starts: the owner opens a delivery.  Non-zero: fail. */
+  int (*msg_begin)(void *data, size_t idx);
+  /* Decoded body bytes (dot-unstuffed, LF line ends).  Non-zero: fail. */
+  int (*msg_data)(void *data, size_t idx, const char *buf, size_t len);
+  /* The body is complete and passed the desync checks: commit it, then call
+   * session_saved(). */
+  void (*msg_end)(void *data, size_t idx);
+  /* The body was cut off or failed a check: discard the partial delivery. */
+  void (*msg_abort)(void *data, size_t idx);
+  /* STLS accepted: start the TLS handshake, then call session_tls_ready().
+   * Whatever plaintext followed the +OK has been discarded already. */
+  void (*start_tls)(void *data);
+  /* Every message saved: make the renames durable (fsync new/), then call
+   * session_barrier_done(). */
+  void (*barrier)(void *data);
+  /* The listing is complete (before any RETR): the owner may mark messages
+   * with session_skip_msg()/session_delete_only().  May be NULL. */
+  void (*listed)(void *data);
+  /* Protocol trace for -v: dir is 'C' or 'S'; PASS arguments are masked. */
+  void (*trace)(void *data, char dir, const char *line, size_t len);
+  /* The session is over (called once).  err 0: QUIT acknowledged and every
+   * message done; otherwise why it ended.  The owner closes the transport;
+   * it must not free the session from inside a callback. */
+  void (*done)(void *data, int err);
+};
+
+struct session_options {
+  const char *user;
+  const char *password;
+  int starttls;                  /* require STLS before login */
+  int tls_active;                /* implicit TLS: already encrypted */
+  enum session_pipelining pipelining;
+  unsigned window;               /* RETRs in flight; 0 = default */
+};
+
+struct session;
+
+/* Creates a session that will expect a greeting first.  Strings in opts are
+ * copied.  Returns NULL on allocation failure. */
+struct session *session_new(const struct session_options *opts, const struct session_ops *ops,
+                            void *data);
+void session_free(struct session *s);
+
+/* Feeds received plaintext.  Processes all of it (callbacks run from
+ * inside); after STLS +OK the rest of the chunk is discarded.  Returns 0
+ * while the session goes on, else the error it ended with (1 for success;
+ * done was called). */
+int session_feed(struct session *s, const char *buf, size_t len);
+
+/* The connection reached EOF or failed with err.  Ends the session (done
+ * runs) unless it already ended; EOF after QUIT's +OK is fine. */
+void session_connection_lost(struct session *s, int err);
+
+/* The owner's transport timed out waiting for a reply. */
+void session_timeout(struct session *s);
+
+/* Takes the bytes waiting to be sent: *buf_r is malloc'd and owned by the
+ * caller (free it after the write completes).  Returns the length; 0 when
+ * nothing waits. */
+size_t session_take_output(struct session *s, char **buf_r);
+
+/* 1 when a reply is outstanding (the transport's timeout applies), else 0. */
+int session_awaiting_reply(const struct session *s);
+
+/* 1 once done has been called. */
+int session_finished(const struct session *s);
+
+/* The TLS handshake after STLS completed. */
+void session_tls_ready(struct session *s);
+
+/* The delivery of message idx finished: err 0 means durable in new/ (and a
+ * DELE may be sent), negative means it was not saved (no QUIT will be sent,
+ * since some servers delete whatever was retrieved at QUIT). */
+void session_saved(struct session *s, size_t idx, int err);
+
+/* The barrier finished (err 0: new/ is durable).  An error ends the session
+ * without QUIT. */
+void session_barrier_done(struct session *s, int err);
+
+/* Stop soon (daemon shutdown): no new RETRs; replies in flight are still
+ * saved; if every RETR sent was answered and saved, DELE those and QUIT,
+ * else close without QUIT.  The session ends with P3_ECANCELED unless all
+ * messages had been retrieved. */
+void session_stop(struct session *s);
+
+/* Listing access, valid from the `listed` callback on. */
+size_t session_msg_count(const struct session *s);
+const struct session_msg *session_msg(const struct session *s, size_t idx);
+/* The UID of a message (NUL-terminated), or NULL when the server has no UIDL. */
+const char *session_msg_uid(const struct session *s, size_t idx);
+/* Marks idx not to be retrieved (e.g. no disk space); it stays on the server. */
+void session_skip_msg(struct session *s, size_t idx);
+/* Marks idx as already delivered: DELE it without retrieving it. */
+void session_delete_only(struct session *s, size_t idx);
+
+/* Capabilities seen (after TLS, the ones seen inside TLS). */
+const struct p3_caps *session_caps(const struct session *s);
+/* 1 when CAPA was answered with +OK. */
+int session_has_capa(const struct session *s);
+/* 1 when the listing had UIDs. */
+int session_has_uidl(const struct session *s);
+/* 1 when commands were (or will be) pipelined. */
+int session_pipelined(const struct session *s);
+
+/* The server's text for the error the session ended with (NUL-terminated;
+ * "" when the error did not come from a server reply). */
+const char *session_error_text(const struct session *s);
+/* The response code of that reply. */
+enum p3_resp_code session_error_code(const struct session *s);
+
+struct session_stats {
+  size_t listed;       /* messages on the server */
+  size_t retrieved;    /* RETR +OK bodies received completely */
+  size_t saved;        /* durable in new/ */
+  size_t deleted;      /* DELE +OK (applied only if QUIT succeeded) */
+  size_t failed;       /* RETR -ERR or save failure */
+  size_t skipped;      /* left on the server on purpose */
+  uint64_t bytes;      /* decoded body bytes delivered to msg_data */
+  int quit_ok;         /* QUIT answered +OK */
+};
+const struct session_stats *session_stats(const struct session *s);
+
+#endif

@@ -1,0 +1,719 @@
+/* TLS client as a byte transform over memory buffers (mbedTLS 2.28; builds
+ * with 3.x).  This is the only file that includes mbedTLS headers.
+ *
+ * The bio callbacks read from `in` (returning WANT_READ when it is empty, as
+ * knot-resolver's GnuTLS pull callback says "again") and append to `out`.
+ * Verification runs with authmode OPTIONAL so the handshake always finishes
+ * and we can judge the result ourselves and say clearly what was wrong. */
+#include "config.h"
+
+#include "tls.h"
+
+#include "errors.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mbedtls/version.h"
+
+#include "mbedtls/ctr_drbg.h"
+#include "mbedtls/entropy.h"
+#include "mbedtls/error.h"
+#include "mbedtls/oid.h"
+#include "mbedtls/sha256.h"
+#include "mbedtls/ssl.h"
+#include "mbedtls/ssl_ciphersuites.h"
+#include "mbedtls/x509_crt.h"
+
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
+#include "psa/crypto.h"
+#endif
+
+#define TLS_DEFAULT_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
+
+/* Hard bounds.  The transport stops reading at ~64 KiB unconsumed, so the
+ * input cap is only reached by a misbehaving caller; the output is drained
+ * after every write, so 16 MiB means something is badly wrong. */
+#define TLS_MAX_INPUT (1024 * 1024)
+#define TLS_MAX_OUTPUT (16 * 1024 * 1024)
+
+enum tls_state { TLS_HANDSHAKING, TLS_OPEN, TLS_FAILED };
+
+struct p3_tls {
+  mbedtls_ssl_context ssl;
+  mbedtls_ssl_config conf;
+  mbedtls_entropy_context entropy;
+  mbedtls_ctr_drbg_context drbg;
+  mbedtls_x509_crt ca;
+  int have_ca;
+  int *suites; /* zero-terminated; mbedtls_ssl_conf_ciphersuites keeps the pointer */
+  enum tls_state state;
+  int pin_count;
+  uint8_t pins[P3_TLS_MAX_PINS][32];
+  char ca_file[256]; /* for error messages only */
+  char name[256];
+  /* Ciphertext fed by the transport: bytes [in_off, in_len) are unconsumed. */
+  unsigned char *in;
+  size_t in_off, in_len, in_cap;
+  /* Ciphertext produced for the transport. */
+  char *out;
+  size_t out_len, out_cap;
+};
+
+/* Our own preference: AEAD with forward secrecy, ChaCha20 first (fast
+ * without AES instructions), then AES-128-GCM, then AES-256-GCM. */
+static const int tls_preferred_suites[] = {
+#ifdef MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+#endif
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+};
+
+static void tls_err(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void tls_err(char *errbuf, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+
+  if (errbuf == NULL || errlen == 0)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(errbuf, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* mbedTLS's own words for code, e.g. "SSL - Processing of the ... (-0x7780)". */
+static void tls_err_mbed(char *errbuf, size_t errlen, const char *what, int code) {
+  char text[160];
+
+  mbedtls_strerror(code, text, sizeof(text));
+  tls_err(errbuf, errlen, "%s: %s (-0x%04x)", what, text, (unsigned)-code);
+}
+
+static int tls_sha256(const unsigned char *data, size_t len, uint8_t out[32]) {
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+  return mbedtls_sha256(data, len, out, 0);
+#else
+  return mbedtls_sha256_ret(data, len, out, 0);
+#endif
+}
+
+/* ---- bio callbacks */
+
+static int tls_bio_recv(void *ctx, unsigned char *buf, size_t len) {
+  struct p3_tls *t = ctx;
+  size_t avail = t->in_len - t->in_off;
+
+  if (avail == 0)
+    return MBEDTLS_ERR_SSL_WANT_READ;
+  if (len > avail)
+    len = avail;
+  if (len > INT_MAX)
+    len = INT_MAX;
+  memcpy(buf, t->in + t->in_off, len);
+  t->in_off += len;
+  if (t->in_off == t->in_len)
+    t->in_off = t->in_len = 0;
+  return (int)len;
+}
+
+static int tls_bio_send(void *ctx, const unsigned char *buf, size_t len) {
+  struct p3_tls *t = ctx;
+
+  if (len > INT_MAX)
+    len = INT_MAX;
+  if (len > TLS_MAX_OUTPUT - t->out_len)
+    return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+  if (t->out_len + len > t->out_cap) {
+    size_t cap = t->out_cap ? t->out_cap : 4096;
+    char *p;
+
+    while (cap < t->out_len + len)
+      cap *= 2;
+    p = realloc(t->out, cap);
+    if (p == NULL)
+      return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+    t->out = p;
+    t->out_cap = cap;
+  }
+  memcpy(t->out + t->out_len, buf, len);
+  t->out_len += len;
+  return (int)len;
+}
+
+/* ---- fingerprints */
+
+static int tls_hexval(int c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+int tls_parse_fingerprint(const char *text, uint8_t out[32]) {
+  uint8_t buf[32];
+  const char *p = text;
+  size_t i;
+
+  if (text == NULL)
+    return -EINVAL;
+  if (strncasecmp(p, "sha256:", 7) == 0)
+    p += 7;
+  for (i = 0; i < sizeof(buf); i++) {
+    int hi, lo;
+
+    /* One optional colon between byte pairs, never before the first. */
+    if (i > 0 && *p == ':')
+      p++;
+    hi = tls_hexval((unsigned char)p[0]);
+    if (hi < 0)
+      return -EINVAL;
+    lo = tls_hexval((unsigned char)p[1]);
+    if (lo < 0)
+      return -EINVAL;
+    buf[i] = (uint8_t)(hi << 4 | lo);
+    p += 2;
+  }
+  if (*p != '\0')
+    return -EINVAL;
+  memcpy(out, buf, sizeof(buf));
+  return 0;
+}
+
+/* "sha256:AB:CD:..." as `openssl x509 -noout -fingerprint -sha256` prints. */
+static void tls_format_fingerprint(const uint8_t fp[32], char *buf, size_t len) {
+  static const char hex[] = "0123456789ABCDEF";
+  char text[7 + 32 * 3];
+  size_t i, n = 0;
+
+  memcpy(text, "sha256:", 7);
+  n = 7;
+  for (i = 0; i < 32; i++) {
+    if (i > 0)
+      text[n++] = ':';
+    text[n++] = hex[fp[i] >> 4];
+    text[n++] = hex[fp[i] & 15];
+  }
+  text[n] = '\0';
+  snprintf(buf, len, "%s", text);
+}
+
+/* ---- setup */
+
+static int tls_build_suites(struct p3_tls *t) {
+  const int *defaults = mbedtls_ssl_list_ciphersuites();
+  size_t ndef = 0, npref = sizeof(tls_preferred_suites) / sizeof(tls_preferred_suites[0]);
+  size_t i, j, n = 0;
+
+  while (defaults[ndef] != 0)
+    ndef++;
+  t->suites = calloc(npref + ndef + 1, sizeof(int));
+  if (t->suites == NULL)
+    return -ENOMEM;
+  for (i = 0; i < npref; i++) {
+    /* Skip suites this build of the library does not have. */
+    if (mbedtls_ssl_ciphersuite_from_id(tls_preferred_suites[i]) != NULL)
+      t->suites[n++] = tls_preferred_suites[i];
+  }
+  for (i = 0; i < ndef; i++) {
+    int dup = 0;
+
+    for (j = 0; j < n && !dup; j++)
+      dup = t->suites[j] == defaults[i];
+    if (!dup)
+      t->suites[n++] = defaults[i];
+  }
+  t->suites[n] = 0;
+  return 0;
+}
+
+static int tls_load_ca(struct p3_tls *t, const char *file, char *errbuf, size_t errlen) {
+  int ret;
+
+  errno = 0;
+  ret = mbedtls_x509_crt_parse_file(&t->ca, file);
+  if (ret == MBEDTLS_ERR_X509_FILE_IO_ERROR || ret == MBEDTLS_ERR_PK_FILE_IO_ERROR) {
+    if (errno != 0)
+      tls_err(errbuf, errlen, "cannot read CA file %s: %s", file, strerror(errno));
+    else
+      tls_err(errbuf, errlen, "cannot read CA file %s", file);
+    return P3_ETLSCONF;
+  }
+  if (ret < 0) {
+    char what[300];
+
+    snprintf(what, sizeof(what), "cannot parse CA file %s", file);
+    tls_err_mbed(errbuf, errlen, what, ret);
+    return P3_ETLSCONF;
+  }
+  /* ret > 0 counts certificates that did not parse; a system bundle may
+   * hold a few the library cannot read, which is fine as long as some did. */
+  if (t->ca.version == 0) {
+    tls_err(errbuf, errlen, "no usable certificate in CA file %s", file);
+    return P3_ETLSCONF;
+  }
+  t->have_ca = 1;
+  return 0;
+}
+
+int tls_new(const struct p3_tls_options *opts, struct p3_tls **t_r, char *errbuf, size_t errlen) {
+  static const char pers[] = "pop3sync tls";
+  const char *name = opts->server_name;
+  struct p3_tls *t;
+  int ret;
+
+  *t_r = NULL;
+  if (name != NULL && name[0] == '\0')
+    name = NULL;
+  if (opts->pin_count < 0 || opts->pin_count > P3_TLS_MAX_PINS) {
+    tls_err(errbuf, errlen, "bad pin count %d", opts->pin_count);
+    return P3_ETLSCONF;
+  }
+  if (name == NULL && opts->pin_count == 0) {
+    tls_err(errbuf, errlen, "no name to verify");
+    return P3_ETLSCONF;
+  }
+  if (name != NULL && strlen(name) >= sizeof(t->name)) {
+    tls_err(errbuf, errlen, "server name is too long");
+    return P3_ETLSCONF;
+  }
+
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
+  /* 3.x uses PSA for TLS 1.3 and more; initialising twice is harmless. */
+  if (psa_crypto_init() != PSA_SUCCESS) {
+    tls_err(errbuf, errlen, "cannot initialise PSA crypto");
+    return P3_ETLSCONF;
+  }
+#endif
+
+  t = calloc(1, sizeof(*t));
+  if (t == NULL)
+    return -ENOMEM;
+  mbedtls_ssl_init(&t->ssl);
+  mbedtls_ssl_config_init(&t->conf);
+  mbedtls_entropy_init(&t->entropy);
+  mbedtls_ctr_drbg_init(&t->drbg);
+  mbedtls_x509_crt_init(&t->ca);
+  t->state = TLS_HANDSHAKING;
+  t->pin_count = opts->pin_count;
+  if (opts->pin_count > 0)
+    memcpy(t->pins, opts->pins, sizeof(t->pins[0]) * (size_t)opts->pin_count);
+  if (name != NULL)
+    snprintf(t->name, sizeof(t->name), "%s", name);
+
+  /* The CA file is needed unless pins alone decide; an explicit ca_file is
+   * loaded (and must be valid) even with pins. */
+  if (opts->ca_file != NULL || opts->pin_count == 0) {
+    const char *file = opts->ca_file ? opts->ca_file : TLS_DEFAULT_CA_FILE;
+
+    snprintf(t->ca_file, sizeof(t->ca_file), "%s", file);
+    ret = tls_load_ca(t, file, errbuf, errlen);
+    if (ret < 0)
+      goto fail;
+  }
+
+  ret = mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->entropy,
+                              (const unsigned char *)pers, sizeof(pers) - 1);
+  if (ret != 0) {
+    tls_err_mbed(errbuf, errlen, "cannot seed the random generator", ret);
+    ret = P3_ETLSCONF;
+    goto fail;
+  }
+
+  ret = mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                    MBEDTLS_SSL_PRESET_DEFAULT);
+  if (ret != 0) {
+    tls_err_mbed(errbuf, errlen, "cannot set TLS defaults", ret);
+    ret = P3_ETLSCONF;
+    goto fail;
+  }
+#if MBEDTLS_VERSION_NUMBER >= 0x03020000
+  mbedtls_ssl_conf_min_tls_version(&t->conf, MBEDTLS_SSL_VERSION_TLS1_2);
+#else
+  mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+#endif
+  /* OPTIONAL: the handshake completes and tls_verify() decides, so that
+   * the error can say what was wrong (and so that pins can override). */
+  mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_OPTIONAL);
+  if (t->have_ca)
+    mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
+  mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
+  ret = tls_build_suites(t);
+  if (ret < 0)
+    goto fail;
+  mbedtls_ssl_conf_ciphersuites(&t->conf, t->suites);
+
+  ret = mbedtls_ssl_setup(&t->ssl, &t->conf);
+  if (ret != 0) {
+    tls_err_mbed(errbuf, errlen, "cannot set up TLS", ret);
+    ret = ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? -ENOMEM : P3_ETLSCONF;
+    goto fail;
+  }
+  /* With no name, say so explicitly: 3.6 refuses to verify a certificate
+   * when the hostname was never set. */
+  ret = mbedtls_ssl_set_hostname(&t->ssl, name);
+  if (ret != 0) {
+    tls_err_mbed(errbuf, errlen, "cannot set the server name", ret);
+    ret = P3_ETLSCONF;
+    goto fail;
+  }
+  mbedtls_ssl_set_bio(&t->ssl, t, tls_bio_send, tls_bio_recv, NULL);
+  *t_r = t;
+  return 0;
+
+fail:
+  tls_free(t);
+  return ret;
+}
+
+void tls_free(struct p3_tls *t) {
+  if (t == NULL)
+    return;
+  mbedtls_ssl_free(&t->ssl);
+  mbedtls_ssl_config_free(&t->conf);
+  mbedtls_ctr_drbg_free(&t->drbg);
+  mbedtls_entropy_free(&t->entropy);
+  mbedtls_x509_crt_free(&t->ca);
+  free(t->suites);
+  free(t->in);
+  free(t->out);
+  free(t);
+}
+
+/* ---- buffers */
+
+int tls_feed(struct p3_tls *t, const char *data, size_t len) {
+  size_t pending = t->in_len - t->in_off;
+
+  if (len == 0)
+    return 0;
+  if (len > TLS_MAX_INPUT - pending)
+    return -ENOBUFS;
+  /* Compact first, so the buffer never grows past pending + len. */
+  if (t->in_off > 0) {
+    memmove(t->in, t->in + t->in_off, pending);
+    t->in_off = 0;
+    t->in_len = pending;
+  }
+  if (t->in_len + len > t->in_cap) {
+    size_t cap = t->in_cap ? t->in_cap : 16384;
+    unsigned char *p;
+
+    while (cap < t->in_len + len)
+      cap *= 2;
+    p = realloc(t->in, cap);
+    if (p == NULL)
+      return -ENOMEM;
+    t->in = p;
+    t->in_cap = cap;
+  }
+  memcpy(t->in + t->in_len, data, len);
+  t->in_len += len;
+  return 0;
+}
+
+size_t tls_pending_input(const struct p3_tls *t) {
+  return t->in_len - t->in_off;
+}
+
+size_t tls_take_output(struct p3_tls *t, char **buf_r) {
+  size_t len = t->out_len;
+
+  *buf_r = NULL;
+  if (len == 0)
+    return 0;
+  *buf_r = t->out;
+  t->out = NULL;
+  t->out_len = t->out_cap = 0;
+  return len;
+}
+
+/* ---- verification */
+
+/* Copies an untrusted certificate string, replacing anything unprintable. */
+static size_t tls_put_name(char *dst, size_t cap, size_t n, const unsigned char *s, size_t len) {
+  size_t i;
+
+  for (i = 0; i < len && n + 1 < cap; i++)
+    dst[n++] = (s[i] >= 0x20 && s[i] < 0x7f) ? (char)s[i] : '?';
+  dst[n] = '\0';
+  return n;
+}
+
+/* The names a certificate is for: its DNS subjectAltNames, else its CN. */
+static void tls_cert_names(const mbedtls_x509_crt *crt, char *buf, size_t cap) {
+  const mbedtls_x509_sequence *san;
+  const mbedtls_x509_name *dn;
+  size_t n = 0;
+  int count = 0;
+
+  buf[0] = '\0';
+  if (crt == NULL)
+    return;
+  for (san = &crt->subject_alt_names; san != NULL && san->buf.p != NULL; san = san->next) {
+    if ((san->buf.tag & MBEDTLS_ASN1_TAG_VALUE_MASK) != MBEDTLS_X509_SAN_DNS_NAME)
+      continue;
+    if (count == 3) {
+      n = tls_put_name(buf, cap, n, (const unsigned char *)", ...", 5);
+      return;
+    }
+    if (count++ > 0)
+      n = tls_put_name(buf, cap, n, (const unsigned char *)", ", 2);
+    n = tls_put_name(buf, cap, n, san->buf.p, san->buf.len);
+  }
+  if (count > 0)
+    return;
+  for (dn = &crt->subject; dn != NULL; dn = dn->next) {
+    if (dn->oid.p != NULL && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &dn->oid) == 0) {
+      tls_put_name(buf, cap, n, dn->val.p, dn->val.len);
+      return;
+    }
+  }
+}
+
+/* Appends "; " and a sentence to msg. */
+static void tls_add(char *msg, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void tls_add(char *msg, size_t cap, const char *fmt, ...) {
+  size_t n = strlen(msg);
+  va_list ap;
+
+  if (n > 0 && n + 2 < cap) {
+    memcpy(msg + n, "; ", 3);
+    n += 2;
+  }
+  if (n + 1 >= cap)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(msg + n, cap - n, fmt, ap);
+  va_end(ap);
+}
+
+/* One readable line for mbedTLS verification flags. */
+static void tls_describe_flags(const struct p3_tls *t, const mbedtls_x509_crt *crt, uint32_t flags,
+                               char *msg, size_t cap) {
+  uint32_t known = 0;
+
+  msg[0] = '\0';
+  if (flags & MBEDTLS_X509_BADCERT_MISSING) {
+    tls_add(msg, cap, "server sent no certificate");
+    known |= MBEDTLS_X509_BADCERT_MISSING | MBEDTLS_X509_BADCERT_SKIP_VERIFY;
+  }
+  if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) {
+    char names[200];
+
+    tls_cert_names(crt, names, sizeof(names));
+    if (names[0] != '\0')
+      tls_add(msg, cap, "certificate is for %s, not %s", names, t->name);
+    else
+      tls_add(msg, cap, "certificate name does not match %s", t->name);
+    known |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+  }
+  if (flags & MBEDTLS_X509_BADCERT_EXPIRED) {
+    if (crt != NULL)
+      tls_add(msg, cap, "certificate has expired (valid until %04d-%02d-%02d)", crt->valid_to.year,
+              crt->valid_to.mon, crt->valid_to.day);
+    else
+      tls_add(msg, cap, "certificate has expired");
+    known |= MBEDTLS_X509_BADCERT_EXPIRED;
+  }
+  if (flags & MBEDTLS_X509_BADCERT_FUTURE) {
+    tls_add(msg, cap, "certificate is not valid yet");
+    known |= MBEDTLS_X509_BADCERT_FUTURE;
+  }
+  if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED) {
+    if (t->have_ca)
+      tls_add(msg, cap, "certificate is not trusted (no CA in %s signed it)", t->ca_file);
+    else
+      tls_add(msg, cap, "certificate is not trusted");
+    known |= MBEDTLS_X509_BADCERT_NOT_TRUSTED;
+  }
+  if (flags & MBEDTLS_X509_BADCERT_REVOKED) {
+    tls_add(msg, cap, "certificate has been revoked");
+    known |= MBEDTLS_X509_BADCERT_REVOKED;
+  }
+  if (flags & (MBEDTLS_X509_BADCERT_KEY_USAGE | MBEDTLS_X509_BADCERT_EXT_KEY_USAGE |
+               MBEDTLS_X509_BADCERT_NS_CERT_TYPE)) {
+    tls_add(msg, cap, "certificate is not meant for a TLS server");
+    known |= MBEDTLS_X509_BADCERT_KEY_USAGE | MBEDTLS_X509_BADCERT_EXT_KEY_USAGE |
+             MBEDTLS_X509_BADCERT_NS_CERT_TYPE;
+  }
+  if (flags & MBEDTLS_X509_BADCERT_BAD_MD) {
+    tls_add(msg, cap, "certificate is signed with an unacceptable hash");
+    known |= MBEDTLS_X509_BADCERT_BAD_MD;
+  }
+  if (flags & MBEDTLS_X509_BADCERT_BAD_PK) {
+    tls_add(msg, cap, "certificate is signed with an unacceptable algorithm");
+    known |= MBEDTLS_X509_BADCERT_BAD_PK;
+  }
+  if (flags & MBEDTLS_X509_BADCERT_BAD_KEY) {
+    tls_add(msg, cap, "certificate key is too weak");
+    known |= MBEDTLS_X509_BADCERT_BAD_KEY;
+  }
+  if (flags & ~known) {
+    /* Whatever is left, in the library's words: first line, no "! " prefix. */
+    char info[256], *nl;
+
+    if (mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags & ~known) > 0) {
+      nl = strchr(info, '\n');
+      if (nl != NULL)
+        *nl = '\0';
+      tls_add(msg, cap, "%s", info);
+    } else {
+      tls_add(msg, cap, "certificate verification failed (flags 0x%x)", (unsigned)(flags & ~known));
+    }
+  }
+}
+
+static int tls_verify(struct p3_tls *t, char *errbuf, size_t errlen) {
+  const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&t->ssl);
+  uint32_t flags;
+
+  if (t->pin_count > 0) {
+    uint8_t fp[32];
+    char text[7 + 32 * 3];
+    int i;
+
+    if (crt == NULL || crt->raw.p == NULL) {
+      tls_err(errbuf, errlen, "server sent no certificate");
+      return P3_EPIN;
+    }
+    if (tls_sha256(crt->raw.p, crt->raw.len, fp) != 0) {
+      tls_err(errbuf, errlen, "cannot hash the server certificate");
+      return P3_EPIN;
+    }
+    for (i = 0; i < t->pin_count; i++) {
+      if (memcmp(fp, t->pins[i], sizeof(fp)) == 0)
+        return 0; /* a pin replaces the CA and name checks */
+    }
+    tls_format_fingerprint(fp, text, sizeof(text));
+    tls_err(errbuf, errlen, "server certificate is %s", text);
+    return P3_EPIN;
+  }
+
+  flags = mbedtls_ssl_get_verify_result(&t->ssl);
+  if (flags == 0)
+    return 0;
+  if (errbuf != NULL && errlen > 0)
+    tls_describe_flags(t, crt, flags, errbuf, errlen);
+  return P3_ECERT;
+}
+
+/* ---- the transform */
+
+int tls_handshake(struct p3_tls *t, char *errbuf, size_t errlen) {
+  int ret;
+
+  if (t->state == TLS_OPEN)
+    return 1;
+  if (t->state == TLS_FAILED) {
+    tls_err(errbuf, errlen, "TLS session already failed");
+    return P3_ETLS;
+  }
+  ret = mbedtls_ssl_handshake(&t->ssl);
+  if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
+    return 0;
+  if (ret != 0) {
+    t->state = TLS_FAILED;
+    tls_err_mbed(errbuf, errlen, "handshake", ret);
+    return P3_ETLS;
+  }
+  ret = tls_verify(t, errbuf, errlen);
+  if (ret < 0) {
+    t->state = TLS_FAILED;
+    /* Tell the server why we hang up; the transport may send it or not. */
+    mbedtls_ssl_send_alert_message(&t->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+                                   MBEDTLS_SSL_ALERT_MSG_BAD_CERT);
+    return ret;
+  }
+  t->state = TLS_OPEN;
+  return 1;
+}
+
+int tls_read(struct p3_tls *t, char *buf, size_t len, char *errbuf, size_t errlen) {
+  int ret, empty = 0;
+
+  if (t->state != TLS_OPEN) {
+    tls_err(errbuf, errlen, "TLS session is not open");
+    return P3_ETLS;
+  }
+  if (len == 0)
+    return 0;
+  if (len > INT_MAX)
+    len = INT_MAX;
+  for (;;) {
+    ret = mbedtls_ssl_read(&t->ssl, (unsigned char *)buf, len);
+    if (ret > 0)
+      return ret;
+    if (ret == 0) {
+      /* An empty record (some stacks send them): try the rest of the input.
+       * mbedTLS itself refuses a long run of them; the count is our bound. */
+      if (tls_pending_input(t) > 0 && ++empty < 16)
+        continue;
+      return 0;
+    }
+    if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
+      return 0;
+#ifdef MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET
+    if (ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+      continue; /* TLS 1.3 (3.x): not data, carry on */
+#endif
+    if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
+      return P3_EEOF;
+    t->state = TLS_FAILED;
+    tls_err_mbed(errbuf, errlen, "read", ret);
+    return P3_ETLS;
+  }
+}
+
+int tls_write(struct p3_tls *t, const char *data, size_t len, char *errbuf, size_t errlen) {
+  const unsigned char *p = (const unsigned char *)data;
+
+  if (t->state != TLS_OPEN) {
+    tls_err(errbuf, errlen, "TLS session is not open");
+    return P3_ETLS;
+  }
+  while (len > 0) {
+    int ret = mbedtls_ssl_write(&t->ssl, p, len);
+
+    if (ret <= 0) {
+      /* The output is memory and never says "again", so this is final. */
+      t->state = TLS_FAILED;
+      tls_err_mbed(errbuf, errlen, "write", ret);
+      return P3_ETLS;
+    }
+    p += ret;
+    len -= (size_t)ret;
+  }
+  return 0;
+}
+
+void tls_close_notify(struct p3_tls *t) {
+  if (t->state == TLS_OPEN)
+    mbedtls_ssl_close_notify(&t->ssl);
+}
+
+const char *tls_version(const struct p3_tls *t) {
+  const char *v = mbedtls_ssl_get_version(&t->ssl);
+
+  return v != NULL ? v : "unknown";
+}
+
+const char *tls_ciphersuite(const struct p3_tls *t) {
+  const char *s = mbedtls_ssl_get_ciphersuite(&t->ssl);
+
+  return s != NULL ? s : "none";
+}

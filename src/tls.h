@@ -1,0 +1,67 @@
+/* TLS as a byte transform over memory buffers (mbedTLS).  The only file that
+ * includes mbedTLS headers is tls.c.  The transport feeds ciphertext in and
+ * drains ciphertext out; nothing here touches a socket or the event loop. */
+#ifndef P3_TLS_H
+#define P3_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define P3_TLS_MAX_PINS 8
+
+struct p3_tls_options {
+  const char *ca_file;       /* NULL: /etc/ssl/certs/ca-certificates.crt */
+  const char *server_name;   /* SNI and certificate name; NULL or "" means no SNI and
+                                no name check (only allowed with pins) */
+  uint8_t pins[P3_TLS_MAX_PINS][32]; /* SHA-256 of the leaf certificate's DER */
+  int pin_count;             /* > 0: a matching pin replaces CA and name checks */
+};
+
+struct p3_tls; /* opaque */
+
+/* Parses "sha256:HEX" (64 hex digits, any case, colons allowed anywhere
+ * between digit pairs, the "sha256:" prefix optional) into out.  Returns 0
+ * or -EINVAL. */
+int tls_parse_fingerprint(const char *text, uint8_t out[32]);
+
+/* Creates a client context.  Loads the CA file unless pins are given and
+ * ca_file is NULL.  Returns 0 and *t_r, or P3_ETLSCONF with errbuf set (a
+ * CA file that cannot be read is named). */
+int tls_new(const struct p3_tls_options *opts, struct p3_tls **t_r, char *errbuf, size_t errlen);
+
+void tls_free(struct p3_tls *t);
+
+/* Appends received ciphertext (copied; the buffer grows as needed but the
+ * transport stops reading while tls has more than ~64 KiB unconsumed). */
+int tls_feed(struct p3_tls *t, const char *data, size_t len);
+
+/* Bytes of ciphertext fed but not yet consumed. */
+size_t tls_pending_input(const struct p3_tls *t);
+
+/* Advances the handshake.  Returns 1 when done (and verified), 0 when it
+ * needs more input (drain the output first), or P3_ETLS / P3_ECERT /
+ * P3_EPIN with errbuf describing what failed (e.g. "certificate is for
+ * other.example, not mail.example.com", "certificate has expired"). */
+int tls_handshake(struct p3_tls *t, char *errbuf, size_t errlen);
+
+/* Decrypts up to len bytes of application data into buf.  Returns the
+ * count (> 0), 0 when more input is needed, P3_EEOF on a close_notify, or
+ * P3_ETLS (errbuf set). */
+int tls_read(struct p3_tls *t, char *buf, size_t len, char *errbuf, size_t errlen);
+
+/* Encrypts all of data into the output buffer.  Returns 0 or P3_ETLS. */
+int tls_write(struct p3_tls *t, const char *data, size_t len, char *errbuf, size_t errlen);
+
+/* Hands the ciphertext waiting to be sent to the caller: *buf_r is malloc'd
+ * and owned by the caller afterwards (free it in the write callback).
+ * Returns the length, 0 when there is nothing to send. */
+size_t tls_take_output(struct p3_tls *t, char **buf_r);
+
+/* Queues a close_notify alert into the output. */
+void tls_close_notify(struct p3_tls *t);
+
+/* Negotiated protocol and cipher suite, for -v (static strings). */
+const char *tls_version(const struct p3_tls *t);
+const char *tls_ciphersuite(const struct p3_tls *t);
+
+#endif

@@ -1,0 +1,988 @@
+#!/usr/bin/env python3
+"""fakepop3d -- pop3sync's scriptable test POP3 server (Python 3.11 standard library only).
+
+usage: fakepop3d.py [--host ADDR] [--port N] [--maildir DIR | --generate N[:SIZE]]
+                    [--user U] [--password P] [--uid-mode sha1|number|msgnum]
+                    [--no-capa] [--no-pipelining] [--no-uidl] [--expire0] [--expire0-enforce]
+                    [--stls CERT KEY | --ssl CERT KEY] [--latency MS]
+                    [--max-sessions N] [--lifetime SECONDS] [--record FILE] [--verbose]
+                    [fault options, see below]
+
+Startup: listens on --host (default 127.0.0.1; ::1 works) and --port (default 0, i.e. the
+kernel picks one), then prints "PORT <n>" as the first line of stdout and flushes it. It
+serves any number of concurrent sessions until SIGTERM/SIGINT, until --max-sessions N
+sessions have ended, or until --lifetime SECONDS (default 600) have passed; exit status 0.
+
+Mailbox
+  --maildir DIR     every regular file in DIR whose name does not start with "." is one message,
+                    in name order; its bytes are served as they are (LF line ends expected).
+                    DIR is re-read at each login, so tests may add files between sessions.
+  --generate N[:SIZE]  N deterministic messages of about SIZE bytes (default 2000) with
+                    From/To/Subject/Date/Message-ID headers and body lines starting with ".";
+                    messages 1, 11, 21, ... also hold a line that is exactly ".".
+  Neither option: an empty mailbox.
+  Wire form of a message: every LF not preceded by CR becomes CRLF (existing CRLF stays), a
+  CRLF is added when the message does not end with a line end (and is counted in its size),
+  every line starting with "." gets one more "." (the first line too), then ".\r\n".
+  LIST/STAT size = octets of the CRLF form before dot-stuffing; RETR says "+OK <size> octets".
+  UIDs (--uid-mode): sha1 (default): the first 20 hex digits of SHA-1 of the message bytes,
+  stable across server restarts (byte-identical copies after the first one get SHA-1 of
+  name + NUL + content instead); number: "1", "2", ... in first-seen order, stable while this
+  process runs; msgnum: the message's number in the current session (unstable on purpose).
+  Deletion: DELE marks; QUIT in the TRANSACTION state commits (UPDATE state): the messages
+  leave this process's mailbox and, with --maildir, their files are unlinked from DIR.
+  Without QUIT (disconnect, fault) nothing is deleted. The commit happens when QUIT is
+  processed, even if its +OK never reaches the client (a fault, or the client hung up).
+  One session at a time holds the maildrop lock: a concurrent login gets "-ERR [IN-USE] ...".
+
+Login: USER/PASS against --user (default "test") and --password (default "secret"); a wrong
+  pair gets "-ERR [AUTH] invalid credentials". APOP and AUTH are refused.
+CAPA: CAPA, TOP, USER (before login), UIDL, PIPELINING, RESP-CODES, AUTH-RESP-CODE,
+  EXPIRE 0 (with --expire0 or --expire0-enforce), STLS (with --stls, before TLS),
+  IMPLEMENTATION fakepop3d. --no-capa: CAPA answers -ERR. --no-pipelining: no PIPELINING.
+  --no-uidl: UIDL answers -ERR and is not listed. --expire0-enforce also deletes, at a
+  committed QUIT, every message that was retrieved with RETR in that session.
+Commands: USER PASS QUIT CAPA STLS STAT LIST UIDL RETR TOP DELE NOOP RSET, case-insensitive.
+  Anything else, or a command in the wrong state, gets -ERR; a line longer than 512 octets
+  gets "-ERR line too long" (one reply; the rest of it up to LF is discarded).
+TLS: --stls CERT KEY offers STLS ("+OK Begin TLS negotiation", then the handshake; plaintext
+  the client sent after STLS is discarded). --ssl CERT KEY: implicit TLS (POP3S).
+--latency MS: every reply (and the greeting) leaves the server MS milliseconds after the
+  command was read: replies wait in a time-stamped queue while the server keeps reading and
+  processing commands, so this is a one-way delay, not a stall. A pipelined client sees a
+  total time of a few x MS, a lock-step one about (commands x MS).
+
+Faults. They act only in the sessions listed by --fault-sessions (comma-separated session
+numbers, 1-based in order of accepted connections, default "1"; "all" = every session).
+Command numbers count every command line of the session from 1 (CAPA, USER, PASS ... too).
+Byte counts are payload bytes sent by the server, greeting included (plaintext under TLS).
+  --drop-after-bytes K   send K bytes in total, then close (FIN; close_notify under TLS)
+  --stall-after-bytes K  send K bytes, then send nothing more but keep reading (and
+                         processing) commands until the client goes away
+  --err-on-retr N        RETR N gets "-ERR [SYS/TEMP] simulated failure" (repeatable)
+  --err-on-dele N        DELE N gets "-ERR [SYS/TEMP] simulated failure" (repeatable)
+  --drop-reply N         command N is executed but its reply is never sent (repeatable)
+  --dup-reply N          command N's reply is sent twice (repeatable)
+  --garbage-after N      after command N's reply, send one --garbage-text line (repeatable)
+  --garbage-text TEXT    default "*** fakepop3d garbage ***"
+  --truncate-retr N      send the first half of RETR N's whole reply, then close (repeatable)
+  --no-greeting          never send a greeting (commands are still processed)
+  --greeting-text TEXT   send TEXT verbatim (plus CRLF) as the greeting, e.g. "-ERR busy"
+  --close-after-pass     close right after the reply to PASS has been sent
+A server-side close is a lingering one: shutdown(SHUT_WR), then input is read and discarded
+until the client closes (at most 3 s), so the client really receives every byte sent.
+
+Record (--record FILE): one JSON object per session appended to FILE as one line (JSON
+Lines), written when the session ends, and also for sessions still open at shutdown. Keys:
+  session        number of the session (1-based, order of accepted connections)
+  peer           "addr:port" of the client
+  tls            "none", "implicit" or "stls" (STLS completed)
+  faults         list of the fault options active in this session ([] when none)
+  user           argument of the last USER command, or null
+  authenticated  true after a successful PASS
+  messages       number of messages in the mailbox snapshot taken at login (null if none)
+  commands       every command line received, in order, without its line end, decoded as
+                 Latin-1; "PASS ***" stands for any PASS; lines cut to 600 characters
+  retrieved      message numbers for which RETR answered +OK, in order (repeats kept)
+  marked         message numbers marked by DELE at the end of the session
+  quit           true if QUIT was received
+  committed      true if QUIT was received in the TRANSACTION state (UPDATE state)
+  deleted        message numbers removed by the commit, sorted ([] unless committed)
+  deleted_uids   their UIDs (in the sha1 mode the stable ones), same order
+  writes         number of reads from the socket that held at least one complete command line
+  rounds         number of times command data arrived while nothing was outstanding, i.e.
+                 every earlier command's reply (and the greeting) had been completely written
+                 to the socket: nothing in the latency queue and nothing in the transport's
+                 write buffer. Counted once per read from the socket (a read that brings ten
+                 pipelined commands at an idle moment counts 1). It measures how often the
+                 client waited for the server: a lock-step client scores one per command, a
+                 pipelined one a handful. Deterministic with --latency of 10 ms or more (the
+                 queue then holds the replies of commands in flight); without latency a TCP
+                 segment boundary can add a count, so treat it as an upper bound there.
+  rounds_txn     the same, counting only reads that arrived after a successful PASS had been
+                 processed
+  bytes_in, bytes_out   payload octets received / sent
+  start          Unix time of accept; duration: seconds
+  end            why it ended: "quit", "client-closed", "fault:drop-after-bytes",
+                 "fault:truncate-retr", "fault:close-after-pass", "shutdown", "error:<text>"
+--verbose: one line per session on stderr when it ends (and a few startup/shutdown notes).
+"""
+
+import argparse
+import asyncio
+import collections
+import hashlib
+import json
+import os
+import signal
+import ssl
+import sys
+import time
+
+MAX_LINE = 512
+CHUNK = 65536
+QUEUE_SOFT_LIMIT = 8 << 20  # stop reading commands while this much output is queued
+LINGER_SECONDS = 3.0
+
+SIMULATED_ERR = b"-ERR [SYS/TEMP] simulated failure\r\n"
+
+
+def log(msg):
+    print("fakepop3d: " + msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+
+
+def wire_body(raw):
+    """Return (size, stuffed): the CRLF form's size and the dot-stuffed lines plus ".\\r\\n"."""
+    if not raw:
+        return 0, b".\r\n"
+    lines = raw.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # raw ended with LF: no partial last line
+    out = []
+    size = 0
+    for line in lines:
+        if line.endswith(b"\r"):
+            line = line[:-1]  # an existing CRLF stays one CRLF
+        size += len(line) + 2
+        if line.startswith(b"."):
+            line = b"." + line
+        out.append(line)
+        out.append(b"\r\n")
+    out.append(b".\r\n")
+    return size, b"".join(out)
+
+
+class Message:
+    __slots__ = ("key", "raw", "size", "wire", "uid", "serial")
+
+    def __init__(self, key, raw, uid, serial):
+        self.key = key  # file name, or generated index
+        self.raw = raw
+        self.size, self.wire = wire_body(raw)
+        self.uid = uid
+        self.serial = serial
+
+    def top(self, nlines):
+        """Headers, the empty line and the first nlines body lines, stuffed and terminated."""
+        raw = self.raw
+        sep = raw.find(b"\n\n")
+        if sep < 0:
+            sep2 = raw.find(b"\r\n\r\n")
+            if sep2 < 0:
+                return wire_body(raw)[1]
+            head, body = raw[:sep2 + 4], raw[sep2 + 4:]
+        else:
+            head, body = raw[:sep + 2], raw[sep + 2:]
+        body_lines = body.split(b"\n")
+        if body_lines and body_lines[-1] == b"":
+            body_lines.pop()
+        part = b"".join(line + b"\n" for line in body_lines[:nlines])
+        return wire_body(head + part)[1]
+
+
+WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
+         "incididunt ut labore et dolore magna aliqua pop3 maildir pipelining octets").split()
+
+
+def generate_message(i, size):
+    """Message i (1-based) of the --generate mailbox; depends only on i and size."""
+    h = hashlib.sha1(b"fakepop3d-%d-%d" % (i, size)).hexdigest()
+    minute = i % 60
+    hour = (i // 60) % 24
+    day = 1 + (i // 1440) % 28
+    head = ("From: Sender %d <sender%d@example.org>\n"
+            "To: Test User <test@example.net>\n"
+            "Subject: Test message %d (%s)\n"
+            "Date: Mon, %02d Jan 2024 %02d:%02d:00 +0000\n"
+            "Message-ID: <%s.%d@fakepop3d.example.org>\n"
+            "MIME-Version: 1.0\n"
+            "Content-Type: text/plain; charset=us-ascii\n"
+            "\n") % (i % 7, i % 7, i, h[:8], day, hour, minute, h[:16], i)
+    body = []
+    total = len(head)
+    n = 0
+    seed = int(h[:8], 16)
+    if i % 10 == 1:
+        body.append("A line that is exactly one dot follows:")
+        body.append(".")
+    while total + sum(len(x) + 1 for x in body) < size or n < 3:
+        n += 1
+        seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+        words = [WORDS[(seed >> k) % len(WORDS)] for k in range(0, 24, 3)]
+        line = " ".join(words)
+        if n % 5 == 0:
+            line = "." + line  # dot-stuffing on the wire
+        elif n % 11 == 0:
+            line = ".." + line
+        body.append("%d %s" % (n, line) if not line.startswith(".") else line)
+    text = head + "\n".join(body) + "\n"
+    return text.encode("ascii")
+
+
+class Mailbox:
+    """The server's mailbox: shared by sessions, changed only by a committed QUIT."""
+
+    def __init__(self, opts):
+        self.maildir = opts.maildir
+        self.uid_mode = opts.uid_mode
+        self.messages = []  # current list, in order
+        self.cache = {}  # maildir: name -> (mtime_ns, size, Message)
+        self.next_serial = 1
+        self.locked_by = None
+        if opts.generate:
+            count, size = opts.generate
+            for i in range(1, count + 1):
+                self.messages.append(self._make(i, generate_message(i, size)))
+        else:
+            self.refresh()
+
+    def _make(self, key, raw, dup=False):
+        if dup:
+            uid = hashlib.sha1(str(key).encode() + b"\0" + raw).hexdigest()[:20]
+        else:
+            uid = hashlib.sha1(raw).hexdigest()[:20]
+        m = Message(key, raw, uid, self.next_serial)
+        self.next_serial += 1
+        return m
+
+    def refresh(self):
+        """Re-read --maildir (new files appear, removed ones vanish). No-op otherwise."""
+        if not self.maildir:
+            return
+        names = sorted(n for n in os.listdir(self.maildir) if not n.startswith("."))
+        msgs = []
+        seen_content = set()
+        newcache = {}
+        for name in names:
+            path = os.path.join(self.maildir, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if not os.path.isfile(path):
+                continue
+            old = self.cache.get(name)
+            if old and old[0] == st.st_mtime_ns and old[1] == st.st_size:
+                m = old[2]
+            else:
+                try:
+                    with open(path, "rb") as f:
+                        raw = f.read()
+                except OSError:
+                    continue
+                m = self._make(name, raw, dup=hashlib.sha1(raw).hexdigest()[:20] in seen_content)
+            seen_content.add(hashlib.sha1(m.raw).hexdigest()[:20])
+            newcache[name] = (st.st_mtime_ns, st.st_size, m)
+            msgs.append(m)
+        self.cache = newcache
+        self.messages = msgs
+
+    def commit(self, gone):
+        """Remove the Message objects in gone (UPDATE state)."""
+        ids = set(id(m) for m in gone)
+        self.messages = [m for m in self.messages if id(m) not in ids]
+        if self.maildir:
+            for m in gone:
+                try:
+                    os.unlink(os.path.join(self.maildir, m.key))
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    log("cannot unlink %s: %s" % (m.key, e))
+                self.cache.pop(m.key, None)
+
+    def uid_of(self, m, num):
+        if self.uid_mode == "number":
+            return str(m.serial)
+        if self.uid_mode == "msgnum":
+            return str(num)
+        return m.uid
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions
+
+
+class Item:
+    __slots__ = ("due", "data", "ncmds", "action")
+
+    def __init__(self, due, data, ncmds, action):
+        self.due = due
+        self.data = data
+        self.ncmds = ncmds
+        self.action = action
+
+
+class Session:
+    def __init__(self, server, num, reader, writer, tls):
+        self.srv = server
+        self.opts = server.opts
+        self.num = num
+        self.reader = reader
+        self.writer = writer
+        self.loop = asyncio.get_running_loop()
+        o = self.opts
+        self.faulty = o.fault_sessions is None or num in o.fault_sessions
+        self.state = "auth"  # auth | txn | done
+        self.tls = tls
+        self.user = None
+        self.msgs = None  # snapshot at login
+        self.marked = set()
+        self.retrieved = []
+        self.cmdno = 0
+        self.commands = []
+        self.quit = False
+        self.committed = False
+        self.deleted = []
+        self.deleted_uids = []
+        self.writes = 0
+        self.rounds = 0
+        self.rounds_txn = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.start = time.time()
+        self.end = None
+        # output side
+        self.queue = collections.deque()
+        self.queued_bytes = 0
+        self.inflight = 0  # greeting + commands whose reply is not completely written
+        self.has_items = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.below_limit = asyncio.Event()
+        self.below_limit.set()
+        self.stalled = False
+        self.closing = False  # server-side close started
+        self.linger_handle = None
+        self.writer_task = None
+        try:
+            peer = writer.get_extra_info("peername")
+            self.peer = "%s:%s" % (peer[0], peer[1])
+        except Exception:
+            self.peer = "?"
+
+    # -- faults ---------------------------------------------------------------------------
+    def fault(self, name):
+        return self.faulty and getattr(self.opts, name)
+
+    def fault_n(self, name, n):
+        return self.faulty and n in getattr(self.opts, name)
+
+    def active_faults(self):
+        if not self.faulty:
+            return []
+        o = self.opts
+        out = []
+        for name in ("drop_after_bytes", "stall_after_bytes"):
+            v = getattr(o, name)
+            if v is not None:
+                out.append("--%s %d" % (name.replace("_", "-"), v))
+        for name in ("err_on_retr", "err_on_dele", "drop_reply", "dup_reply", "garbage_after",
+                     "truncate_retr"):
+            for v in getattr(o, name):
+                out.append("--%s %d" % (name.replace("_", "-"), v))
+        for name in ("no_greeting", "close_after_pass"):
+            if getattr(o, name):
+                out.append("--" + name.replace("_", "-"))
+        if o.greeting_text is not None:
+            out.append("--greeting-text")
+        return out
+
+    # -- output ---------------------------------------------------------------------------
+    def enqueue(self, data, ncmds=1, action=None):
+        """Queue one reply (ncmds: how many outstanding replies it completes)."""
+        if self.stalled or self.closing or (self.writer_task and self.writer_task.done()):
+            return  # nothing will ever be written any more
+        self.inflight += ncmds
+        item = Item(self.loop.time() + self.opts.latency / 1000.0, data, ncmds, action)
+        self.queue.append(item)
+        self.queued_bytes += len(data)
+        if self.queued_bytes > QUEUE_SOFT_LIMIT:
+            self.below_limit.clear()
+        self.idle.clear()
+        self.has_items.set()
+
+    def reply(self, data, action=None):
+        """Queue the reply to the current command, applying the per-command faults."""
+        n = self.cmdno
+        if self.fault_n("drop_reply", n):
+            data = b""
+        elif self.fault_n("dup_reply", n):
+            data = data + data
+        if self.fault_n("garbage_after", n):
+            data = data + self.opts.garbage_text.encode("latin-1", "replace") + b"\r\n"
+        self.enqueue(data, 1, action)
+
+    def outstanding(self):
+        if self.inflight > 0:
+            return True
+        try:
+            return self.writer.transport.get_write_buffer_size() > 0
+        except Exception:
+            return False
+
+    async def send(self, data):
+        """Write data subject to the byte faults; returns None, "close" or "stall"."""
+        if self.stalled:
+            return "stall"
+        limit = None
+        what = None
+        o = self.opts
+        if self.faulty and o.drop_after_bytes is not None:
+            limit, what = o.drop_after_bytes, "close"
+        if self.faulty and o.stall_after_bytes is not None and (
+                limit is None or o.stall_after_bytes < limit):
+            limit, what = o.stall_after_bytes, "stall"
+        cut = False
+        if limit is not None and self.bytes_out + len(data) >= limit:
+            data = data[:max(0, limit - self.bytes_out)]
+            cut = True
+        for off in range(0, len(data), CHUNK):
+            piece = data[off:off + CHUNK]
+            self.writer.write(piece)
+            self.bytes_out += len(piece)
+            await self.writer.drain()
+        if cut:
+            if what == "stall":
+                self.stalled = True
+                return "stall"
+            self.end = self.end or "fault:drop-after-bytes"
+            return "close"
+        return None
+
+    async def writer_loop(self):
+        try:
+            while True:
+                while not self.queue:
+                    self.has_items.clear()
+                    self.idle.set()
+                    await self.has_items.wait()
+                item = self.queue[0]
+                delay = item.due - self.loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                res = await self.send(item.data)
+                self.queue.popleft()
+                self.queued_bytes -= len(item.data)
+                if self.queued_bytes <= QUEUE_SOFT_LIMIT:
+                    self.below_limit.set()
+                if res != "stall":
+                    self.inflight -= item.ncmds
+                if res == "close":
+                    self.server_close()
+                    return
+                if res == "stall":
+                    # Nothing leaves any more; throw the queue away so that waits end.
+                    self.queue.clear()
+                    self.queued_bytes = 0
+                    self.below_limit.set()
+                    self.idle.set()
+                    return
+                if item.action is not None:
+                    self.end = self.end or item.action
+                    self.server_close()
+                    return
+                if not self.queue:
+                    self.idle.set()
+        except (ConnectionError, OSError, ssl.SSLError) as e:
+            self.end = self.end or "error:%s" % e.__class__.__name__
+            self.abort()
+        finally:
+            self.idle.set()
+            self.below_limit.set()
+
+    def server_close(self):
+        """Lingering close: FIN now, keep draining input, abort after LINGER_SECONDS."""
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            else:
+                self.writer.close()
+        except Exception:
+            self.abort()
+            return
+        self.linger_handle = self.loop.call_later(LINGER_SECONDS, self.abort)
+
+    def abort(self):
+        try:
+            self.writer.transport.abort()
+        except Exception:
+            pass
+
+    # -- input ----------------------------------------------------------------------------
+    async def run(self):
+        o = self.opts
+        self.writer_task = asyncio.create_task(self.writer_loop())
+        if not self.fault("no_greeting"):
+            if self.faulty and o.greeting_text is not None:
+                g = o.greeting_text.encode("utf-8", "replace") + b"\r\n"
+            else:
+                g = b"+OK fakepop3d ready\r\n"
+            self.enqueue(g, 1)
+        buf = b""
+        discarding = False
+        while True:
+            try:
+                data = await self.reader.read(CHUNK)
+            except (ConnectionError, OSError, ssl.SSLError) as e:
+                self.end = self.end or "error:%s" % e.__class__.__name__
+                break
+            if not data:
+                self.end = self.end or "client-closed"
+                break
+            if self.closing or self.state == "done":
+                continue  # lingering: discard
+            self.bytes_in += len(data)
+            buf += data
+            lines = []
+            while True:
+                i = buf.find(b"\n")
+                if i < 0:
+                    if len(buf) > MAX_LINE and not discarding:
+                        lines.append(None)  # too long
+                        discarding = True
+                    if discarding:
+                        buf = b""
+                    break
+                line, buf = buf[:i], buf[i + 1:]
+                if discarding:
+                    discarding = False
+                    continue
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                lines.append(line if len(line) <= MAX_LINE else None)
+            if not lines:
+                continue
+            self.writes += 1
+            if not self.outstanding():
+                self.rounds += 1
+                if self.state == "txn":
+                    self.rounds_txn += 1
+            for k, line in enumerate(lines):
+                if self.state == "done":
+                    break
+                starttls = await self.command(line)
+                if starttls:
+                    if k + 1 < len(lines) or buf:
+                        buf = b""  # plaintext injected after STLS is dropped
+                    await self.start_tls()
+                    break
+            if self.queued_bytes > QUEUE_SOFT_LIMIT:
+                await self.below_limit.wait()
+        # The client is gone (or we closed). Let queued replies out unless they cannot go.
+        if not self.closing and not self.stalled and self.end == "client-closed":
+            try:
+                await asyncio.wait_for(self.idle.wait(), o.latency / 1000.0 + 5)
+            except asyncio.TimeoutError:
+                pass
+
+    async def start_tls(self):
+        await self.idle.wait()
+        if self.closing or self.stalled:
+            return
+        try:
+            await self.writer.start_tls(self.srv.ssl_ctx)
+            self.tls = "stls"
+        except Exception as e:
+            self.end = self.end or "error:tls:%s" % e.__class__.__name__
+            self.abort()
+
+    # -- commands -------------------------------------------------------------------------
+    async def command(self, line):
+        """Process one command line (None: too long). Returns True after STLS's +OK."""
+        self.cmdno += 1
+        if line is None:
+            self.commands.append("<line too long>")
+            self.reply(b"-ERR line too long\r\n")
+            return False
+        kw, _, rest = line.partition(b" ")
+        try:
+            kw = kw.decode("ascii").upper()
+        except UnicodeDecodeError:
+            kw = "?"
+        if kw == "PASS":
+            self.commands.append("PASS ***")
+        else:
+            self.commands.append(line.decode("latin-1")[:600])
+        args = rest.split()
+        o = self.opts
+        st = self.state
+
+        if kw == "QUIT":
+            self.quit = True
+            if st == "txn":
+                self.commit()
+                self.reply(b"+OK fakepop3d signing off (%d messages deleted)\r\n"
+                           % len(self.deleted), action="quit")
+            else:
+                self.reply(b"+OK bye\r\n", action="quit")
+            self.state = "done"
+            return False
+        if kw == "CAPA":
+            if o.no_capa:
+                return self.reply(b"-ERR unknown command\r\n")
+            caps = ["CAPA", "TOP"]
+            if st == "auth":
+                caps.append("USER")
+            if not o.no_uidl:
+                caps.append("UIDL")
+            if not o.no_pipelining:
+                caps.append("PIPELINING")
+            caps += ["RESP-CODES", "AUTH-RESP-CODE"]
+            if o.expire0 or o.expire0_enforce:
+                caps.append("EXPIRE 0")
+            if st == "auth" and o.stls and self.tls == "none":
+                caps.append("STLS")
+            caps.append("IMPLEMENTATION fakepop3d")
+            body = "".join(c + "\r\n" for c in caps).encode()
+            return self.reply(b"+OK Capability list follows\r\n" + body + b".\r\n")
+        if kw == "NOOP" and st == "txn":
+            return self.reply(b"+OK\r\n")
+
+        if st == "auth":
+            if kw == "STLS":
+                if not o.stls:
+                    return self.reply(b"-ERR unknown command\r\n")
+                if self.tls != "none":
+                    return self.reply(b"-ERR already using TLS\r\n")
+                self.reply(b"+OK Begin TLS negotiation\r\n")
+                return True
+            if kw == "USER":
+                if not rest:
+                    return self.reply(b"-ERR missing argument\r\n")
+                self.user = rest.decode("latin-1")
+                return self.reply(b"+OK\r\n")
+            if kw == "PASS":
+                if self.user is None:
+                    return self.reply(b"-ERR USER first\r\n")
+                action = "fault:close-after-pass" if self.fault("close_after_pass") else None
+                if self.user != o.user or rest.decode("latin-1") != o.password:
+                    return self.reply(b"-ERR [AUTH] invalid credentials\r\n", action=action)
+                mb = self.srv.mailbox
+                if mb.locked_by is not None and mb.locked_by is not self:
+                    return self.reply(b"-ERR [IN-USE] mailbox locked by another session\r\n",
+                                      action=action)
+                try:
+                    mb.refresh()
+                except OSError as e:
+                    return self.reply(b"-ERR [SYS/TEMP] cannot read mailbox: %s\r\n"
+                                      % str(e).encode("latin-1", "replace"), action=action)
+                mb.locked_by = self
+                self.msgs = list(mb.messages)
+                self.state = "txn"
+                total = sum(m.size for m in self.msgs)
+                return self.reply(b"+OK logged in, %d messages (%d octets)\r\n"
+                                  % (len(self.msgs), total), action=action)
+            if kw in ("APOP", "AUTH"):
+                return self.reply(b"-ERR %s not supported\r\n" % kw.encode())
+            if kw in ("STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP"):
+                return self.reply(b"-ERR command not valid in this state\r\n")
+            return self.reply(b"-ERR unknown command\r\n")
+
+        # TRANSACTION
+        if kw == "STAT":
+            if args:
+                return self.reply(b"-ERR too many arguments\r\n")
+            live = self.live()
+            return self.reply(b"+OK %d %d\r\n" % (len(live), sum(m.size for _, m in live)))
+        if kw == "LIST" or (kw == "UIDL" and not o.no_uidl):
+            uidl = kw == "UIDL"
+            mb = self.srv.mailbox
+
+            def item(n, m):
+                if uidl:
+                    return b"%d %s" % (n, mb.uid_of(m, n).encode())
+                return b"%d %d" % (n, m.size)
+            if len(args) > 1:
+                return self.reply(b"-ERR too many arguments\r\n")
+            if args:
+                n, m = self.msg_arg(args[0])
+                if m is None:
+                    return self.reply(n)
+                return self.reply(b"+OK " + item(n, m) + b"\r\n")
+            live = self.live()
+            body = b"".join(item(n, m) + b"\r\n" for n, m in live)
+            head = b"+OK %d messages\r\n" % len(live) if not uidl else b"+OK\r\n"
+            return self.reply(head + body + b".\r\n")
+        if kw == "RETR":
+            if len(args) != 1:
+                return self.reply(b"-ERR RETR needs one argument\r\n")
+            n, m = self.msg_arg(args[0])
+            if m is None:
+                return self.reply(n)
+            if self.fault_n("err_on_retr", n):
+                return self.reply(SIMULATED_ERR)
+            self.retrieved.append(n)
+            data = b"+OK %d octets\r\n" % m.size + m.wire
+            if self.fault_n("truncate_retr", n):
+                return self.reply(data[:len(data) // 2], action="fault:truncate-retr")
+            return self.reply(data)
+        if kw == "TOP":
+            if len(args) != 2 or not args[1].isdigit():
+                return self.reply(b"-ERR TOP needs two arguments\r\n")
+            n, m = self.msg_arg(args[0])
+            if m is None:
+                return self.reply(n)
+            return self.reply(b"+OK\r\n" + m.top(int(args[1])))
+        if kw == "DELE":
+            if len(args) != 1:
+                return self.reply(b"-ERR DELE needs one argument\r\n")
+            n, m = self.msg_arg(args[0])
+            if m is None:
+                return self.reply(n)
+            if self.fault_n("err_on_dele", n):
+                return self.reply(SIMULATED_ERR)
+            self.marked.add(n)
+            return self.reply(b"+OK message %d deleted\r\n" % n)
+        if kw == "RSET":
+            self.marked.clear()
+            return self.reply(b"+OK %d messages\r\n" % len(self.msgs))
+        if kw in ("USER", "PASS", "APOP", "AUTH", "STLS"):
+            return self.reply(b"-ERR command not valid in this state\r\n")
+        return self.reply(b"-ERR unknown command\r\n")
+
+    def live(self):
+        return [(i + 1, m) for i, m in enumerate(self.msgs) if i + 1 not in self.marked]
+
+    def msg_arg(self, arg):
+        """(number, Message) or (error reply, None)."""
+        if not arg.isdigit() or len(arg) > 9:
+            return b"-ERR invalid message number\r\n", None
+        n = int(arg)
+        if n < 1 or n > len(self.msgs):
+            return b"-ERR no such message\r\n", None
+        if n in self.marked:
+            return b"-ERR message %d already deleted\r\n" % n, None
+        return n, self.msgs[n - 1]
+
+    def commit(self):
+        mb = self.srv.mailbox
+        nums = set(self.marked)
+        if self.opts.expire0_enforce:
+            nums |= set(self.retrieved)
+        nums = sorted(nums)
+        self.deleted = nums
+        self.deleted_uids = [mb.uid_of(self.msgs[n - 1], n) for n in nums]
+        mb.commit([self.msgs[n - 1] for n in nums])
+        self.committed = True
+
+    # -- end ------------------------------------------------------------------------------
+    def finish(self):
+        if self.linger_handle:
+            self.linger_handle.cancel()
+        if self.srv.mailbox.locked_by is self:
+            self.srv.mailbox.locked_by = None
+        rec = {
+            "session": self.num,
+            "peer": self.peer,
+            "tls": self.tls,
+            "faults": self.active_faults(),
+            "user": self.user,
+            "authenticated": self.msgs is not None,
+            "messages": len(self.msgs) if self.msgs is not None else None,
+            "commands": self.commands,
+            "retrieved": self.retrieved,
+            "marked": sorted(self.marked),
+            "quit": self.quit,
+            "committed": self.committed,
+            "deleted": self.deleted,
+            "deleted_uids": self.deleted_uids,
+            "writes": self.writes,
+            "rounds": self.rounds,
+            "rounds_txn": self.rounds_txn,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "start": round(self.start, 3),
+            "duration": round(time.time() - self.start, 3),
+            "end": self.end or "client-closed",
+        }
+        if self.opts.record:
+            try:
+                with open(self.opts.record, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec) + "\n")
+            except OSError as e:
+                log("cannot write record: %s" % e)
+        if self.opts.verbose:
+            log("session %d %s tls=%s user=%s auth=%s cmds=%d rounds=%d/%d writes=%d quit=%s "
+                "deleted=%d in=%d out=%d end=%s"
+                % (self.num, self.peer, self.tls, self.user, rec["authenticated"],
+                   len(self.commands), self.rounds, self.rounds_txn, self.writes,
+                   self.quit, len(self.deleted), self.bytes_in, self.bytes_out, rec["end"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Server
+
+
+class Server:
+    def __init__(self, opts):
+        self.opts = opts
+        self.mailbox = Mailbox(opts)
+        self.ssl_ctx = None
+        pair = opts.stls or opts.ssl
+        if pair:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(pair[0], pair[1])
+            self.ssl_ctx = ctx
+        self.nsessions = 0
+        self.ended = 0
+        self.sessions = set()
+        self.stop = None
+
+    async def handle(self, reader, writer):
+        self.nsessions += 1
+        s = Session(self, self.nsessions, reader, writer, "implicit" if self.opts.ssl else "none")
+        self.sessions.add(s)
+        try:
+            await s.run()
+        except asyncio.CancelledError:
+            s.end = s.end or "shutdown"
+        except Exception as e:  # never let one session take the server down
+            s.end = s.end or "error:%s" % e.__class__.__name__
+            if self.opts.verbose:
+                log("session %d: %r" % (s.num, e))
+        finally:
+            if s.writer_task:
+                s.writer_task.cancel()
+            try:
+                writer.close()
+                # Bounded: flush what is still buffered for a half-closed client.
+                await asyncio.wait_for(writer.wait_closed(), 2)
+            except BaseException:
+                pass
+            s.abort()
+            s.finish()
+            self.sessions.discard(s)
+            self.ended += 1
+            if self.opts.max_sessions and self.ended >= self.opts.max_sessions:
+                self.stop.set()
+
+    async def main(self):
+        self.stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        verbose = self.opts.verbose
+
+        def exc_handler(lp, ctx):
+            if verbose:
+                log("asyncio: %s %r" % (ctx.get("message"), ctx.get("exception")))
+        loop.set_exception_handler(exc_handler)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        server = await asyncio.start_server(
+            self.handle, self.opts.host, self.opts.port,
+            ssl=self.ssl_ctx if self.opts.ssl else None, reuse_address=True)
+        port = server.sockets[0].getsockname()[1]
+        sys.stdout.write("PORT %d\n" % port)
+        sys.stdout.flush()
+        if verbose:
+            log("listening on %s port %d, %d messages" % (self.opts.host, port,
+                                                        len(self.mailbox.messages)))
+        try:
+            await asyncio.wait_for(self.stop.wait(), self.opts.lifetime)
+        except asyncio.TimeoutError:
+            if verbose:
+                log("lifetime over")
+        server.close()
+        tasks = []
+        for s in list(self.sessions):
+            s.end = s.end or "shutdown"
+            s.abort()
+        # Give the sessions a moment to write their records.
+        for _ in range(50):
+            if not self.sessions:
+                break
+            await asyncio.sleep(0.02)
+        del tasks
+
+
+def parse_generate(text):
+    count, _, size = text.partition(":")
+    try:
+        return int(count), int(size) if size else 2000
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected N or N:SIZE")
+
+
+def parse_sessions(text):
+    if text.strip().lower() in ("all", "*"):
+        return None
+    try:
+        return set(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of numbers or 'all'")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="fakepop3d.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--maildir", metavar="DIR")
+    g.add_argument("--generate", type=parse_generate, metavar="N[:SIZE]")
+    p.add_argument("--user", default="test")
+    p.add_argument("--password", default="secret")
+    p.add_argument("--uid-mode", choices=("sha1", "number", "msgnum"), default="sha1")
+    p.add_argument("--no-capa", action="store_true")
+    p.add_argument("--no-pipelining", action="store_true")
+    p.add_argument("--no-uidl", action="store_true")
+    p.add_argument("--expire0", action="store_true")
+    p.add_argument("--expire0-enforce", action="store_true")
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--stls", nargs=2, metavar=("CERT", "KEY"))
+    t.add_argument("--ssl", nargs=2, metavar=("CERT", "KEY"))
+    p.add_argument("--latency", type=float, default=0.0, metavar="MS")
+    p.add_argument("--max-sessions", type=int, default=0, metavar="N")
+    p.add_argument("--lifetime", type=float, default=600.0, metavar="SECONDS")
+    p.add_argument("--record", metavar="FILE")
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument("--fault-sessions", type=parse_sessions, default={1}, metavar="LIST")
+    p.add_argument("--drop-after-bytes", type=int, metavar="K")
+    p.add_argument("--stall-after-bytes", type=int, metavar="K")
+    for name in ("--err-on-retr", "--err-on-dele", "--drop-reply", "--dup-reply",
+                 "--garbage-after", "--truncate-retr"):
+        p.add_argument(name, type=int, action="append", default=[], metavar="N")
+    p.add_argument("--garbage-text", default="*** fakepop3d garbage ***")
+    p.add_argument("--no-greeting", action="store_true")
+    p.add_argument("--greeting-text", metavar="TEXT")
+    p.add_argument("--close-after-pass", action="store_true")
+    o = p.parse_args(argv)
+    if o.lifetime <= 0:
+        p.error("--lifetime must be positive")
+    if o.latency < 0:
+        p.error("--latency must not be negative")
+    if o.maildir and not os.path.isdir(o.maildir):
+        p.error("--maildir %s: not a directory" % o.maildir)
+    return o
+
+
+def main(argv=None):
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        srv = Server(opts)
+    except (OSError, ssl.SSLError) as e:
+        log("cannot start: %s" % e)
+        return 1
+    try:
+        asyncio.run(srv.main())
+    except OSError as e:
+        log("cannot listen: %s" % e)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,508 @@
+/* The session state machine, driven by scripted server replies: no sockets,
+ * no files.  Checks what the client sends, in how many writes, and that no
+ * DELE or QUIT ever goes out when a reply cannot be trusted. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "errors.h"
+#include "session.h"
+
+#define MAXMSG 256
+
+struct rec {
+  struct session *s;
+  char sent[1 << 16];  /* everything the client sent */
+  size_t sent_len;
+  int writes;          /* non-empty outputs taken */
+  char body[MAXMSG][512];
+  size_t body_len[MAXMSG];
+  int begun[MAXMSG], ended[MAXMSG], aborted[MAXMSG];
+  int tls_started, barriers, done, done_err;
+  int fail_data_at;    /* msg_data fails for this index (or -1) */
+};
+
+static int r_begin(void *d, size_t idx) {
+  struct rec *r = d;
+  r->begun[idx]++;
+  r->body_len[idx] = 0;
+  return 0;
+}
+static int r_data(void *d, size_t idx, const char *buf, size_t len) {
+  struct rec *r = d;
+  if ((int)idx == r->fail_data_at)
+    return -28;
+  if (r->body_len[idx] + len <= sizeof r->body[idx]) {
+    memcpy(r->body[idx] + r->body_len[idx], buf, len);
+  }
+  r->body_len[idx] += len;
+  return 0;
+}
+static void r_end(void *d, size_t idx) {
+  ((struct rec *)d)->ended[idx]++;
+}
+static void r_abort(void *d, size_t idx) {
+  ((struct rec *)d)->aborted[idx]++;
+}
+static void r_tls(void *d) {
+  ((struct rec *)d)->tls_started++;
+}
+static void r_barrier(void *d) {
+  ((struct rec *)d)->barriers++;
+}
+static void r_done(void *d, int err) {
+  struct rec *r = d;
+  r->done++;
+  r->done_err = err;
+}
+
+static const struct session_ops ops = {
+    .msg_begin = r_begin,
+    .msg_data = r_data,
+    .msg_end = r_end,
+    .msg_abort = r_abort,
+    .start_tls = r_tls,
+    .barrier = r_barrier,
+    .done = r_done,
+};
+
+/* Takes the session's output; returns it (NUL-terminated, static). */
+static const char *take(struct rec *r) {
+  static char last[1 << 16];
+  char *out;
+  size_t n = session_take_output(r->s, &out);
+  last[0] = '\0';
+  if (n) {
+    r->writes++;
+    if (r->sent_len + n < sizeof r->sent) {
+      memcpy(r->sent + r->sent_len, out, n);
+      r->sent_len += n;
+      r->sent[r->sent_len] = '\0';
+    }
+    if (n < sizeof last) {
+      memcpy(last, out, n);
+      last[n] = '\0';
+    }
+    free(out);
+  }
+  return last;
+}
+
+static void feed(struct rec *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void feed(struct rec *r, const char *fmt, ...) {
+  static char buf[1 << 17];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  session_feed(r->s, buf, (size_t)n);
+}
+
+static struct rec *start(enum session_pipelining p, unsigned window, int starttls) {
+  struct rec *r = calloc(1, sizeof *r);
+  struct session_options o = {.user = "test", .password = "secret", .starttls = starttls,
+                              .pipelining = p, .window = window};
+  r->fail_data_at = -1;
+  r->s = session_new(&o, &ops, r);
+  return r;
+}
+
+static void finish_rec(struct rec *r) {
+  session_free(r->s);
+  free(r);
+}
+
+static const char *capa_full = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSTLS\r\n.\r\n";
+
+/* Logs in and lists n messages of body "Message I\r\n" (size 11 + digits). */
+static void login_and_list(struct rec *r, int n, const char *capa) {
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\n");
+  feed(r, "%s", capa);
+}
+
+static void msg_body(int i, char *buf, size_t len) {
+  snprintf(buf, len, "Message %d\r\n", i);
+}
+
+static void list_msgs(struct rec *r, int n) {
+  static char buf[1 << 16];
+  size_t off = 0;
+  off += (size_t)snprintf(buf + off, sizeof buf - off, "+OK\r\n");
+  for (int i = 1; i <= n; i++)
+    off += (size_t)snprintf(buf + off, sizeof buf - off, "%d uid-%d\r\n", i, i);
+  off += (size_t)snprintf(buf + off, sizeof buf - off, ".\r\n+OK %d messages\r\n", n);
+  for (int i = 1; i <= n; i++) {
+    char b[64];
+    msg_body(i, b, sizeof b);
+    off += (size_t)snprintf(buf + off, sizeof buf - off, "%d %zu\r\n", i, strlen(b));
+  }
+  off += (size_t)snprintf(buf + off, sizeof buf - off, ".\r\n");
+  session_feed(r->s, buf, off);
+}
+
+static void retr_reply(struct rec *r, int i) {
+  char b[64];
+  msg_body(i, b, sizeof b);
+  feed(r, "+OK %zu octets\r\n%s.\r\n", strlen(b), b);
+}
+
+static void test_pipelined_happy(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 3, capa_full);
+  CHECK_STR(take(r), "USER test\r\nPASS secret\r\n");
+  feed(r, "+OK\r\n+OK logged in\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  list_msgs(r, 3);
+  CHECK_STR(take(r), "RETR 1\r\nRETR 2\r\nRETR 3\r\n");
+  CHECK_STR(session_msg_uid(r->s, 1), "uid-2");
+  /* All three replies, fed one byte at a time. */
+  char all[512];
+  size_t off = 0;
+  for (int i = 1; i <= 3; i++) {
+    char b[64];
+    msg_body(i, b, sizeof b);
+    off += (size_t)snprintf(all + off, sizeof all - off, "+OK %zu octets\r\n%s.\r\n", strlen(b), b);
+  }
+  for (size_t i = 0; i < off; i++)
+    session_feed(r->s, all + i, 1);
+  CHECK_INT(r->ended[0] + r->ended[1] + r->ended[2], 3);
+  CHECK_MEM(r->body[1], r->body_len[1], "Message 2\n", 10);
+  CHECK_STR(take(r), ""); /* no DELE before the saves are reported */
+  session_saved(r->s, 0, 0);
+  session_saved(r->s, 2, 0);
+  CHECK_STR(take(r), ""); /* DELEs go out together */
+  session_saved(r->s, 1, 0);
+  CHECK_STR(take(r), "DELE 1\r\nDELE 3\r\nDELE 2\r\n");
+  CHECK_INT(r->barriers, 1);
+  feed(r, "+OK\r\n+OK\r\n+OK\r\n");
+  CHECK_STR(take(r), ""); /* QUIT waits for the barrier */
+  session_barrier_done(r->s, 0);
+  CHECK_STR(take(r), "QUIT\r\n");
+  CHECK_INT(r->done, 0);
+  feed(r, "+OK bye\r\n");
+  CHECK_INT(r->done, 1);
+  CHECK_INT(r->done_err, 0);
+  CHECK_INT(session_stats(r->s)->deleted, 3);
+  finish_rec(r);
+}
+
+static void test_burst_count(void) {
+  /* 100 messages, plaintext, PIPELINING: at most 8 writes, no clock. */
+  struct rec *r = start(SESSION_PIPELINING_AUTO, 0, 0);
+  login_and_list(r, 100, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 100);
+  take(r);
+  for (int i = 1; i <= 100; i++) {
+    retr_reply(r, i);
+    take(r);
+  }
+  for (int i = 0; i < 100; i++) {
+    session_saved(r->s, (size_t)i, 0);
+    take(r);
+  }
+  for (int i = 0; i < 100; i++)
+    feed(r, "+OK\r\n");
+  session_barrier_done(r->s, 0);
+  take(r);
+  feed(r, "+OK\r\n");
+  CHECK_INT(r->done_err, 0);
+  CHECK(r->writes <= 8);
+  CHECK_INT(r->writes, 6);
+  finish_rec(r);
+}
+
+static void test_lockstep(void) {
+  struct rec *r = start(SESSION_PIPELINING_OFF, 0, 0);
+  login_and_list(r, 2, capa_full);
+  CHECK_STR(take(r), "USER test\r\n");
+  feed(r, "+OK\r\n");
+  CHECK_STR(take(r), "PASS secret\r\n");
+  feed(r, "+OK\r\n");
+  CHECK_STR(take(r), "UIDL\r\n");
+  feed(r, "+OK\r\n1 a\r\n2 b\r\n.\r\n");
+  CHECK_STR(take(r), "LIST\r\n");
+  feed(r, "+OK\r\n1 11\r\n2 11\r\n.\r\n");
+  CHECK_STR(take(r), "RETR 1\r\n");
+  retr_reply(r, 1);
+  CHECK_STR(take(r), "RETR 2\r\n");
+  session_saved(r->s, 0, 0);
+  CHECK_STR(take(r), "");
+  retr_reply(r, 2);
+  CHECK_STR(take(r), "DELE 1\r\n");
+  session_saved(r->s, 1, 0);
+  feed(r, "+OK\r\n");
+  CHECK_STR(take(r), "DELE 2\r\n");
+  feed(r, "+OK\r\n");
+  CHECK_INT(r->barriers, 1);
+  session_barrier_done(r->s, 0);
+  CHECK_STR(take(r), "QUIT\r\n");
+  feed(r, "+OK\r\n");
+  CHECK_INT(r->done_err, 0);
+  finish_rec(r);
+}
+
+static void test_auto_without_pipelining(void) {
+  struct rec *r = start(SESSION_PIPELINING_AUTO, 0, 0);
+  login_and_list(r, 1, "+OK\r\nUSER\r\n.\r\n");
+  CHECK_STR(take(r), "USER test\r\n");
+  CHECK_INT(session_pipelined(r->s), 0);
+  finish_rec(r);
+}
+
+static void test_no_capa(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 1, "-ERR unknown command\r\n");
+  CHECK_STR(take(r), "USER test\r\nPASS secret\r\n");
+  CHECK_INT(session_has_capa(r->s), 0);
+  finish_rec(r);
+}
+
+static void test_octets_desync(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 2, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 2);
+  take(r);
+  retr_reply(r, 1);
+  session_saved(r->s, 0, 0);
+  feed(r, "+OK 999 octets\r\nxx\r\n.\r\n");
+  CHECK_INT(r->done, 1);
+  CHECK_INT(r->done_err, P3_EDESYNC);
+  take(r);
+  CHECK(strstr(r->sent, "DELE") == NULL);
+  CHECK(strstr(r->sent, "QUIT") == NULL);
+  finish_rec(r);
+}
+
+static void test_size_desync_mid_body(void) {
+  /* Without an octet count, a body far larger than LIST is a desync, and
+   * the partial delivery is aborted. */
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 1, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 1);
+  take(r);
+  feed(r, "+OK message follows\r\nline one\r\nline two\r\nline three\r\n.\r\n");
+  CHECK_INT(r->done_err, P3_EDESYNC);
+  CHECK_INT(r->aborted[0], 1);
+  CHECK_INT(r->ended[0], 0);
+  take(r);
+  CHECK(strstr(r->sent, "DELE") == NULL);
+  finish_rec(r);
+}
+
+static void test_unsolicited_reply(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 1, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 1);
+  take(r);
+  retr_reply(r, 1);
+  feed(r, "+OK extra\r\n");
+  CHECK_INT(r->done_err, P3_EDESYNC);
+  session_saved(r->s, 0, 0);
+  take(r);
+  CHECK(strstr(r->sent, "DELE") == NULL);
+  CHECK(strstr(r->sent, "QUIT") == NULL);
+  finish_rec(r);
+}
+
+static void test_retr_err(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 3, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 3);
+  take(r);
+  retr_reply(r, 1);
+  feed(r, "-ERR [SYS/TEMP] cannot read message\r\n");
+  retr_reply(r, 3);
+  session_saved(r->s, 0, 0);
+  session_saved(r->s, 2, 0);
+  CHECK_STR(take(r), "DELE 1\r\nDELE 3\r\n");
+  feed(r, "+OK\r\n+OK\r\n");
+  session_barrier_done(r->s, 0);
+  CHECK_STR(take(r), "QUIT\r\n");
+  feed(r, "+OK\r\n");
+  CHECK_INT(r->done_err, P3_EPARTIAL);
+  CHECK_INT(session_stats(r->s)->failed, 1);
+  finish_rec(r);
+}
+
+static void test_save_failure_no_quit(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 2, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 2);
+  take(r);
+  retr_reply(r, 1);
+  retr_reply(r, 2);
+  session_saved(r->s, 0, 0);
+  session_saved(r->s, 1, -28);
+  CHECK_INT(r->done_err, P3_ESAVE);
+  take(r);
+  CHECK(strstr(r->sent, "QUIT") == NULL);
+  finish_rec(r);
+
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  r->fail_data_at = 0;
+  login_and_list(r, 1, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 1);
+  take(r);
+  retr_reply(r, 1);
+  CHECK_INT(r->done_err, P3_ESAVE);
+  CHECK_INT(r->aborted[0], 1);
+  take(r);
+  CHECK(strstr(r->sent, "QUIT") == NULL);
+  finish_rec(r);
+}
+
+static void test_auth_fail(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 1, capa_full);
+  take(r);
+  feed(r, "+OK\r\n-ERR [AUTH] Authentication failed.\r\n");
+  CHECK_INT(r->done_err, P3_EAUTH);
+  CHECK_STR(session_error_text(r->s), "[AUTH] Authentication failed.");
+  finish_rec(r);
+
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 1, capa_full);
+  take(r);
+  feed(r, "+OK\r\n-ERR [IN-USE] mailbox locked\r\n");
+  CHECK_INT(r->done_err, P3_EINUSE);
+  finish_rec(r);
+}
+
+static void test_starttls(void) {
+  /* No STLS offered: fail before any password is sent. */
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 1);
+  login_and_list(r, 1, "+OK\r\nUSER\r\n.\r\n");
+  CHECK_INT(r->done_err, P3_ENOSTLS);
+  take(r);
+  CHECK(strstr(r->sent, "PASS") == NULL);
+  CHECK(strstr(r->sent, "USER") == NULL);
+  finish_rec(r);
+
+  /* STLS offered: plaintext after +OK is discarded, CAPA re-issued. */
+  r = start(SESSION_PIPELINING_ON, 0, 1);
+  login_and_list(r, 1, capa_full);
+  CHECK_STR(take(r), "STLS\r\n");
+  feed(r, "+OK begin TLS\r\n+OK injected\r\n");
+  CHECK_INT(r->tls_started, 1);
+  CHECK_INT(r->done, 0);
+  session_tls_ready(r->s);
+  CHECK_STR(take(r), "CAPA\r\n");
+  feed(r, "+OK\r\nUSER\r\nPIPELINING\r\n.\r\n");
+  CHECK_STR(take(r), "USER test\r\nPASS secret\r\n");
+  finish_rec(r);
+
+  /* STLS refused. */
+  r = start(SESSION_PIPELINING_ON, 0, 1);
+  login_and_list(r, 1, "-ERR\r\n");
+  CHECK_STR(take(r), "STLS\r\n");
+  feed(r, "-ERR not here\r\n");
+  CHECK_INT(r->done_err, P3_ENOSTLS);
+  take(r);
+  CHECK(strstr(r->sent, "PASS") == NULL);
+  finish_rec(r);
+}
+
+static void test_window(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 4, 0);
+  login_and_list(r, 10, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 10);
+  CHECK_STR(take(r), "RETR 1\r\nRETR 2\r\nRETR 3\r\nRETR 4\r\n");
+  retr_reply(r, 1);
+  CHECK_STR(take(r), "");
+  session_saved(r->s, 0, 0);
+  retr_reply(r, 2);
+  /* Half the window drained: refill, with the ready DELE riding along. */
+  CHECK_STR(take(r), "RETR 5\r\nRETR 6\r\nDELE 1\r\n");
+  finish_rec(r);
+}
+
+static void test_empty_mailbox(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 0, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 0);
+  CHECK_STR(take(r), "QUIT\r\n");
+  CHECK_INT(r->barriers, 0);
+  feed(r, "+OK\r\n");
+  CHECK_INT(r->done, 1);
+  CHECK_INT(r->done_err, 0);
+  finish_rec(r);
+}
+
+static void test_eof_mid_body(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 1, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 1);
+  take(r);
+  feed(r, "+OK 11 octets\r\nMess");
+  session_connection_lost(r->s, 0);
+  CHECK_INT(r->done_err, P3_EEOF);
+  CHECK_INT(r->aborted[0], 1);
+  finish_rec(r);
+}
+
+static void test_injection(void) {
+  struct session_options o = {.user = "test\r\nDELE 1", .password = "x"};
+  struct rec *r = calloc(1, sizeof *r);
+  r->fail_data_at = -1;
+  r->s = session_new(&o, &ops, r);
+  login_and_list(r, 0, capa_full);
+  CHECK_INT(r->done, 1);
+  take(r);
+  CHECK(strstr(r->sent, "DELE") == NULL);
+  finish_rec(r);
+}
+
+int main(void) {
+  test_pipelined_happy();
+  test_burst_count();
+  test_lockstep();
+  test_auto_without_pipelining();
+  test_no_capa();
+  test_octets_desync();
+  test_size_desync_mid_body();
+  test_unsolicited_reply();
+  test_retr_err();
+  test_save_failure_no_quit();
+  test_auth_fail();
+  test_starttls();
+  test_window();
+  test_empty_mailbox();
+  test_eof_mid_body();
+  test_injection();
+  return check_result("test_session");
+}
