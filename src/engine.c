@@ -127,6 +127,14 @@ static int on_msg_begin(void *data, size_t idx) {
   return 0;
 }
 
+static void on_drain_check(uv_check_t *h) {
+  struct engine *e = h->data;
+  if (e->md.queued_bytes <= LOW_WATER || e->session_done) {
+    uv_check_stop(h);
+    conn_resume(&e->conn);
+  }
+}
+
 static int on_msg_data(void *data, size_t idx, const char *buf, size_t len) {
   struct engine *e = data;
   int err = maildir_write(e->current, buf, len);
@@ -134,7 +142,7 @@ static int on_msg_data(void *data, size_t idx, const char *buf, size_t len) {
     return err;
   if (e->md.queued_bytes > HIGH_WATER && !e->conn.paused) {
     conn_pause(&e->conn);
-    uv_check_start(&e->drain_check, NULL);
+    uv_check_start(&e->drain_check, on_drain_check);
   }
   return 0;
 }
@@ -152,14 +160,6 @@ static void on_msg_abort(void *data, size_t idx) {
   e->current = NULL;
   if (d)
     maildir_abort(d);
-}
-
-static void on_drain_check(uv_check_t *h) {
-  struct engine *e = h->data;
-  if (e->md.queued_bytes <= LOW_WATER || e->session_done) {
-    uv_check_stop(h);
-    conn_resume(&e->conn);
-  }
 }
 
 static void on_barrier(int err, void *data) {
@@ -384,7 +384,7 @@ int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done
   err = conn_start(&e->conn, loop, &co, &cops, e);
   if (err) {
     /* Report through the normal path so that every handle is closed. */
-    snprintf(e->conn_detail, sizeof e->conn_detail, "%s: %s", spec->tcp_host, uv_strerror(err));
+    snprintf(e->conn_detail, sizeof e->conn_detail, "%.200s: %s", spec->tcp_host, uv_strerror(err));
     session_connection_lost(e->session, P3_EDNS);
   }
   *e_r = e;

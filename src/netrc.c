@@ -25,7 +25,7 @@ struct tokenizer {
 };
 
 __attribute__((format(printf, 3, 4))) static void set_error(char *errbuf, size_t errlen,
-                                                           const char *fmt, ...) {
+                                                            const char *fmt, ...) {
   va_list ap;
 
   if (errbuf == NULL || errlen == 0)
@@ -214,13 +214,13 @@ int netrc_parse(const char *buf, size_t len, struct netrc *n, int *errline_r, ch
       continue;
     }
 
-    if (strcmp(kw, "machine") != 0 && strcmp(kw, "login") != 0 &&
-        strcmp(kw, "password") != 0 && strcmp(kw, "account") != 0 &&
-        strcmp(kw, "macdef") != 0) {
+    if (strcmp(kw, "machine") != 0 && strcmp(kw, "login") != 0 && strcmp(kw, "password") != 0 &&
+        strcmp(kw, "account") != 0 && strcmp(kw, "macdef") != 0) {
       /* Not quoted back: a stray token is most often the second half of a
        * password that contains a space. */
-      set_error(errbuf, errlen, "unknown keyword or stray value (a value with spaces must be "
-                                "written in double quotes)");
+      set_error(errbuf, errlen,
+                "unknown keyword or stray value (a value with spaces must be "
+                "written in double quotes)");
       r = P3_ENETRC;
       break;
     }
@@ -371,8 +371,7 @@ int netrc_default_path(char *buf, size_t buflen) {
         return -ENOENT;
       home = pw->pw_dir;
     }
-    n = snprintf(buf, buflen, "%s%s.netrc", home,
-                 home[strlen(home) - 1] == '/' ? "" : "/");
+    n = snprintf(buf, buflen, "%s%s.netrc", home, home[strlen(home) - 1] == '/' ? "" : "/");
   }
   if (n < 0 || (size_t)n >= buflen) {
     if (buflen > 0)

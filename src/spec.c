@@ -20,13 +20,13 @@ static const struct {
   const char *prefix;
   enum p3_tls_mode mode;
 } mode_prefixes[] = {
-  {"tcp:", P3_TLS_NONE},
-  {"ssl:", P3_TLS_IMPLICIT},
-  {"starttls:", P3_TLS_STARTTLS},
+    {"tcp:", P3_TLS_NONE},
+    {"ssl:", P3_TLS_IMPLICIT},
+    {"starttls:", P3_TLS_STARTTLS},
 };
 
 __attribute__((format(printf, 3, 4))) static int spec_error(char *errbuf, size_t errlen,
-                                                           const char *fmt, ...) {
+                                                            const char *fmt, ...) {
   va_list ap;
 
   if (errbuf != NULL && errlen > 0) {
@@ -200,8 +200,8 @@ int spec_parse(const char *text, struct p3_spec *spec_r, char *errbuf, size_t er
   for (i = 0; text[i] != '\0'; i++) {
     unsigned char c = (unsigned char)text[i];
     if (c <= ' ' || c == 0x7f)
-      return spec_error(errbuf, errlen, "the spec contains a space or control character "
-                                        "at offset %zu", i);
+      return spec_error(errbuf, errlen,
+                        "the spec contains a space or control character at offset %zu", i);
   }
 
   rest = spec_strip_mode(text, &s.mode, &s.mode_given);
@@ -217,8 +217,7 @@ int spec_parse(const char *text, struct p3_spec *spec_r, char *errbuf, size_t er
     if (ulen == 0)
       return spec_error(errbuf, errlen, "empty user name before `@'");
     if (ulen >= sizeof(s.user))
-      return spec_error(errbuf, errlen, "user name is longer than %zu bytes",
-                        sizeof(s.user) - 1);
+      return spec_error(errbuf, errlen, "user name is longer than %zu bytes", sizeof(s.user) - 1);
     memcpy(s.user, rest, ulen);
     s.user[ulen] = '\0';
     p = at + 1;

@@ -25,7 +25,7 @@ extern char **environ;
 #define PWCMD_MAX_OUTPUT (64 * 1024)
 
 __attribute__((format(printf, 3, 4))) static void set_error(char *errbuf, size_t errlen,
-                                                           const char *fmt, ...) {
+                                                            const char *fmt, ...) {
   va_list ap;
 
   if (errbuf == NULL || errlen == 0)
@@ -113,8 +113,9 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
   int r;
 
   if (e->machine == NULL) {
-    set_error(errbuf, errlen, "%s:%d: account `%s' is on the `default' entry, which names no "
-                              "server", path, e->line, acct);
+    set_error(errbuf, errlen,
+              "%s:%d: account `%s' is on the `default' entry, which names no server", path, e->line,
+              acct);
     return P3_ENETRC;
   }
   r = spec_parse(e->machine, &s, reason, sizeof(reason));
@@ -145,30 +146,33 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
 
   if (e->login != NULL && e->login[0] != '\0') {
     if (strlen(e->login) >= sizeof(s.user) || !user_is_valid(e->login)) {
-      set_error(errbuf, errlen, "%s:%d: the login of account `%s' is too long or contains a "
-                                "space or control character", path, e->line, acct);
+      set_error(errbuf, errlen,
+                "%s:%d: the login of account `%s' is too long or contains a space "
+                "or control character",
+                path, e->line, acct);
       return P3_ENETRC;
     }
     strcpy(s.user, e->login);
   } else if (s.user[0] == '\0' && at != NULL && at != acct) {
     if ((size_t)(at - acct) >= sizeof(s.user)) {
-      set_error(errbuf, errlen, "%s:%d: the user part of account `%s' is too long", path,
-                e->line, acct);
+      set_error(errbuf, errlen, "%s:%d: the user part of account `%s' is too long", path, e->line,
+                acct);
       return P3_ENETRC;
     }
     memcpy(s.user, acct, (size_t)(at - acct));
     s.user[at - acct] = '\0';
   }
   if (s.user[0] != '\0' && !user_is_valid(s.user)) {
-    set_error(errbuf, errlen, "%s:%d: the user of account `%s' contains a space or control "
-                              "character", path, e->line, acct);
+    set_error(errbuf, errlen,
+              "%s:%d: the user of account `%s' contains a space or control character", path,
+              e->line, acct);
     return P3_ENETRC;
   }
 
   if (e->password != NULL) {
     if (!password_is_valid(e->password)) {
-      set_error(errbuf, errlen, "%s:%d: the password of account `%s' contains a line break",
-                path, e->line, acct);
+      set_error(errbuf, errlen, "%s:%d: the password of account `%s' contains a line break", path,
+                e->line, acct);
       return P3_ENETRC;
     }
     t->password = strdup(e->password);
@@ -356,8 +360,7 @@ int password_from_command(const char *cmd, char **out_r, char *errbuf, size_t er
     return P3_EPWCMD;
   }
   if (pipe2(p, O_CLOEXEC) < 0 || move_above_stdio(&p[0]) < 0 || move_above_stdio(&p[1]) < 0) {
-    set_error(errbuf, errlen, "cannot run password command `%s': pipe: %s", cmd,
-              strerror(errno));
+    set_error(errbuf, errlen, "cannot run password command `%s': pipe: %s", cmd, strerror(errno));
     r = P3_EPWCMD;
     goto out;
   }
@@ -365,8 +368,7 @@ int password_from_command(const char *cmd, char **out_r, char *errbuf, size_t er
   close(p[1]);
   p[1] = -1;
   if (r < 0) {
-    set_error(errbuf, errlen, "cannot run password command `%s': /bin/sh: %s", cmd,
-              strerror(-r));
+    set_error(errbuf, errlen, "cannot run password command `%s': /bin/sh: %s", cmd, strerror(-r));
     r = P3_EPWCMD;
     goto out;
   }
@@ -423,8 +425,7 @@ int password_from_command(const char *cmd, char **out_r, char *errbuf, size_t er
     goto out;
   }
   if (memchr(buf, '\0', linelen) != NULL || memchr(buf, '\r', linelen) != NULL) {
-    set_error(errbuf, errlen, "password command `%s' printed a NUL byte or a carriage return",
-              cmd);
+    set_error(errbuf, errlen, "password command `%s' printed a NUL byte or a carriage return", cmd);
     goto out;
   }
   *out_r = malloc(linelen + 1);

@@ -32,7 +32,8 @@ Mailbox
   Deletion: DELE marks; QUIT in the TRANSACTION state commits (UPDATE state): the messages
   leave this process's mailbox and, with --maildir, their files are unlinked from DIR.
   Without QUIT (disconnect, fault) nothing is deleted. The commit happens when QUIT is
-  processed, even if its +OK never reaches the client (a fault, or the client hung up).
+  processed, even if its +OK then never reaches the client (--drop-reply, a client that hung
+  up after sending QUIT): the "ambiguous QUIT" case.
   One session at a time holds the maildrop lock: a concurrent login gets "-ERR [IN-USE] ...".
 
 Login: USER/PASS against --user (default "test") and --password (default "secret"); a wrong
@@ -47,21 +48,26 @@ Commands: USER PASS QUIT CAPA STLS STAT LIST UIDL RETR TOP DELE NOOP RSET, case-
   gets "-ERR line too long" (one reply; the rest of it up to LF is discarded).
 TLS: --stls CERT KEY offers STLS ("+OK Begin TLS negotiation", then the handshake; plaintext
   the client sent after STLS is discarded). --ssl CERT KEY: implicit TLS (POP3S).
---latency MS: every reply (and the greeting) leaves the server MS milliseconds after the
-  command was read: replies wait in a time-stamped queue while the server keeps reading and
-  processing commands, so this is a one-way delay, not a stall. A pipelined client sees a
-  total time of a few x MS, a lock-step one about (commands x MS).
+Processing model: the server reads commands as they come (no blocking, reading is never
+  held up by replies) into a time-stamped queue; one task takes them in order, each when it
+  is due, processes it and writes its reply completely before taking the next. So commands
+  take effect strictly in order, and a command after a point where the server closed or
+  stalled is never processed (nor are commands after QUIT).
+--latency MS: an item is due MS milliseconds after it was read (the greeting: after accept),
+  a one-way delay, not a stall: a pipelined client sees a total time of a few x MS, a
+  lock-step one about (commands x MS).
 
 Faults. They act only in the sessions listed by --fault-sessions (comma-separated session
 numbers, 1-based in order of accepted connections, default "1"; "all" = every session).
 Command numbers count every command line of the session from 1 (CAPA, USER, PASS ... too).
 Byte counts are payload bytes sent by the server, greeting included (plaintext under TLS).
   --drop-after-bytes K   send K bytes in total, then close (FIN; close_notify under TLS)
-  --stall-after-bytes K  send K bytes, then send nothing more but keep reading (and
-                         processing) commands until the client goes away
+  --stall-after-bytes K  send K bytes, then send nothing more and process nothing more, but
+                         keep the connection open and keep reading (and recording) commands
+                         until the client goes away
   --err-on-retr N        RETR N gets "-ERR [SYS/TEMP] simulated failure" (repeatable)
   --err-on-dele N        DELE N gets "-ERR [SYS/TEMP] simulated failure" (repeatable)
-  --drop-reply N         command N is executed but its reply is never sent (repeatable)
+  --drop-reply N         command N is processed but its reply is never sent (repeatable)
   --dup-reply N          command N's reply is sent twice (repeatable)
   --garbage-after N      after command N's reply, send one --garbage-text line (repeatable)
   --garbage-text TEXT    default "*** fakepop3d garbage ***"
@@ -82,7 +88,10 @@ Lines), written when the session ends, and also for sessions still open at shutd
   authenticated  true after a successful PASS
   messages       number of messages in the mailbox snapshot taken at login (null if none)
   commands       every command line received, in order, without its line end, decoded as
-                 Latin-1; "PASS ***" stands for any PASS; lines cut to 600 characters
+                 Latin-1; "PASS ***" stands for any PASS; lines cut to 600 characters;
+                 a line over 512 octets is "<line too long>"
+  processed      how many of them were processed (the rest came after QUIT, a close or a
+                 stall, or were plaintext after STLS)
   retrieved      message numbers for which RETR answered +OK, in order (repeats kept)
   marked         message numbers marked by DELE at the end of the session
   quit           true if QUIT was received
@@ -91,9 +100,9 @@ Lines), written when the session ends, and also for sessions still open at shutd
   deleted_uids   their UIDs (in the sha1 mode the stable ones), same order
   writes         number of reads from the socket that held at least one complete command line
   rounds         number of times command data arrived while nothing was outstanding, i.e.
-                 every earlier command's reply (and the greeting) had been completely written
-                 to the socket: nothing in the latency queue and nothing in the transport's
-                 write buffer. Counted once per read from the socket (a read that brings ten
+                 every earlier command had been processed and its reply (and the greeting)
+                 completely written to the socket: nothing in the queue and nothing in the
+                 transport's write buffer. Counted once per read from the socket (a read that brings ten
                  pipelined commands at an idle moment counts 1). It measures how often the
                  client waited for the server: a lock-step client scores one per command, a
                  pipelined one a handful. Deterministic with --latency of 10 ms or more (the
@@ -102,6 +111,7 @@ Lines), written when the session ends, and also for sessions still open at shutd
   rounds_txn     the same, counting only reads that arrived after a successful PASS had been
                  processed
   bytes_in, bytes_out   payload octets received / sent
+  stls_discarded about how many octets the client sent after STLS in plaintext (dropped)
   start          Unix time of accept; duration: seconds
   end            why it ended: "quit", "client-closed", "fault:drop-after-bytes",
                  "fault:truncate-retr", "fault:close-after-pass", "shutdown", "error:<text>"
@@ -121,7 +131,7 @@ import time
 
 MAX_LINE = 512
 CHUNK = 65536
-QUEUE_SOFT_LIMIT = 8 << 20  # stop reading commands while this much output is queued
+QUEUE_SOFT_LIMIT = 5000  # stop reading while this many command lines wait in the queue
 LINGER_SECONDS = 3.0
 
 SIMULATED_ERR = b"-ERR [SYS/TEMP] simulated failure\r\n"
@@ -308,13 +318,13 @@ class Mailbox:
 
 
 class Item:
-    __slots__ = ("due", "data", "ncmds", "action")
+    __slots__ = ("due", "kind", "data", "cmdno")
 
-    def __init__(self, due, data, ncmds, action):
-        self.due = due
+    def __init__(self, due, kind, data, cmdno):
+        self.due = due  # when it is processed and its reply sent
+        self.kind = kind  # "raw" (greeting bytes) or "cmd" (a command line)
         self.data = data
-        self.ncmds = ncmds
-        self.action = action
+        self.cmdno = cmdno
 
 
 class Session:
@@ -333,7 +343,11 @@ class Session:
         self.msgs = None  # snapshot at login
         self.marked = set()
         self.retrieved = []
-        self.cmdno = 0
+        self.cmdno = 0  # number of the command being processed
+        self.ncmds = 0  # command lines received
+        self.processed = 0
+        self.out = (b"", None)
+        self.stls_accepted = False
         self.commands = []
         self.quit = False
         self.committed = False
@@ -343,12 +357,12 @@ class Session:
         self.rounds = 0
         self.rounds_txn = 0
         self.bytes_in = 0
+        self.stls_discarded = 0
         self.bytes_out = 0
         self.start = time.time()
         self.end = None
         # output side
         self.queue = collections.deque()
-        self.queued_bytes = 0
         self.inflight = 0  # greeting + commands whose reply is not completely written
         self.has_items = asyncio.Event()
         self.idle = asyncio.Event()
@@ -393,21 +407,19 @@ class Session:
         return out
 
     # -- output ---------------------------------------------------------------------------
-    def enqueue(self, data, ncmds=1, action=None):
-        """Queue one reply (ncmds: how many outstanding replies it completes)."""
+    def enqueue(self, kind, data, cmdno=0):
+        """Queue a greeting ("raw", bytes) or a command line ("cmd", bytes or None)."""
         if self.stalled or self.closing or (self.writer_task and self.writer_task.done()):
-            return  # nothing will ever be written any more
-        self.inflight += ncmds
-        item = Item(self.loop.time() + self.opts.latency / 1000.0, data, ncmds, action)
-        self.queue.append(item)
-        self.queued_bytes += len(data)
-        if self.queued_bytes > QUEUE_SOFT_LIMIT:
+            return  # nothing will ever be processed or written any more
+        self.inflight += 1
+        self.queue.append(Item(self.loop.time() + self.opts.latency / 1000.0, kind, data, cmdno))
+        if len(self.queue) > QUEUE_SOFT_LIMIT:
             self.below_limit.clear()
         self.idle.clear()
         self.has_items.set()
 
     def reply(self, data, action=None):
-        """Queue the reply to the current command, applying the per-command faults."""
+        """Set the reply to the current command, applying the per-command faults."""
         n = self.cmdno
         if self.fault_n("drop_reply", n):
             data = b""
@@ -415,7 +427,7 @@ class Session:
             data = data + data
         if self.fault_n("garbage_after", n):
             data = data + self.opts.garbage_text.encode("latin-1", "replace") + b"\r\n"
-        self.enqueue(data, 1, action)
+        self.out = (data, action)
 
     def outstanding(self):
         if self.inflight > 0:
@@ -427,8 +439,6 @@ class Session:
 
     async def send(self, data):
         """Write data subject to the byte faults; returns None, "close" or "stall"."""
-        if self.stalled:
-            return "stall"
         limit = None
         what = None
         o = self.opts
@@ -455,6 +465,7 @@ class Session:
         return None
 
     async def writer_loop(self):
+        """Process the queue in order: wait for each item's due time, run, send its reply."""
         try:
             while True:
                 while not self.queue:
@@ -465,29 +476,36 @@ class Session:
                 delay = item.due - self.loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                res = await self.send(item.data)
+                action = None
+                if item.kind == "cmd":
+                    if self.state == "done":
+                        data = b""  # after QUIT: ignored
+                    else:
+                        self.cmdno = item.cmdno
+                        self.out = (b"", None)
+                        self.command(item.data)
+                        self.processed += 1
+                        data, action = self.out
+                else:
+                    data = item.data
+                res = await self.send(data)
                 self.queue.popleft()
-                self.queued_bytes -= len(item.data)
-                if self.queued_bytes <= QUEUE_SOFT_LIMIT:
+                if len(self.queue) <= QUEUE_SOFT_LIMIT // 2:
                     self.below_limit.set()
-                if res != "stall":
-                    self.inflight -= item.ncmds
+                if res == "stall":
+                    # Nothing is processed or sent any more; the reader goes on reading.
+                    self.queue.clear()
+                    return
+                self.inflight -= 1
                 if res == "close":
                     self.server_close()
                     return
-                if res == "stall":
-                    # Nothing leaves any more; throw the queue away so that waits end.
-                    self.queue.clear()
-                    self.queued_bytes = 0
-                    self.below_limit.set()
-                    self.idle.set()
-                    return
-                if item.action is not None:
-                    self.end = self.end or item.action
+                if action == "stls":
+                    self.stls_accepted = True
+                elif action is not None:
+                    self.end = self.end or action
                     self.server_close()
                     return
-                if not self.queue:
-                    self.idle.set()
         except (ConnectionError, OSError, ssl.SSLError) as e:
             self.end = self.end or "error:%s" % e.__class__.__name__
             self.abort()
@@ -517,6 +535,17 @@ class Session:
             pass
 
     # -- input ----------------------------------------------------------------------------
+    def receive(self, line):
+        """Record one command line at arrival and queue it (None: a line that was too long)."""
+        self.ncmds += 1
+        if line is None:
+            text = "<line too long>"
+        else:
+            kw = line.split(b" ", 1)[0].upper()
+            text = "PASS ***" if kw == b"PASS" else line.decode("latin-1")[:600]
+        self.commands.append(text)
+        self.enqueue("cmd", line, self.ncmds)
+
     async def run(self):
         o = self.opts
         self.writer_task = asyncio.create_task(self.writer_loop())
@@ -525,7 +554,7 @@ class Session:
                 g = o.greeting_text.encode("utf-8", "replace") + b"\r\n"
             else:
                 g = b"+OK fakepop3d ready\r\n"
-            self.enqueue(g, 1)
+            self.enqueue("raw", g)
         buf = b""
         discarding = False
         while True:
@@ -537,7 +566,7 @@ class Session:
             if not data:
                 self.end = self.end or "client-closed"
                 break
-            if self.closing or self.state == "done":
+            if self.closing:
                 continue  # lingering: discard
             self.bytes_in += len(data)
             buf += data
@@ -565,16 +594,24 @@ class Session:
                 self.rounds += 1
                 if self.state == "txn":
                     self.rounds_txn += 1
-            for k, line in enumerate(lines):
-                if self.state == "done":
-                    break
-                starttls = await self.command(line)
-                if starttls:
-                    if k + 1 < len(lines) or buf:
-                        buf = b""  # plaintext injected after STLS is dropped
+            k = 0
+            while k < len(lines):
+                line = lines[k]
+                k += 1
+                self.receive(line)
+                if line is None or line.split(b" ", 1)[0].upper() != b"STLS":
+                    continue
+                # Stop here until STLS has been answered; if it was accepted, whatever the
+                # client sent after it in plaintext (an injection) is dropped, and counted.
+                await self.idle.wait()
+                if self.stls_accepted and not self.closing and not self.stalled:
+                    self.stls_accepted = False
+                    self.stls_discarded += len(buf) + sum(
+                        len(x) + 2 if x is not None else MAX_LINE for x in lines[k:])
+                    buf = b""
                     await self.start_tls()
                     break
-            if self.queued_bytes > QUEUE_SOFT_LIMIT:
+            if len(self.queue) > QUEUE_SOFT_LIMIT:
                 await self.below_limit.wait()
         # The client is gone (or we closed). Let queued replies out unless they cannot go.
         if not self.closing and not self.stalled and self.end == "client-closed":
@@ -584,9 +621,6 @@ class Session:
                 pass
 
     async def start_tls(self):
-        await self.idle.wait()
-        if self.closing or self.stalled:
-            return
         try:
             await self.writer.start_tls(self.srv.ssl_ctx)
             self.tls = "stls"
@@ -595,22 +629,15 @@ class Session:
             self.abort()
 
     # -- commands -------------------------------------------------------------------------
-    async def command(self, line):
-        """Process one command line (None: too long). Returns True after STLS's +OK."""
-        self.cmdno += 1
+    def command(self, line):
+        """Process one command line (None: too long); the reply goes to self.out."""
         if line is None:
-            self.commands.append("<line too long>")
-            self.reply(b"-ERR line too long\r\n")
-            return False
+            return self.reply(b"-ERR line too long\r\n")
         kw, _, rest = line.partition(b" ")
         try:
             kw = kw.decode("ascii").upper()
         except UnicodeDecodeError:
             kw = "?"
-        if kw == "PASS":
-            self.commands.append("PASS ***")
-        else:
-            self.commands.append(line.decode("latin-1")[:600])
         args = rest.split()
         o = self.opts
         st = self.state
@@ -624,7 +651,7 @@ class Session:
             else:
                 self.reply(b"+OK bye\r\n", action="quit")
             self.state = "done"
-            return False
+            return
         if kw == "CAPA":
             if o.no_capa:
                 return self.reply(b"-ERR unknown command\r\n")
@@ -652,8 +679,7 @@ class Session:
                     return self.reply(b"-ERR unknown command\r\n")
                 if self.tls != "none":
                     return self.reply(b"-ERR already using TLS\r\n")
-                self.reply(b"+OK Begin TLS negotiation\r\n")
-                return True
+                return self.reply(b"+OK Begin TLS negotiation\r\n", action="stls")
             if kw == "USER":
                 if not rest:
                     return self.reply(b"-ERR missing argument\r\n")
@@ -788,6 +814,7 @@ class Session:
             "authenticated": self.msgs is not None,
             "messages": len(self.msgs) if self.msgs is not None else None,
             "commands": self.commands,
+            "processed": self.processed,
             "retrieved": self.retrieved,
             "marked": sorted(self.marked),
             "quit": self.quit,
@@ -798,6 +825,7 @@ class Session:
             "rounds": self.rounds,
             "rounds_txn": self.rounds_txn,
             "bytes_in": self.bytes_in,
+            "stls_discarded": self.stls_discarded,
             "bytes_out": self.bytes_out,
             "start": round(self.start, 3),
             "duration": round(time.time() - self.start, 3),
