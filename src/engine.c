@@ -291,6 +291,7 @@ static void finish_if_idle(struct engine *e) {
   r->failed = st->failed;
   r->deleted = st->quit_ok ? st->deleted : 0;
   r->seconds = (double)(uv_hrtime() / 1000000 - e->started_ms) / 1000.0;
+  r->login_delay = session_caps(e->session)->login_delay;
   compose_message(e);
   e->done_cb(e, r, e->data);
 }
@@ -324,7 +325,9 @@ int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done
   e->data = data;
   e->started_ms = uv_hrtime() / 1000000;
 
-  int err = maildir_init(&e->md, loop, opts->maildir, errbuf, errlen);
+  int err = maildir_init_as(&e->md, loop, opts->maildir,
+                            opts->chown_maildir ? opts->owner_uid : (uid_t)-1,
+                            opts->chown_maildir ? opts->owner_gid : (gid_t)-1, errbuf, errlen);
   if (err) {
     free(e);
     return err;

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #include "session.h"
@@ -23,6 +24,10 @@ struct engine_options {
   unsigned timeout_s;             /* 0: 120 */
   enum session_pipelining pipelining;
   unsigned window;                /* 0: SESSION_DEFAULT_WINDOW */
+  /* Root delivering for a user: chown what is created in the Maildir. */
+  int chown_maildir;
+  uid_t owner_uid;
+  gid_t owner_gid;
   /* Protocol trace and notes (-v); NULL to disable.  Never sees a password. */
   void (*trace)(void *data, const char *line);
   void *trace_data;
@@ -37,6 +42,7 @@ struct engine_result {
   size_t deleted;          /* DELEs acknowledged and committed by QUIT */
   size_t failed;           /* messages that could not be retrieved or saved */
   double seconds;          /* wall time of the run */
+  long login_delay;        /* the server's LOGIN-DELAY in seconds, -1 when none */
 };
 
 struct engine;

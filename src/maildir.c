@@ -88,10 +88,16 @@ static void set_err(char *errbuf, size_t errlen, const char *what, const char *p
 
 /* mkdir(path, 0700) unless it exists; either way it must end up a
  * directory we can create files in. */
-static int ensure_dir(const char *path, char *errbuf, size_t errlen) {
+static int ensure_dir(const struct maildir *md, const char *path, char *errbuf, size_t errlen) {
   struct stat st;
 
-  if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+  if (mkdir(path, 0700) == 0) {
+    if (md->chown_to_owner && chown(path, md->owner_uid, md->owner_gid) != 0) {
+      int err = -errno;
+      set_err(errbuf, errlen, "cannot chown", path, err);
+      return err;
+    }
+  } else if (errno != EEXIST) {
     int err = -errno;
     set_err(errbuf, errlen, "cannot create", path, err);
     return err;
@@ -109,7 +115,7 @@ static int ensure_dir(const char *path, char *errbuf, size_t errlen) {
 }
 
 /* mkdir -p: every missing component is created with mode 0700. */
-static int ensure_path(char *path, char *errbuf, size_t errlen) {
+static int ensure_path(const struct maildir *md, char *path, char *errbuf, size_t errlen) {
   char *p;
   int err;
 
@@ -117,12 +123,12 @@ static int ensure_path(char *path, char *errbuf, size_t errlen) {
     if (*p != '/' || p[-1] == '/')
       continue;
     *p = '\0';
-    err = ensure_dir(path, errbuf, errlen);
+    err = ensure_dir(md, path, errbuf, errlen);
     *p = '/';
     if (err < 0)
       return err;
   }
-  return ensure_dir(path, errbuf, errlen);
+  return ensure_dir(md, path, errbuf, errlen);
 }
 
 /* The Maildir spec's escapes, so that a host name never adds a directory
@@ -152,6 +158,11 @@ static void sanitize_hostname(char *dst, size_t dstlen, const char *src) {
 
 int maildir_init(struct maildir *md, uv_loop_t *loop, const char *path, char *errbuf,
                  size_t errlen) {
+  return maildir_init_as(md, loop, path, (uid_t)-1, (gid_t)-1, errbuf, errlen);
+}
+
+int maildir_init_as(struct maildir *md, uv_loop_t *loop, const char *path, uid_t uid, gid_t gid,
+                    char *errbuf, size_t errlen) {
   static const char *const subdirs[] = {"tmp", "new", "cur"};
   char host[256];
   char *sub;
@@ -161,6 +172,9 @@ int maildir_init(struct maildir *md, uv_loop_t *loop, const char *path, char *er
   if (errbuf != NULL && errlen > 0)
     errbuf[0] = '\0';
   memset(md, 0, sizeof(*md));
+  md->chown_to_owner = uid != (uid_t)-1;
+  md->owner_uid = uid;
+  md->owner_gid = gid;
   len = strlen(path);
   /* Trailing slashes would only double up in the paths we build. */
   while (len > 1 && path[len - 1] == '/')
@@ -183,10 +197,10 @@ int maildir_init(struct maildir *md, uv_loop_t *loop, const char *path, char *er
   md->path[len] = '\0';
 
   memcpy(sub, md->path, len + 1);
-  err = ensure_path(sub, errbuf, errlen);
+  err = ensure_path(md, sub, errbuf, errlen);
   for (i = 0; err == 0 && i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
     snprintf(sub, len + 5, "%s/%s", md->path, subdirs[i]);
-    err = ensure_dir(sub, errbuf, errlen);
+    err = ensure_dir(md, sub, errbuf, errlen);
     /* Root passes access(), but a read-only mount does not. */
     if (err == 0 && access(sub, W_OK | X_OK) != 0) {
       err = -errno;
@@ -283,7 +297,9 @@ static void finish_work(uv_work_t *w) {
   if (d->commit_work) {
     /* fsync before rename: the name in new/ must never point at data that
      * is not on disk. */
-    if (fsync(d->fd) != 0)
+    if (d->md->chown_to_owner && fchown(d->fd, d->md->owner_uid, d->md->owner_gid) != 0)
+      err = -errno;
+    if (err == 0 && fsync(d->fd) != 0)
       err = -errno;
     if (close(d->fd) != 0 && err == 0)
       err = -errno;

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 struct maildir {
@@ -20,6 +21,9 @@ struct maildir {
   unsigned long counter; /* per-process delivery counter (shared by all maildirs) */
   size_t queued_bytes;   /* body bytes accepted by maildir_write and not yet written */
   unsigned active;       /* deliveries and barriers not yet finished */
+  int chown_to_owner;    /* root delivering for a user: chown what we create */
+  uid_t owner_uid;
+  gid_t owner_gid;
 };
 
 struct maildir_delivery; /* opaque; owned by the maildir module until done_cb */
@@ -35,6 +39,11 @@ typedef void (*maildir_barrier_cb)(int err, void *data);
  * Returns 0 or a negative errno (errbuf names the directory). */
 int maildir_init(struct maildir *md, uv_loop_t *loop, const char *path, char *errbuf,
                  size_t errlen);
+/* As maildir_init, but every directory and file it creates is chowned to
+ * uid:gid (root delivering into a user's Maildir never leaves root-owned
+ * files there).  uid == (uid_t)-1 means no chown. */
+int maildir_init_as(struct maildir *md, uv_loop_t *loop, const char *path, uid_t uid, gid_t gid,
+                    char *errbuf, size_t errlen);
 void maildir_deinit(struct maildir *md);
 
 /* Makes a unique base name "SECONDS.M<usec>P<pid>Q<counter>.<host>" into buf. */

@@ -5,11 +5,15 @@ usage: fakepop3d.py [--host ADDR] [--port N] [--maildir DIR | --generate N[:SIZE
                     [--user U] [--password P] [--uid-mode sha1|number|msgnum]
                     [--no-capa] [--no-pipelining] [--no-uidl] [--expire0] [--expire0-enforce]
                     [--stls CERT KEY | --ssl CERT KEY] [--latency MS]
-                    [--max-sessions N] [--lifetime SECONDS] [--record FILE] [--verbose]
-                    [fault options, see below]
+                    [--max-sessions N] [--lifetime SECONDS] [--record FILE]
+                    [--port-file FILE] [--verbose] [fault options, see below]
+
+Shell use:  python3 tests/fakepop3d.py --generate 50 --port-file "$T/port" &
+            while [ ! -s "$T/port" ]; do sleep 0.1; done; port=$(cat "$T/port")
 
 Startup: listens on --host (default 127.0.0.1; ::1 works) and --port (default 0, i.e. the
-kernel picks one), then prints "PORT <n>" as the first line of stdout and flushes it. It
+kernel picks one), then prints "PORT <n>" as the first line of stdout and flushes it (and,
+with --port-file FILE, also writes "<n>\n" to FILE, atomically by rename). It
 serves any number of concurrent sessions until SIGTERM/SIGINT, until --max-sessions N
 sessions have ended, or until --lifetime SECONDS (default 600) have passed; exit status 0.
 
@@ -35,6 +39,8 @@ Mailbox
   processed, even if its +OK then never reaches the client (--drop-reply, a client that hung
   up after sending QUIT): the "ambiguous QUIT" case.
   One session at a time holds the maildrop lock: a concurrent login gets "-ERR [IN-USE] ...".
+  The lock is held from a successful PASS until the server closes the connection or the
+  client goes away (a stalled session keeps it until then).
 
 Login: USER/PASS against --user (default "test") and --password (default "secret"); a wrong
   pair gets "-ERR [AUTH] invalid credentials". APOP and AUTH are refused.
@@ -102,12 +108,15 @@ Lines), written when the session ends, and also for sessions still open at shutd
   rounds         number of times command data arrived while nothing was outstanding, i.e.
                  every earlier command had been processed and its reply (and the greeting)
                  completely written to the socket: nothing in the queue and nothing in the
-                 transport's write buffer. Counted once per read from the socket (a read that brings ten
-                 pipelined commands at an idle moment counts 1). It measures how often the
-                 client waited for the server: a lock-step client scores one per command, a
-                 pipelined one a handful. Deterministic with --latency of 10 ms or more (the
-                 queue then holds the replies of commands in flight); without latency a TCP
-                 segment boundary can add a count, so treat it as an upper bound there.
+                 transport's write buffer. Counted once per read from the socket (a read that
+                 brings ten pipelined commands at an idle moment counts 1). It measures how
+                 often the client waited for the server: a lock-step client scores one per
+                 command; a client that pipelines everything scores one per phase (USER, PASS,
+                 UIDL, RETR..., DELE...+QUIT: about 5); a sliding window of W commands scores
+                 about one per W commands, since with a fixed latency replies come in bursts.
+                 Deterministic with --latency of 10 ms or more (the queue then holds the
+                 commands in flight); without latency a TCP segment boundary can add a count,
+                 so treat it as an upper bound there.
   rounds_txn     the same, counting only reads that arrived after a successful PASS had been
                  processed
   bytes_in, bytes_out   payload octets received / sent
@@ -503,7 +512,8 @@ class Session:
                 if action == "stls":
                     self.stls_accepted = True
                 elif action is not None:
-                    self.end = self.end or action
+                    if self.end in (None, "client-closed"):
+                        self.end = action
                     self.server_close()
                     return
         except (ConnectionError, OSError, ssl.SSLError) as e:
@@ -518,6 +528,8 @@ class Session:
         if self.closing:
             return
         self.closing = True
+        if self.srv.mailbox.locked_by is self:
+            self.srv.mailbox.locked_by = None  # the session is over for the mailbox
         try:
             if self.writer.can_write_eof():
                 self.writer.write_eof()
@@ -912,6 +924,11 @@ class Server:
         port = server.sockets[0].getsockname()[1]
         sys.stdout.write("PORT %d\n" % port)
         sys.stdout.flush()
+        if self.opts.port_file:
+            tmp = self.opts.port_file + ".tmp"
+            with open(tmp, "w") as f:
+                f.write("%d\n" % port)
+            os.replace(tmp, self.opts.port_file)
         if verbose:
             log("listening on %s port %d, %d messages" % (self.opts.host, port,
                                                         len(self.mailbox.messages)))
@@ -921,7 +938,6 @@ class Server:
             if verbose:
                 log("lifetime over")
         server.close()
-        tasks = []
         for s in list(self.sessions):
             s.end = s.end or "shutdown"
             s.abort()
@@ -930,7 +946,6 @@ class Server:
             if not self.sessions:
                 break
             await asyncio.sleep(0.02)
-        del tasks
 
 
 def parse_generate(text):
@@ -974,6 +989,7 @@ def parse_args(argv):
     p.add_argument("--max-sessions", type=int, default=0, metavar="N")
     p.add_argument("--lifetime", type=float, default=600.0, metavar="SECONDS")
     p.add_argument("--record", metavar="FILE")
+    p.add_argument("--port-file", metavar="FILE")
     p.add_argument("--verbose", "-v", action="store_true")
     p.add_argument("--fault-sessions", type=parse_sessions, default={1}, metavar="LIST")
     p.add_argument("--drop-after-bytes", type=int, metavar="K")

@@ -1,0 +1,81 @@
+/* NOTE: named cfg.h, not config.h: a src/config.h would shadow autoconf's
+ * config.h for every file in src/.  Implemented by src/config.c. */
+/* The daemon's configuration file (libconfig syntax), parsed once into an
+ * immutable struct.  Only config.c includes <libconfig.h>.  A reload builds
+ * a new struct and swaps it in only if it is valid. */
+#ifndef P3_CFG_H
+#define P3_CFG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "session.h"
+#include "spec.h"
+#include "tls.h"
+
+struct cfg_account {
+  char *name;              /* unique, [A-Za-z0-9._-]+ */
+  int line;                /* line of the account's group in the file */
+  char *server;            /* the connection spec text, as written */
+  struct p3_spec spec;     /* parsed (a netrc account name is resolved at run time:
+                              spec_valid is 0 then) */
+  int spec_valid;
+  char *maildir;           /* absolute path */
+  unsigned interval;       /* seconds, >= 1 (the global default when not set) */
+  char *password_command;  /* NULL when not set */
+  char *password;          /* plaintext `password`, NULL when not set */
+  char *netrc;             /* NULL: $NETRC / ~/.netrc */
+  char *ca_file;           /* NULL: system bundle */
+  uint8_t pins[P3_TLS_MAX_PINS][32];
+  int pin_count;           /* tls_fingerprint: a string or a list of strings */
+  unsigned window;         /* 0: default */
+  unsigned timeout;        /* seconds; 0: default (120) */
+  enum session_pipelining pipelining;
+  int enabled;             /* default true */
+  int keep;                /* keep = true: never DELE, fetch only new UIDs */
+  int keep_days;           /* -1: not set */
+};
+
+struct cfg {
+  char *path;              /* absolute path of the file */
+  char *control_socket;    /* absolute; defaults filled in */
+  char *state_dir;         /* absolute; defaults filled in */
+  unsigned interval;       /* default 300 */
+  unsigned max_parallel;   /* default 4 */
+  unsigned timeout;        /* default 120 */
+  enum session_pipelining pipelining;
+  struct cfg_account *accounts;
+  size_t account_count;
+};
+
+/* Error list: each entry one line "FILE:LINE: what is wrong". */
+struct cfg_errors {
+  char **lines;
+  size_t count;
+};
+
+/* Loads and validates path.  On success returns 0 and *cfg_r (caller frees
+ * with cfg_free).  On failure returns P3_ECONFIG and fills errs with every
+ * semantic error found (for a syntax error, the first one only, since
+ * libconfig stops there); a file that cannot be read is one error
+ * "FILE: cannot read: REASON".  check_maildirs: also create each maildir
+ * (and report the ones that cannot be created). */
+int cfg_load(const char *path, int check_maildirs, struct cfg **cfg_r, struct cfg_errors *errs);
+void cfg_free(struct cfg *cfg);
+void cfg_errors_free(struct cfg_errors *errs);
+
+/* Default file: $sysconfdir/pop3sync/pop3sync.conf for root, else
+ * $XDG_CONFIG_HOME/pop3sync/pop3sync.conf (~/.config/...). */
+int cfg_default_path(char *buf, size_t len);
+/* Default control socket: $RUNTIME_DIRECTORY/control.sock; root:
+ * /run/pop3sync/control.sock; users: $XDG_RUNTIME_DIR/pop3sync/control.sock,
+ * else /tmp/pop3sync-UID/control.sock. */
+int cfg_default_socket(char *buf, size_t len);
+/* Default state dir: $STATE_DIRECTORY; root: $localstatedir/lib/pop3sync;
+ * users: $XDG_STATE_HOME/pop3sync (~/.local/state/pop3sync). */
+int cfg_default_state_dir(char *buf, size_t len);
+
+/* The account named name, or NULL. */
+const struct cfg_account *cfg_find_account(const struct cfg *cfg, const char *name);
+
+#endif
