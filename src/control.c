@@ -1,0 +1,615 @@
+#include "config.h"
+
+#include "control.h"
+
+#include "errors.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* Longest request line, without its line end. */
+#define LINE_MAX_LEN 4096
+/* A line plus an optional '\r' and its '\n': when this many bytes hold no
+ * '\n', the line is too long whatever follows. */
+#define LINE_SCAN (LINE_MAX_LEN + 2)
+/* Input buffered per client while a request is in progress; reading stops
+ * when it is full and resumes once lines have been consumed. */
+#define CLIENT_BUF_MAX (64 * 1024)
+/* Replies queued to a client that does not read them: above this, no more
+ * requests are dispatched until the queue drains. */
+#define WRITE_QUEUE_MAX (256 * 1024)
+/* Clients served at once. */
+#define CLIENTS_MAX 64
+/* Connections held at once, counting those being refused; beyond this a new
+ * connection is closed without a word so that a flood cannot pin memory. */
+#define CONNS_MAX (CLIENTS_MAX + 16)
+#define LISTEN_BACKLOG 16
+
+#define REPLY_DENIED "{\"error\":\"permission denied\",\"exit\":77}"
+#define REPLY_BUSY "{\"error\":\"too many control connections\",\"exit\":75}"
+#define REPLY_TOO_LONG "{\"error\":\"request too long\",\"exit\":64}"
+#define REPLY_NUL "{\"error\":\"request contains a NUL byte\",\"exit\":64}"
+
+struct client;
+
+struct control {
+  uv_loop_t *loop;
+  uv_pipe_t server;
+  const struct control_ops *ops;
+  void *data;
+  struct client *clients; /* every client whose handle is not yet closed */
+  unsigned nconns;        /* clients in the list, refused ones included */
+  unsigned nserved;       /* clients in the list that may send requests */
+  bool closing;
+  bool server_closed;
+  void (*close_cb)(void *data);
+  void *close_data;
+  char path[];
+};
+
+/* A connection.  It is referenced by its handle (until close_cb) and by its
+ * pending request (until control_reply), and freed when both are gone, so a
+ * request outlives a client that hung up and a control that was closed. */
+struct client {
+  struct control *c; /* NULL once the handle is closed */
+  struct client *prev, *next;
+  uv_pipe_t pipe;
+  int refs;
+  bool served;      /* passed the credential check and the cap */
+  bool closing;     /* uv_close called, or close requested after a write */
+  bool reading;     /* uv_read_start in effect */
+  bool busy;        /* a request awaits control_reply */
+  bool dispatching; /* inside client_process: a reply must not recurse */
+  size_t len;       /* bytes in buf */
+  char buf[CLIENT_BUF_MAX];
+};
+
+struct control_req {
+  struct client *cl;
+  char line[];
+};
+
+struct write_req {
+  uv_write_t req;
+  struct client *cl;
+  bool close_after; /* the last word to this client: close once written */
+  char data[];
+};
+
+static void client_process(struct client *cl);
+
+static int set_err(char *errbuf, size_t errlen, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Fills errbuf (if any) and returns err, so failures read as one line. */
+static int set_err(char *errbuf, size_t errlen, int err, const char *fmt, ...) {
+  va_list ap;
+
+  if (errbuf != NULL && errlen > 0) {
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return err;
+}
+
+/* Creates dir and its missing ancestors with mode 0700.  An ancestor that
+ * exists is left alone; only the final directory is checked afterwards. */
+static int mkdir_p(const char *dir, char *errbuf, size_t errlen) {
+  char tmp[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  struct stat st;
+  size_t n = strlen(dir);
+
+  if (n >= sizeof(tmp))
+    return set_err(errbuf, errlen, -ENAMETOOLONG, "directory name too long: %s", dir);
+  memcpy(tmp, dir, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (tmp[i] != '/' && tmp[i] != '\0')
+      continue;
+    tmp[i] = '\0';
+    if (stat(tmp, &st) != 0) {
+      if (errno != ENOENT || (mkdir(tmp, 0700) != 0 && errno != EEXIST))
+        return set_err(errbuf, errlen, -errno, "cannot create directory %s: %s", tmp,
+                       strerror(errno));
+    }
+    if (i < n)
+      tmp[i] = '/';
+  }
+  return 0;
+}
+
+/* The socket's directory must be ours (or root's) and writable by nobody
+ * else: whoever can write there could swap the socket for their own. */
+static int check_dir(const char *path, char *errbuf, size_t errlen) {
+  char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  const char *slash = strrchr(path, '/');
+  struct stat st;
+  int err;
+
+  if (slash == NULL) {
+    snprintf(dir, sizeof(dir), ".");
+  } else if (slash == path) {
+    snprintf(dir, sizeof(dir), "/");
+  } else {
+    memcpy(dir, path, (size_t)(slash - path)); /* path is shorter than dir */
+    dir[slash - path] = '\0';
+  }
+
+  if (stat(dir, &st) != 0) {
+    if (errno != ENOENT)
+      return set_err(errbuf, errlen, -errno, "cannot stat %s: %s", dir, strerror(errno));
+    err = mkdir_p(dir, errbuf, errlen);
+    if (err < 0)
+      return err;
+    if (stat(dir, &st) != 0)
+      return set_err(errbuf, errlen, -errno, "cannot stat %s: %s", dir, strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode))
+    return set_err(errbuf, errlen, -ENOTDIR, "%s is not a directory", dir);
+  if (st.st_uid != geteuid() && st.st_uid != 0)
+    return set_err(errbuf, errlen, -EPERM, "%s is owned by uid %lu, neither by us (uid %lu) nor root",
+                   dir, (unsigned long)st.st_uid, (unsigned long)geteuid());
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    return set_err(errbuf, errlen, -EPERM, "%s is writable by group or others (mode %04o)", dir,
+                   (unsigned)(st.st_mode & 07777));
+  return 0;
+}
+
+/* Looks at what is at path: nothing, or a stale socket (removed), is fine; a
+ * socket someone listens on means another daemon; anything else is not ours
+ * to delete. */
+static int probe_path(const char *path, const struct sockaddr_un *sa, char *errbuf,
+                      size_t errlen) {
+  struct stat st;
+  int fd, r, err;
+
+  if (lstat(path, &st) != 0) {
+    if (errno == ENOENT)
+      return 0;
+    return set_err(errbuf, errlen, -errno, "cannot stat %s: %s", path, strerror(errno));
+  }
+  if (!S_ISSOCK(st.st_mode))
+    return set_err(errbuf, errlen, -EEXIST, "%s exists and is not a socket; not replacing it",
+                   path);
+
+  /* Non-blocking, so that a live daemon with a full backlog answers EAGAIN
+   * instead of stalling our start. */
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    return set_err(errbuf, errlen, -errno, "socket: %s", strerror(errno));
+  do
+    r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
+  while (r != 0 && errno == EINTR);
+  err = r == 0 ? 0 : errno;
+  close(fd);
+
+  if (err == 0 || err == EAGAIN || err == EINPROGRESS)
+    return set_err(errbuf, errlen, P3_ELOCKED, "another pop3syncd is already listening on %s",
+                   path);
+  if (err != ECONNREFUSED)
+    return set_err(errbuf, errlen, -err, "cannot probe %s: %s", path, strerror(err));
+  /* Nobody listens: a daemon died without cleaning up. */
+  if (unlink(path) != 0 && errno != ENOENT)
+    return set_err(errbuf, errlen, -errno, "cannot remove stale socket %s: %s", path,
+                   strerror(errno));
+  return 0;
+}
+
+/* Creates, binds and listens on the socket.  Done with plain system calls
+ * and handed to libuv only when it is ready, so that every failure here is
+ * synchronous: a uv_pipe_t that failed to bind would still need a loop
+ * iteration to close.  (This also keeps libuv from unlinking the path
+ * behind our back on close; control_close does that.) */
+static int bind_socket(const char *path, const struct sockaddr_un *sa, char *errbuf,
+                       size_t errlen) {
+  mode_t old_mask;
+  int fd, r, err;
+
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    return set_err(errbuf, errlen, -errno, "socket: %s", strerror(errno));
+
+  /* umask 077 makes the socket 0600 from its first moment; the chmod below
+   * only makes sure of it. */
+  old_mask = umask(077);
+  r = bind(fd, (const struct sockaddr *)sa, sizeof(*sa));
+  err = errno;
+  umask(old_mask);
+  if (r != 0) {
+    close(fd);
+    if (err == EADDRINUSE) /* someone bound it since we probed */
+      return set_err(errbuf, errlen, P3_ELOCKED, "another pop3syncd is already listening on %s",
+                     path);
+    return set_err(errbuf, errlen, -err, "cannot bind %s: %s", path, strerror(err));
+  }
+  if (chmod(path, 0600) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+    err = errno;
+    close(fd);
+    unlink(path);
+    return set_err(errbuf, errlen, -err, "cannot set up %s: %s", path, strerror(err));
+  }
+  return fd;
+}
+
+static void client_unref(struct client *cl) {
+  if (--cl->refs == 0)
+    free(cl);
+}
+
+static void control_maybe_done(struct control *c) {
+  void (*cb)(void *data);
+  void *data;
+
+  if (!c->closing || !c->server_closed || c->clients != NULL)
+    return;
+  cb = c->close_cb;
+  data = c->close_data;
+  free(c);
+  if (cb != NULL)
+    cb(data);
+}
+
+static void client_close_cb(uv_handle_t *h) {
+  struct client *cl = h->data;
+  struct control *c = cl->c;
+
+  if (cl->prev != NULL)
+    cl->prev->next = cl->next;
+  else
+    c->clients = cl->next;
+  if (cl->next != NULL)
+    cl->next->prev = cl->prev;
+  c->nconns--;
+  if (cl->served)
+    c->nserved--;
+  cl->c = NULL;
+  control_maybe_done(c);
+  client_unref(cl);
+}
+
+static void client_close(struct client *cl) {
+  if (uv_is_closing((uv_handle_t *)&cl->pipe))
+    return;
+  cl->closing = true;
+  cl->reading = false;
+  uv_close((uv_handle_t *)&cl->pipe, client_close_cb);
+}
+
+static void write_cb(uv_write_t *req, int status) {
+  struct write_req *w = (struct write_req *)req;
+  struct client *cl = w->cl;
+  bool close_after = w->close_after;
+
+  free(w);
+  /* The handle is open until its close_cb, which libuv runs only after the
+   * callbacks of every queued write (cancelled ones get UV_ECANCELED). */
+  if (status < 0 || close_after) {
+    client_close(cl);
+    return;
+  }
+  /* A client that stopped reading its replies may have held up requests. */
+  if (!cl->busy)
+    client_process(cl);
+}
+
+/* Queues line + "\n".  close_after: close the client once it is written.
+ * On failure the client is closed (it could not be told anything). */
+static void client_write(struct client *cl, const char *line, bool close_after) {
+  size_t n = strlen(line);
+  struct write_req *w;
+  uv_buf_t buf;
+
+  if (close_after) {
+    /* Nothing said after this one counts: stop taking input now. */
+    cl->closing = true;
+    if (cl->reading) {
+      uv_read_stop((uv_stream_t *)&cl->pipe);
+      cl->reading = false;
+    }
+  }
+  w = malloc(sizeof(*w) + n + 1);
+  if (w == NULL) {
+    client_close(cl);
+    return;
+  }
+  w->cl = cl;
+  w->close_after = close_after;
+  memcpy(w->data, line, n);
+  w->data[n] = '\n';
+  buf = uv_buf_init(w->data, (unsigned)(n + 1));
+  if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &buf, 1, write_cb) != 0) {
+    free(w);
+    client_close(cl);
+  }
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  struct client *cl = h->data;
+
+  (void)suggested;
+  /* Zero room makes libuv report UV_ENOBUFS; read_cb stops reading then. */
+  *buf = uv_buf_init(cl->buf + cl->len, (unsigned)(CLIENT_BUF_MAX - cl->len));
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  struct client *cl = s->data;
+
+  (void)buf;
+  if (nread > 0) {
+    cl->len += (size_t)nread;
+    client_process(cl);
+  } else if (nread == UV_ENOBUFS) {
+    /* Buffer full: client_process resumes reading once lines are consumed. */
+    uv_read_stop(s);
+    cl->reading = false;
+  } else if (nread < 0) {
+    /* EOF or an error: the client is gone; what it sent after its last
+     * complete request is dropped, and a pending request's reply too. */
+    client_close(cl);
+  }
+  /* nread == 0: nothing read (EAGAIN); libuv asks again. */
+}
+
+/* Reads only while there is room, no request holds the line up beyond the
+ * buffer, and the client is still to be listened to. */
+static void client_update_reading(struct client *cl) {
+  bool want = !cl->closing && cl->served && cl->len < CLIENT_BUF_MAX;
+
+  if (want && !cl->reading) {
+    if (uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb) != 0) {
+      client_close(cl);
+      return;
+    }
+    cl->reading = true;
+  } else if (!want && cl->reading) {
+    uv_read_stop((uv_stream_t *)&cl->pipe);
+    cl->reading = false;
+  }
+}
+
+/* Dispatches buffered lines one at a time: the next only once the previous
+ * request has been replied.  A reply given from inside the handler returns
+ * here instead of recursing, so a burst of lines costs no stack. */
+static void client_process(struct client *cl) {
+  struct control_req *req;
+  struct control *c;
+  char *nl;
+  size_t n, used;
+
+  if (cl->dispatching)
+    return;
+  cl->dispatching = true;
+  while (!cl->busy && !cl->closing && cl->c != NULL && !cl->c->closing) {
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&cl->pipe) > WRITE_QUEUE_MAX)
+      break; /* write_cb comes back here */
+    nl = memchr(cl->buf, '\n', cl->len < LINE_SCAN ? cl->len : LINE_SCAN);
+    if (nl == NULL) {
+      if (cl->len >= LINE_SCAN)
+        client_write(cl, REPLY_TOO_LONG, true);
+      break;
+    }
+    used = (size_t)(nl - cl->buf) + 1;
+    n = used - 1;
+    if (n > 0 && cl->buf[n - 1] == '\r')
+      n--;
+    if (n > LINE_MAX_LEN) {
+      client_write(cl, REPLY_TOO_LONG, true);
+      break;
+    }
+    if (memchr(cl->buf, '\0', n) != NULL) {
+      /* The handler takes a C string: it would see a different request. */
+      client_write(cl, REPLY_NUL, false);
+      memmove(cl->buf, cl->buf + used, cl->len - used);
+      cl->len -= used;
+      continue;
+    }
+    req = malloc(sizeof(*req) + n + 1);
+    if (req == NULL) {
+      client_close(cl);
+      break;
+    }
+    req->cl = cl;
+    memcpy(req->line, cl->buf, n);
+    req->line[n] = '\0';
+    memmove(cl->buf, cl->buf + used, cl->len - used);
+    cl->len -= used;
+
+    cl->busy = true;
+    cl->refs++;
+    c = cl->c;
+    c->ops->request(c->data, req, req->line);
+  }
+  cl->dispatching = false;
+  if (cl->c != NULL)
+    client_update_reading(cl);
+}
+
+static bool peer_allowed(struct client *cl) {
+  struct ucred cred;
+  socklen_t len = sizeof(cred);
+  uv_os_fd_t fd;
+
+  if (uv_fileno((uv_handle_t *)&cl->pipe, &fd) != 0)
+    return false;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred)) {
+    log_warning("control: cannot read peer credentials: %s", strerror(errno));
+    return false;
+  }
+  if (cred.uid == geteuid() || cred.uid == 0)
+    return true;
+  log_warning("control: refused a connection from uid %lu (pid %ld)", (unsigned long)cred.uid,
+              (long)cred.pid);
+  return false;
+}
+
+static void connection_cb(uv_stream_t *server, int status) {
+  struct control *c = server->data;
+  struct client *cl;
+
+  if (status < 0) {
+    log_warning("control: accept: %s", uv_strerror(status));
+    return;
+  }
+  if (c->closing)
+    return;
+  /* The connection must be accepted even to refuse it: libuv stops
+   * watching the listening socket while one waits. */
+  cl = calloc(1, sizeof(*cl));
+  if (cl == NULL) {
+    /* Without a handle the connection cannot even be refused, and libuv
+     * pauses the listener until something is accepted. */
+    log_err("control: out of memory for a client; no longer accepting connections");
+    return;
+  }
+  cl->c = c;
+  cl->refs = 1;
+  uv_pipe_init(c->loop, &cl->pipe, 0);
+  cl->pipe.data = cl;
+  cl->next = c->clients;
+  if (c->clients != NULL)
+    c->clients->prev = cl;
+  c->clients = cl;
+  c->nconns++;
+
+  if (uv_accept(server, (uv_stream_t *)&cl->pipe) != 0) {
+    client_close(cl);
+    return;
+  }
+  if (c->nconns > CONNS_MAX) {
+    client_close(cl);
+    return;
+  }
+  if (!peer_allowed(cl)) {
+    client_write(cl, REPLY_DENIED, true);
+    return;
+  }
+  if (c->nserved >= CLIENTS_MAX) {
+    log_warning("control: %d clients connected, refusing another", CLIENTS_MAX);
+    client_write(cl, REPLY_BUSY, true);
+    return;
+  }
+  cl->served = true;
+  c->nserved++;
+  client_update_reading(cl);
+}
+
+int control_listen(uv_loop_t *loop, const char *path, const struct control_ops *ops, void *data,
+                   struct control **c_r, char *errbuf, size_t errlen) {
+  struct sockaddr_un sa;
+  struct control *c;
+  size_t n = strlen(path);
+  int fd, err;
+
+  *c_r = NULL;
+  if (errbuf != NULL && errlen > 0)
+    errbuf[0] = '\0';
+  if (n == 0)
+    return set_err(errbuf, errlen, -EINVAL, "empty control socket path");
+  /* libuv 1.44 would silently truncate it; a truncated name is somebody
+   * else's socket. */
+  if (n >= sizeof(sa.sun_path))
+    return set_err(errbuf, errlen, -ENAMETOOLONG,
+                   "control socket path is too long (%zu bytes, at most %zu): %s", n,
+                   sizeof(sa.sun_path) - 1, path);
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, path, n + 1);
+
+  err = check_dir(path, errbuf, errlen);
+  if (err < 0)
+    return err;
+  /* Between the probe and bind another daemon might start too; bind then
+   * fails with EADDRINUSE, unless both probed before either bound (the
+   * daemon's own lock keeps two from running at once). */
+  err = probe_path(path, &sa, errbuf, errlen);
+  if (err < 0)
+    return err;
+  fd = bind_socket(path, &sa, errbuf, errlen);
+  if (fd < 0)
+    return fd;
+
+  c = calloc(1, sizeof(*c) + n + 1);
+  if (c == NULL) {
+    close(fd);
+    unlink(path);
+    return set_err(errbuf, errlen, -ENOMEM, "out of memory");
+  }
+  c->loop = loop;
+  c->ops = ops;
+  c->data = data;
+  memcpy(c->path, path, n + 1);
+  uv_pipe_init(loop, &c->server, 0);
+  c->server.data = c;
+  /* uv_pipe_open cannot fail on a fresh socket, and listen(2) has already
+   * succeeded: uv_listen only repeats it.  Should either fail all the
+   * same, the handle must be closed through the loop. */
+  err = uv_pipe_open(&c->server, fd);
+  if (err != 0)
+    close(fd); /* not adopted by the handle */
+  else
+    err = uv_listen((uv_stream_t *)&c->server, LISTEN_BACKLOG, connection_cb);
+  if (err != 0) {
+    set_err(errbuf, errlen, err, "cannot listen on %s: %s", path, uv_strerror(err));
+    control_close(c, NULL, NULL); /* frees c once the loop has closed the handle */
+    return err;
+  }
+  *c_r = c;
+  return 0;
+}
+
+void control_reply(struct control_req *req, const char *json) {
+  struct client *cl = req->cl;
+  bool alive = control_req_alive(req);
+
+  free(req);
+  cl->busy = false;
+  if (alive) {
+    client_write(cl, json, false);
+    /* Inside client_process (a reply from the handler) the loop there
+     * goes on; otherwise the next buffered request starts now. */
+    client_process(cl);
+  }
+  client_unref(cl);
+}
+
+int control_req_alive(const struct control_req *req) {
+  const struct client *cl = req->cl;
+
+  return cl->c != NULL && !cl->closing && !cl->c->closing;
+}
+
+static void server_close_cb(uv_handle_t *h) {
+  struct control *c = h->data;
+
+  c->server_closed = true;
+  control_maybe_done(c);
+}
+
+void control_close(struct control *c, void (*cb)(void *data), void *data) {
+  struct client *cl;
+
+  if (c->closing)
+    return;
+  c->closing = true;
+  c->close_cb = cb;
+  c->close_data = data;
+  /* Unlinked first, so a new daemon may bind the path at once. */
+  if (unlink(c->path) != 0 && errno != ENOENT)
+    log_warning("control: cannot remove %s: %s", c->path, strerror(errno));
+  uv_close((uv_handle_t *)&c->server, server_close_cb);
+  for (cl = c->clients; cl != NULL; cl = cl->next)
+    client_close(cl);
+}

@@ -1,0 +1,696 @@
+#include "config.h"
+
+#include "scheduler.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "errors.h"
+#include "log.h"
+#include "target.h"
+
+#define BACKOFF_CAP_S 3600
+#define AUTH_BACKOFF_MIN_S 900
+#define AUTH_BACKOFF_CAP_S (6 * 3600)
+#define FIRST_DELAY_CAP_S 30
+
+struct waiter {
+  sched_fetch_cb cb;
+  void *data;
+  struct waiter *next;
+};
+
+struct acct;
+
+/* One run in progress.  It owns copies of everything the engine borrows, so
+ * a reload can free the old config while the run goes on. */
+struct run {
+  struct acct *a;
+  uv_work_t work;
+  char *server, *netrc, *password_command, *password, *maildir, *ca_file;
+  struct engine_options eo;
+  struct p3_target target;
+  int err;
+  char errbuf[512];
+  struct engine *engine;
+  time_t started;
+};
+
+struct acct {
+  struct sched *s;
+  char *name;
+  const struct cfg_account *cfg; /* NULL once removed by a reload */
+  uv_timer_t timer;
+  int queued;
+  struct acct *queue_next;
+  struct run *run;
+  int rerun;
+  struct waiter *wait_cur;  /* get the result of the next run to finish */
+  struct waiter *wait_next; /* get the result of the run after that */
+  time_t next_run;          /* wall clock, 0 when none is scheduled */
+
+  int has_last;
+  time_t last_started, last_finished;
+  int last_ok, last_exit;
+  char last_error[768];
+  size_t last_messages;
+  uint64_t last_bytes;
+
+  uint64_t total_messages, total_bytes;
+  unsigned failures;
+  int auth_failed;
+  time_t backoff_until;
+};
+
+struct sched {
+  uv_loop_t *loop;
+  struct cfg *cfg;
+  struct acct **accts; /* in config order */
+  size_t count;
+  size_t running;
+  struct acct *queue_head, *queue_tail;
+  int shutting_down;
+  unsigned grace_ms;
+  void (*shutdown_cb)(void *data);
+  void *shutdown_data;
+  int closing_handles;
+};
+
+static void start_run(struct acct *a);
+static void maybe_shutdown_done(struct sched *s);
+
+/* ---- helpers */
+
+static uint64_t random_below(uint64_t n) {
+  uint64_t r = 0;
+  if (n == 0)
+    return 0;
+  if (uv_random(NULL, NULL, &r, sizeof r, 0, NULL) != 0)
+    r = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16) ^ uv_hrtime();
+  return r % n;
+}
+
+static char *dup_or_null(const char *s) {
+  return s ? strdup(s) : NULL;
+}
+
+static struct acct *find_acct(const struct sched *s, const char *name) {
+  for (size_t i = 0; i < s->count; i++)
+    if (strcmp(s->accts[i]->name, name) == 0)
+      return s->accts[i];
+  return NULL;
+}
+
+static void arm(struct acct *a, uint64_t delay_ms);
+static void pump_queue(struct sched *s);
+
+static void on_timer(uv_timer_t *t) {
+  struct acct *a = t->data;
+  a->next_run = 0;
+  struct sched *s = a->s;
+  if (s->shutting_down || a->cfg == NULL || !a->cfg->enabled)
+    return;
+  if (a->run) {
+    a->rerun = 1;
+    return;
+  }
+  if (a->queued)
+    return;
+  a->queued = 1;
+  a->queue_next = NULL;
+  if (s->queue_tail)
+    s->queue_tail->queue_next = a;
+  else
+    s->queue_head = a;
+  s->queue_tail = a;
+  pump_queue(s);
+}
+
+/* Starts what fits under max_parallel, in queue order. */
+static void pump_queue(struct sched *s) {
+  while (!s->shutting_down && s->queue_head && s->running < s->cfg->max_parallel) {
+    struct acct *q = s->queue_head;
+    s->queue_head = q->queue_next;
+    if (s->queue_head == NULL)
+      s->queue_tail = NULL;
+    q->queued = 0;
+    start_run(q);
+  }
+}
+
+static void enqueue_now(struct acct *a) {
+  uv_timer_stop(&a->timer);
+  a->next_run = time(NULL);
+  on_timer(&a->timer);
+}
+
+static void arm(struct acct *a, uint64_t delay_ms) {
+  a->next_run = time(NULL) + (time_t)((delay_ms + 999) / 1000);
+  uv_timer_start(&a->timer, on_timer, delay_ms, 0);
+}
+
+static void unqueue(struct sched *s, struct acct *a) {
+  struct acct **pp = &s->queue_head, *prev = NULL;
+  while (*pp) {
+    if (*pp == a) {
+      *pp = a->queue_next;
+      if (s->queue_tail == a)
+        s->queue_tail = prev;
+      a->queued = 0;
+      return;
+    }
+    prev = *pp;
+    pp = &(*pp)->queue_next;
+  }
+}
+
+static void notify_waiters(struct waiter **list, const struct sched_result *r) {
+  struct waiter *w = *list;
+  *list = NULL;
+  while (w) {
+    struct waiter *next = w->next;
+    if (w->cb)
+      w->cb(w->data, r);
+    free(w);
+    w = next;
+  }
+}
+
+static void on_acct_closed(uv_handle_t *h) {
+  struct acct *a = h->data;
+  struct sched *s = a->s;
+  free(a->name);
+  free(a);
+  s->closing_handles--;
+  maybe_shutdown_done(s);
+}
+
+static void free_acct_later(struct acct *a) {
+  a->s->closing_handles++;
+  uv_close((uv_handle_t *)&a->timer, on_acct_closed);
+}
+
+/* ---- runs */
+
+static void free_run(struct run *r) {
+  engine_free(r->engine);
+  target_deinit(&r->target);
+  if (r->password) {
+    explicit_bzero(r->password, strlen(r->password));
+    free(r->password);
+  }
+  free(r->server);
+  free(r->netrc);
+  free(r->password_command);
+  free(r->maildir);
+  free(r->ca_file);
+  free(r);
+}
+
+/* Seconds until the next poll after a run ended with err. */
+static uint64_t next_delay_s(struct acct *a, int err, long login_delay, unsigned interval) {
+  uint64_t delay = interval;
+  if (err == 0) {
+    if (login_delay > 0 && (uint64_t)login_delay > delay)
+      delay = (uint64_t)login_delay;
+    return delay;
+  }
+  unsigned shift = a->failures > 10 ? 10 : a->failures;
+  if (err == P3_EAUTH) {
+    /* A wrong password does not fix itself: do not hammer the server. */
+    uint64_t base = interval > AUTH_BACKOFF_MIN_S ? interval : AUTH_BACKOFF_MIN_S;
+    delay = base << (shift - 1);
+    if (delay > AUTH_BACKOFF_CAP_S)
+      delay = interval > AUTH_BACKOFF_CAP_S ? interval : AUTH_BACKOFF_CAP_S;
+  } else {
+    delay = (uint64_t)interval << shift;
+    uint64_t cap = interval > BACKOFF_CAP_S ? interval : BACKOFF_CAP_S;
+    if (delay > cap)
+      delay = cap;
+  }
+  if (err == P3_ELOGINDELAY) {
+    uint64_t ld = login_delay > 0 ? (uint64_t)login_delay : 300;
+    if (ld > delay)
+      delay = ld;
+  }
+  return delay;
+}
+
+static void finish_run(struct acct *a, int err, const char *message, size_t messages,
+                       uint64_t bytes, long login_delay) {
+  struct sched *s = a->s;
+  struct run *r = a->run;
+  time_t now = time(NULL);
+  a->has_last = 1;
+  a->last_started = r->started;
+  a->last_finished = now;
+  a->last_ok = err == 0;
+  a->last_exit = p3_exit_status(err);
+  snprintf(a->last_error, sizeof a->last_error, "%s", err ? message : "");
+  a->last_messages = messages;
+  a->last_bytes = bytes;
+  a->total_messages += messages;
+  a->total_bytes += bytes;
+  if (err == 0) {
+    a->failures = 0;
+    a->auth_failed = 0;
+    a->backoff_until = 0;
+    log_info("%s: %zu messages, %llu bytes", a->name, messages, (unsigned long long)bytes);
+  } else {
+    a->failures++;
+    a->auth_failed = err == P3_EAUTH;
+    log_warning("%s: %s", a->name, message);
+  }
+  a->run = NULL;
+  s->running--;
+  free_run(r);
+
+  struct sched_result res = {
+      .name = a->name,
+      .ok = err == 0,
+      .exit = a->last_exit,
+      .error = err ? a->last_error : NULL,
+      .messages = messages,
+      .bytes = bytes,
+  };
+  notify_waiters(&a->wait_cur, &res);
+
+  if (a->cfg == NULL) {
+    /* Removed by a reload while it ran. */
+    notify_waiters(&a->wait_next, &res);
+    free_acct_later(a);
+  } else if (!s->shutting_down) {
+    unsigned interval = a->cfg->interval ? a->cfg->interval : 300;
+    uint64_t delay = next_delay_s(a, err, login_delay, interval);
+    if (err)
+      a->backoff_until = now + (time_t)delay;
+    if (a->rerun && a->cfg->enabled) {
+      a->rerun = 0;
+      a->wait_cur = a->wait_next;
+      a->wait_next = NULL;
+      enqueue_now(a);
+    } else if (a->cfg->enabled) {
+      arm(a, delay * 1000);
+    }
+  }
+  pump_queue(s);
+  maybe_shutdown_done(s);
+}
+
+static void on_engine_done(struct engine *e, const struct engine_result *res, void *data) {
+  struct run *r = data;
+  finish_run(r->a, res->err, res->message, res->delivered, res->bytes, res->login_delay);
+}
+
+/* Thread pool: netrc and password commands block. */
+static void resolve_work(uv_work_t *w) {
+  struct run *r = w->data;
+  r->err = target_resolve(r->server, r->netrc, &r->target, r->errbuf, sizeof r->errbuf);
+  if (r->err)
+    return;
+  if (r->password) {
+    r->target.password = strdup(r->password);
+    if (r->target.password == NULL) {
+      r->err = -ENOMEM;
+      snprintf(r->errbuf, sizeof r->errbuf, "out of memory");
+    }
+    return;
+  }
+  r->err = target_password(&r->target, r->netrc, r->password_command, r->errbuf,
+                           sizeof r->errbuf);
+}
+
+static void resolve_done(uv_work_t *w, int status) {
+  struct run *r = w->data;
+  struct acct *a = r->a;
+  if (a->s->shutting_down) {
+    finish_run(a, P3_ECANCELED, "stopped: the daemon is shutting down", 0, 0, -1);
+    return;
+  }
+  if (r->err) {
+    finish_run(a, r->err, r->errbuf, 0, 0, -1);
+    return;
+  }
+  r->eo.target = &r->target;
+  int err = engine_start(a->s->loop, &r->eo, on_engine_done, r, &r->engine, r->errbuf,
+                         sizeof r->errbuf);
+  if (err)
+    finish_run(a, err, r->errbuf, 0, 0, -1);
+}
+
+/* Root delivers as the owner of the Maildir (or of its nearest existing
+ * parent when it does not exist yet). */
+static void maildir_owner(struct engine_options *eo, const char *maildir) {
+  char path[PATH_MAX];
+  struct stat st;
+  if (geteuid() != 0)
+    return;
+  snprintf(path, sizeof path, "%s", maildir);
+  for (;;) {
+    if (stat(path, &st) == 0) {
+      if (st.st_uid != 0) {
+        eo->chown_maildir = 1;
+        eo->owner_uid = st.st_uid;
+        eo->owner_gid = st.st_gid;
+      }
+      return;
+    }
+    char *slash = strrchr(path, '/');
+    if (slash == NULL || slash == path)
+      return;
+    *slash = '\0';
+  }
+}
+
+static void start_run(struct acct *a) {
+  struct sched *s = a->s;
+  const struct cfg_account *c = a->cfg;
+  struct run *r = calloc(1, sizeof *r);
+  if (r == NULL)
+    goto nomem;
+  r->a = a;
+  r->started = time(NULL);
+  r->server = strdup(c->server);
+  r->maildir = strdup(c->maildir);
+  r->netrc = dup_or_null(c->netrc);
+  r->password_command = dup_or_null(c->password_command);
+  r->password = dup_or_null(c->password);
+  r->ca_file = dup_or_null(c->ca_file);
+  if (!r->server || !r->maildir || (c->netrc && !r->netrc) ||
+      (c->password_command && !r->password_command) || (c->password && !r->password) ||
+      (c->ca_file && !r->ca_file)) {
+    free_run(r);
+    goto nomem;
+  }
+  r->eo.maildir = r->maildir;
+  r->eo.ca_file = r->ca_file;
+  memcpy(r->eo.pins, c->pins, sizeof r->eo.pins);
+  r->eo.pin_count = c->pin_count;
+  r->eo.timeout_s = c->timeout ? c->timeout : s->cfg->timeout;
+  r->eo.pipelining = c->pipelining;
+  r->eo.window = c->window;
+  maildir_owner(&r->eo, r->maildir);
+  a->run = r;
+  a->next_run = 0;
+  s->running++;
+  r->work.data = r;
+  log_debug("%s: starting a run", a->name);
+  if (uv_queue_work(s->loop, &r->work, resolve_work, resolve_done) != 0) {
+    finish_run(a, -ENOMEM, "cannot queue work", 0, 0, -1);
+  }
+  return;
+nomem:
+  log_err("%s: out of memory starting a run", a->name);
+  if (!s->shutting_down)
+    arm(a, 60000);
+}
+
+/* ---- accounts */
+
+static struct acct *acct_new(struct sched *s, const struct cfg_account *c) {
+  struct acct *a = calloc(1, sizeof *a);
+  if (a == NULL)
+    return NULL;
+  a->name = strdup(c->name);
+  if (a->name == NULL) {
+    free(a);
+    return NULL;
+  }
+  a->s = s;
+  a->cfg = c;
+  uv_timer_init(s->loop, &a->timer);
+  a->timer.data = a;
+  return a;
+}
+
+/* The first poll comes after a uniform random delay in
+ * [0, min(interval/10, 30 s)], so that many accounts do not connect at once. */
+static void arm_first(struct acct *a) {
+  if (!a->cfg->enabled)
+    return;
+  uint64_t cap_ms = (uint64_t)a->cfg->interval * 100;
+  if (cap_ms > FIRST_DELAY_CAP_S * 1000)
+    cap_ms = FIRST_DELAY_CAP_S * 1000;
+  arm(a, random_below(cap_ms + 1));
+}
+
+int sched_new(uv_loop_t *loop, struct cfg *cfg, struct sched **s_r) {
+  struct sched *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return -ENOMEM;
+  s->loop = loop;
+  s->cfg = cfg;
+  s->accts = calloc(cfg->account_count ? cfg->account_count : 1, sizeof *s->accts);
+  if (s->accts == NULL) {
+    free(s);
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < cfg->account_count; i++) {
+    struct acct *a = acct_new(s, &cfg->accounts[i]);
+    if (a == NULL)
+      return -ENOMEM; /* at start-up: the daemon exits */
+    s->accts[s->count++] = a;
+    arm_first(a);
+  }
+  *s_r = s;
+  return 0;
+}
+
+void sched_reload(struct sched *s, struct cfg *cfg) {
+  struct acct **accts = calloc(cfg->account_count ? cfg->account_count : 1, sizeof *accts);
+  if (accts == NULL) {
+    log_err("reload: out of memory; keeping the old configuration");
+    cfg_free(cfg);
+    return;
+  }
+  size_t n = 0;
+  for (size_t i = 0; i < cfg->account_count; i++) {
+    const struct cfg_account *c = &cfg->accounts[i];
+    struct acct *a = find_acct(s, c->name);
+    if (a) {
+      int was_enabled = a->cfg && a->cfg->enabled;
+      unsigned old_interval = a->cfg ? a->cfg->interval : 0;
+      a->cfg = c;
+      if (!c->enabled) {
+        uv_timer_stop(&a->timer);
+        unqueue(s, a);
+        a->next_run = 0;
+        a->rerun = 0;
+      } else if (!was_enabled) {
+        arm_first(a);
+      } else if (!a->run && !a->queued && c->interval != old_interval) {
+        /* Keep the phase, but never wait longer than the new interval. */
+        time_t now = time(NULL);
+        uint64_t left = a->next_run > now ? (uint64_t)(a->next_run - now) : 0;
+        if (left > c->interval && a->failures == 0)
+          arm(a, (uint64_t)c->interval * 1000);
+      }
+    } else {
+      a = acct_new(s, c);
+      if (a == NULL) {
+        log_err("reload: out of memory for account %s", c->name);
+        continue;
+      }
+      arm_first(a);
+    }
+    accts[n++] = a;
+  }
+  /* Accounts that left the config. */
+  for (size_t i = 0; i < s->count; i++) {
+    struct acct *a = s->accts[i];
+    int kept = 0;
+    for (size_t j = 0; j < n && !kept; j++)
+      kept = accts[j] == a;
+    if (kept)
+      continue;
+    a->cfg = NULL;
+    uv_timer_stop(&a->timer);
+    unqueue(s, a);
+    if (a->run == NULL)
+      free_acct_later(a);
+    /* else: freed when its run finishes */
+  }
+  free(s->accts);
+  s->accts = accts;
+  s->count = n;
+  cfg_free(s->cfg);
+  s->cfg = cfg;
+  pump_queue(s);
+}
+
+const struct cfg *sched_config(const struct sched *s) {
+  return s->cfg;
+}
+
+/* ---- status */
+
+static const char *acct_state(const struct acct *a) {
+  if (a->run)
+    return "fetching";
+  if (!a->cfg->enabled)
+    return "disabled";
+  if (a->failures > 0)
+    return "backoff";
+  return "idle";
+}
+
+static void status_account(const struct acct *a, struct jbuf *b) {
+  jbuf_obj_begin(b);
+  jbuf_key(b, "name");
+  jbuf_str(b, a->name);
+  jbuf_key(b, "state");
+  jbuf_str(b, acct_state(a));
+  jbuf_key(b, "last_run");
+  if (a->has_last) {
+    jbuf_obj_begin(b);
+    jbuf_key(b, "started");
+    jbuf_time(b, a->last_started);
+    jbuf_key(b, "finished");
+    jbuf_time(b, a->last_finished);
+    jbuf_key(b, "result");
+    jbuf_str(b, a->last_ok ? "ok" : "error");
+    jbuf_key(b, "error");
+    jbuf_str(b, a->last_ok ? NULL : a->last_error);
+    jbuf_key(b, "messages");
+    jbuf_uint(b, a->last_messages);
+    jbuf_key(b, "bytes");
+    jbuf_uint(b, a->last_bytes);
+    jbuf_key(b, "exit");
+    jbuf_int(b, a->last_exit);
+    jbuf_obj_end(b);
+  } else {
+    jbuf_null(b);
+  }
+  jbuf_key(b, "next_run");
+  if (a->cfg->enabled && a->next_run)
+    jbuf_time(b, a->next_run);
+  else
+    jbuf_null(b);
+  jbuf_key(b, "total_messages");
+  jbuf_uint(b, a->total_messages);
+  jbuf_key(b, "total_bytes");
+  jbuf_uint(b, a->total_bytes);
+  jbuf_key(b, "consecutive_failures");
+  jbuf_uint(b, a->failures);
+  jbuf_key(b, "server");
+  jbuf_str(b, a->cfg->server);
+  jbuf_key(b, "maildir");
+  jbuf_str(b, a->cfg->maildir);
+  jbuf_key(b, "interval");
+  jbuf_uint(b, a->cfg->interval);
+  jbuf_key(b, "backoff_until");
+  if (a->failures && a->backoff_until && !a->run)
+    jbuf_time(b, a->backoff_until);
+  else
+    jbuf_null(b);
+  jbuf_key(b, "auth_failed");
+  jbuf_bool(b, a->auth_failed);
+  jbuf_obj_end(b);
+}
+
+int sched_status(struct sched *s, const char *account, struct jbuf *b) {
+  struct acct *one = NULL;
+  if (account) {
+    one = find_acct(s, account);
+    if (one == NULL)
+      return -ENOENT;
+  }
+  jbuf_key(b, "accounts");
+  jbuf_arr_begin(b);
+  for (size_t i = 0; i < s->count; i++)
+    if (one == NULL || s->accts[i] == one)
+      status_account(s->accts[i], b);
+  jbuf_arr_end(b);
+  return 0;
+}
+
+int sched_fetch(struct sched *s, const char *account, sched_fetch_cb cb, void *data) {
+  struct acct *a = find_acct(s, account);
+  if (a == NULL)
+    return -ENOENT;
+  if (!a->cfg->enabled)
+    return P3_ECONFIG;
+  if (s->shutting_down)
+    return P3_ECANCELED;
+  struct waiter *w = calloc(1, sizeof *w);
+  if (w == NULL)
+    return -ENOMEM;
+  w->cb = cb;
+  w->data = data;
+  if (a->run) {
+    /* Wait for the run in progress, then run once more. */
+    a->rerun = 1;
+    w->next = a->wait_next;
+    a->wait_next = w;
+    return 0;
+  }
+  w->next = a->wait_cur;
+  a->wait_cur = w;
+  if (!a->queued)
+    enqueue_now(a);
+  return 0;
+}
+
+void sched_summary(const struct sched *s, char *buf, size_t len) {
+  size_t failing = 0;
+  for (size_t i = 0; i < s->count; i++)
+    if (s->accts[i]->failures)
+      failing++;
+  snprintf(buf, len, "%zu accounts, %zu fetching, %zu failing", s->count, s->running, failing);
+}
+
+/* ---- shutdown */
+
+static void maybe_shutdown_done(struct sched *s) {
+  if (!s->shutting_down || s->running || s->closing_handles || s->shutdown_cb == NULL)
+    return;
+  if (s->count) {
+    /* Close the account timers; this function runs again as they close. */
+    for (size_t i = 0; i < s->count; i++)
+      free_acct_later(s->accts[i]);
+    s->count = 0;
+    return;
+  }
+  void (*cb)(void *) = s->shutdown_cb;
+  s->shutdown_cb = NULL;
+  cb(s->shutdown_data);
+}
+
+void sched_shutdown(struct sched *s, unsigned grace_ms, void (*cb)(void *data), void *data) {
+  s->shutting_down = 1;
+  s->grace_ms = grace_ms;
+  s->shutdown_cb = cb;
+  s->shutdown_data = data;
+  struct sched_result res = {.ok = 0, .exit = 75, .error = "the daemon is shutting down"};
+  for (size_t i = 0; i < s->count; i++) {
+    struct acct *a = s->accts[i];
+    uv_timer_stop(&a->timer);
+    a->next_run = 0;
+    a->rerun = 0;
+    res.name = a->name;
+    notify_waiters(&a->wait_next, &res);
+    if (a->run == NULL)
+      notify_waiters(&a->wait_cur, &res);
+    else if (a->run->engine)
+      engine_stop(a->run->engine, grace_ms);
+  }
+  s->queue_head = s->queue_tail = NULL;
+  for (size_t i = 0; i < s->count; i++)
+    s->accts[i]->queued = 0;
+  maybe_shutdown_done(s);
+}
+
+void sched_free(struct sched *s) {
+  if (s == NULL)
+    return;
+  free(s->accts);
+  cfg_free(s->cfg);
+  free(s);
+}
