@@ -106,6 +106,14 @@ static int set_err(char *errbuf, size_t errlen, int err, const char *fmt, ...) {
   return err;
 }
 
+/* Like set_err, for a failed system call: "WHAT NAME: strerror(errno)",
+ * returning -errno (read before anything else can change it). */
+static int fail_errno(char *errbuf, size_t errlen, const char *what, const char *name) {
+  int err = errno;
+
+  return set_err(errbuf, errlen, -err, "%s %s: %s", what, name, strerror(err));
+}
+
 /* Creates dir and its missing ancestors with mode 0700.  An ancestor that
  * exists is left alone; only the final directory is checked afterwards. */
 static int mkdir_p(const char *dir, char *errbuf, size_t errlen) {
@@ -122,8 +130,7 @@ static int mkdir_p(const char *dir, char *errbuf, size_t errlen) {
     tmp[i] = '\0';
     if (stat(tmp, &st) != 0) {
       if (errno != ENOENT || (mkdir(tmp, 0700) != 0 && errno != EEXIST))
-        return set_err(errbuf, errlen, -errno, "cannot create directory %s: %s", tmp,
-                       strerror(errno));
+        return fail_errno(errbuf, errlen, "cannot create directory", tmp);
     }
     if (i < n)
       tmp[i] = '/';
@@ -150,18 +157,19 @@ static int check_dir(const char *path, char *errbuf, size_t errlen) {
 
   if (stat(dir, &st) != 0) {
     if (errno != ENOENT)
-      return set_err(errbuf, errlen, -errno, "cannot stat %s: %s", dir, strerror(errno));
+      return fail_errno(errbuf, errlen, "cannot stat", dir);
     err = mkdir_p(dir, errbuf, errlen);
     if (err < 0)
       return err;
     if (stat(dir, &st) != 0)
-      return set_err(errbuf, errlen, -errno, "cannot stat %s: %s", dir, strerror(errno));
+      return fail_errno(errbuf, errlen, "cannot stat", dir);
   }
   if (!S_ISDIR(st.st_mode))
     return set_err(errbuf, errlen, -ENOTDIR, "%s is not a directory", dir);
   if (st.st_uid != geteuid() && st.st_uid != 0)
-    return set_err(errbuf, errlen, -EPERM, "%s is owned by uid %lu, neither by us (uid %lu) nor root",
-                   dir, (unsigned long)st.st_uid, (unsigned long)geteuid());
+    return set_err(errbuf, errlen, -EPERM,
+                   "%s is owned by uid %lu, neither by us (uid %lu) nor root", dir,
+                   (unsigned long)st.st_uid, (unsigned long)geteuid());
   if (st.st_mode & (S_IWGRP | S_IWOTH))
     return set_err(errbuf, errlen, -EPERM, "%s is writable by group or others (mode %04o)", dir,
                    (unsigned)(st.st_mode & 07777));
@@ -171,15 +179,14 @@ static int check_dir(const char *path, char *errbuf, size_t errlen) {
 /* Looks at what is at path: nothing, or a stale socket (removed), is fine; a
  * socket someone listens on means another daemon; anything else is not ours
  * to delete. */
-static int probe_path(const char *path, const struct sockaddr_un *sa, char *errbuf,
-                      size_t errlen) {
+static int probe_path(const char *path, const struct sockaddr_un *sa, char *errbuf, size_t errlen) {
   struct stat st;
   int fd, r, err;
 
   if (lstat(path, &st) != 0) {
     if (errno == ENOENT)
       return 0;
-    return set_err(errbuf, errlen, -errno, "cannot stat %s: %s", path, strerror(errno));
+    return fail_errno(errbuf, errlen, "cannot stat", path);
   }
   if (!S_ISSOCK(st.st_mode))
     return set_err(errbuf, errlen, -EEXIST, "%s exists and is not a socket; not replacing it",
@@ -189,7 +196,7 @@ static int probe_path(const char *path, const struct sockaddr_un *sa, char *errb
    * instead of stalling our start. */
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
-    return set_err(errbuf, errlen, -errno, "socket: %s", strerror(errno));
+    return fail_errno(errbuf, errlen, "cannot create a socket for", path);
   do
     r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
   while (r != 0 && errno == EINTR);
@@ -203,8 +210,7 @@ static int probe_path(const char *path, const struct sockaddr_un *sa, char *errb
     return set_err(errbuf, errlen, -err, "cannot probe %s: %s", path, strerror(err));
   /* Nobody listens: a daemon died without cleaning up. */
   if (unlink(path) != 0 && errno != ENOENT)
-    return set_err(errbuf, errlen, -errno, "cannot remove stale socket %s: %s", path,
-                   strerror(errno));
+    return fail_errno(errbuf, errlen, "cannot remove stale socket", path);
   return 0;
 }
 
@@ -220,7 +226,7 @@ static int bind_socket(const char *path, const struct sockaddr_un *sa, char *err
 
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
-    return set_err(errbuf, errlen, -errno, "socket: %s", strerror(errno));
+    return fail_errno(errbuf, errlen, "cannot create a socket for", path);
 
   /* umask 077 makes the socket 0600 from its first moment; the chmod below
    * only makes sure of it. */
@@ -306,7 +312,9 @@ static void write_cb(uv_write_t *req, int status) {
 }
 
 /* Queues line + "\n".  close_after: close the client once it is written.
- * On failure the client is closed (it could not be told anything). */
+ * On failure the client is closed (it could not be told anything).  A peer
+ * that hung up makes libuv's write(2) raise SIGPIPE: the program must
+ * ignore that signal (pop3syncd does), as libuv's documentation says. */
 static void client_write(struct client *cl, const char *line, bool close_after) {
   size_t n = strlen(line);
   struct write_req *w;

@@ -24,7 +24,7 @@ struct control_ops {
 /* Creates the socket's directory (0700, mkdir -p) if missing, and checks it
  * is owned by us (or root) and not writable by others; refuses to start when
  * another process is listening on path (returns P3_ELOCKED, errbuf: "another
- * pop3syncd is running on PATH"); replaces a stale socket file; binds under
+ * pop3syncd is already listening on PATH"); replaces a stale socket file; binds under
  * umask 077 and chmods the socket 0600.  Caps concurrent clients (64).
  * Returns 0 and *c_r, or a negative error with errbuf set. */
 int control_listen(uv_loop_t *loop, const char *path, const struct control_ops *ops, void *data,

@@ -10,9 +10,11 @@
  * without $NOTIFY_SOCKET.  Returns 0 or a negative errno. */
 int notify_send(const char *state);
 
-/* Starts a timer that sends WATCHDOG=1 at half the interval systemd asked
- * for ($WATCHDOG_USEC, honoured only when $WATCHDOG_PID is unset or ours).
- * Returns 0 (also when no watchdog is wanted). */
+/* Starts timer (initialised and later closed by the caller) so that it
+ * sends WATCHDOG=1 at half the interval systemd asked for ($WATCHDOG_USEC,
+ * honoured only when $WATCHDOG_PID is unset or ours); the timer does not
+ * keep the loop alive.  Returns 0 (also when no watchdog is wanted), or
+ * -EINVAL for malformed variables (then nothing starts). */
 int notify_watchdog_start(uv_loop_t *loop, uv_timer_t *timer);
 
 #endif

@@ -65,9 +65,9 @@ static void print_errors(const struct cfg_errors *errs) {
 }
 
 static int load_config(const char *path, struct cfg **cfg_r, struct cfg_errors *errs) {
-  /* Root must not create root-owned directories in a user's home: the
-   * scheduler creates each Maildir as its owner at the first run. */
-  return cfg_load(path, geteuid() != 0, cfg_r, errs);
+  /* Creates missing Maildirs (as the owner of the directory above when run
+   * as root), so that one that cannot be created is a config error. */
+  return cfg_load(path, 1, cfg_r, errs);
 }
 
 /* ---- control requests */

@@ -128,7 +128,8 @@ kids=$(_t_descendants "$pid")
 [ -n "$kids" ] || t_fail "dovecot master $pid has no children?"
 dovecot_stop
 for k in $pid $kids; do
-  if kill -0 "$k" 2>/dev/null; then
+  if t_alive "$k"; then
+    ps -o pid,ppid,stat,user,args -p "$k" >&2
     t_fail "dovecot process $k still running after dovecot_stop"
   fi
 done

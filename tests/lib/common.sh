@@ -18,6 +18,7 @@
 #   t_wait_port PORT [SECS]    wait (bounded, default 10 s) until 127.0.0.1:PORT accepts
 #   t_bg CMD...                start CMD in the background, remember its pid ($T_BG_PID)
 #   t_kill PID                 TERM, bounded wait, then KILL one pid and what it started
+#   t_alive PID                true while PID runs (zombies count as dead)
 #   t_on_exit CMD...           run CMD (eval'd) at exit, last registered first
 #   t_assert_eq A B MSG        fail unless A = B (as strings)
 #   t_assert_file_same F1 F2 MSG   fail unless the two files are byte-identical
@@ -41,8 +42,15 @@ top_builddir=$(cd "$top_builddir" && pwd)
 export top_srcdir top_builddir
 
 POP3=${POP3:-$top_builddir/pop3}
-# Prefer an explicit $PYTHON, then python3 on PATH.
-PYTHON=${PYTHON:-$(command -v python3 || true)}
+# An explicit $PYTHON, else Debian's /usr/bin/python3 (the tests need only the standard
+# library, and a pyenv shim on PATH costs half a second per start), else python3 on PATH.
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x /usr/bin/python3 ]; then
+    PYTHON=/usr/bin/python3
+  else
+    PYTHON=$(command -v python3 || true)
+  fi
+fi
 export POP3 PYTHON
 
 T=
@@ -80,22 +88,28 @@ _t_descendants() {
   done
 }
 
-_t_alive() {
-  kill -0 "$1" 2>/dev/null
+# t_alive PID: true when PID runs. A zombie counts as dead: on these machines PID 1 does not
+# reap orphans, so a daemon's child that outlived its parent stays <defunct> for good.
+t_alive() {
+  local line
+  kill -0 "$1" 2>/dev/null || return 1
+  read -r line <"/proc/$1/stat" 2>/dev/null || return 0
+  line=${line##*) }
+  [ "${line%% *}" != Z ]
 }
 
 # t_kill PID: stop one process and its descendants: TERM, up to 5 s, then KILL.
 t_kill() {
   local pid=$1 kids k i
-  _t_alive "$pid" || return 0
+  t_alive "$pid" || return 0
   kids=$(_t_descendants "$pid")
   kill -TERM "$pid" 2>/dev/null || true
   for i in $(seq 1 50); do
-    _t_alive "$pid" || break
+    t_alive "$pid" || break
     sleep 0.1
   done
   for k in $kids $pid; do
-    if _t_alive "$k"; then
+    if t_alive "$k"; then
       kill -KILL "$k" 2>/dev/null || true
     fi
   done
@@ -149,9 +163,11 @@ t_init() {
   # The watchdog kills the descendants of the test first: bash runs the TERM trap only after
   # the foreground command returns, so a hung client must die for the cleanup to run.
   (
-    trap 'exit 0' TERM
-    sleep "$limit" &
-    wait $!
+    # The sleep must not outlive the watchdog: it would hold the test's stdout open.
+    sleep "$limit" >/dev/null 2>&1 </dev/null &
+    sleep_pid=$!
+    trap 'kill $sleep_pid 2>/dev/null; wait $sleep_pid 2>/dev/null; exit 0' TERM
+    wait $sleep_pid
     echo "FAIL: ${T_NAME}: timeout after ${limit}s" >&2
     self=$BASHPID
     for k in $(_t_descendants "$_t_main_pid"); do
