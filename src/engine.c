@@ -2,15 +2,23 @@
 
 #include "engine.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "conn.h"
+#include "crash.h"
 #include "errors.h"
 #include "maildir.h"
+#include "uidstate.h"
 
 /* Body bytes queued for the thread pool before the socket stops being read,
  * and the level at which reading resumes: this bounds memory per session no
@@ -18,39 +26,56 @@
 #define HIGH_WATER (4u << 20)
 #define LOW_WATER (1u << 20)
 
+/* Files in tmp/ older than this are debris (the Maildir convention). */
+#define TMP_MAX_AGE_S (36 * 3600)
+
 struct engine {
   uv_loop_t *loop;
   struct engine_options opts;
   engine_done_cb done_cb;
   void *data;
+  char server[700]; /* user@host:port: the identity records are keyed by */
 
   struct conn conn;
   struct session *session;
   struct maildir md;
   int md_ready;
+  struct uidstate *state;
+  uv_work_t work;          /* prepare and finish steps on the thread pool */
+  int work_err;
+  char work_msg[512];
 
   /* The delivery of the message whose body is streaming (one at a time:
    * replies arrive in order). */
   struct maildir_delivery *current;
-  size_t current_idx;
 
-  uv_check_t drain_check; /* resumes reading once the write queue drained */
+  uv_check_t drain_check;  /* resumes reading once the write queue drained */
   uv_timer_t grace_timer;
   int handles_open;
+  unsigned record_writes;  /* journal appends in flight */
+  unsigned barrier_busy;
 
   int conn_started;
   int conn_closed;
   int session_done;
+  int finishing;
   int reported;
   int err;
+  int lockstep;
   char conn_detail[256];
   char save_detail[256];
 
+  /* Per-message failure texts, for the attempt records. */
+  char **fail_text;
+
+  struct engine_stuck *stuck;
+  size_t stuck_count;
   struct engine_result result;
   uint64_t started_ms;
 };
 
 static void finish_if_idle(struct engine *e);
+static void start_finish(struct engine *e);
 
 static void trace(struct engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -68,22 +93,60 @@ static void trace(struct engine *e, const char *fmt, ...) {
 /* Sends what the session queued and sets the reply timeout.  Called after
  * every call into the session. */
 static void flush(struct engine *e) {
-  if (e->session == NULL || e->conn_closed)
+  if (e->session == NULL || e->conn_closed || !e->conn_started)
     return;
   char *out;
   size_t n = session_take_output(e->session, &out);
   if (n) {
+    int has_dele = memmem(out, n, "DELE ", 5) != NULL;
+    int has_quit = memmem(out, n, "QUIT\r\n", 6) != NULL;
     int err = conn_write(&e->conn, out, n);
     if (err && !session_finished(e->session))
       session_connection_lost(e->session, err);
+    if (has_dele)
+      P3_CRASH_POINT("after-dele");
+    if (has_quit)
+      P3_CRASH_POINT("after-quit");
   }
   if (!e->conn.closing)
     conn_watch(&e->conn, session_awaiting_reply(e->session));
 }
 
+/* ---- UID records */
+
+struct record_write {
+  uv_fs_t req;
+  struct engine *e;
+  size_t idx;
+  char *line;
+};
+
+static void on_record_written(uv_fs_t *req) {
+  struct record_write *w = req->data;
+  struct engine *e = w->e;
+  int err = req->result < 0 ? (int)req->result : 0;
+  uv_fs_req_cleanup(req);
+  free(w->line);
+  size_t idx = w->idx;
+  free(w);
+  e->record_writes--;
+  if (err == 0)
+    P3_CRASH_POINT("after-record");
+  else if (e->save_detail[0] == '\0')
+    snprintf(e->save_detail, sizeof e->save_detail, "appending to %s: %s",
+             uidstate_path(e->state), uv_strerror(err));
+  /* Only now may the DELE go out: the record says the message is delivered. */
+  session_saved(e->session, idx, err);
+  flush(e);
+  finish_if_idle(e);
+}
+
+static const char *msg_uid(struct engine *e, size_t idx) {
+  return session_msg_uid(e->session, idx);
+}
+
 /* ---- delivery */
 
-/* Per-delivery context: which message a finished delivery was. */
 struct delivery_ctx {
   struct engine *e;
   size_t idx;
@@ -98,15 +161,44 @@ static void on_delivered(struct maildir_delivery *d, int err, const char *new_na
   if (err == 0) {
     e->result.delivered++;
     e->result.bytes += bytes;
-    trace(e, "saved message %zu as new/%s (%llu bytes)", idx + 1, new_name,
-          (unsigned long long)bytes);
+    trace(e, "saved message %lu as new/%s (%llu bytes)", session_msg(e->session, idx)->num,
+          new_name, (unsigned long long)bytes);
   } else if (err != UV_ECANCELED && e->save_detail[0] == '\0') {
     snprintf(e->save_detail, sizeof e->save_detail, "%s: %s", e->opts.maildir, uv_strerror(err));
   }
-  if (err != UV_ECANCELED) {
-    session_saved(e->session, idx, err);
-    flush(e);
+  if (err == UV_ECANCELED) {
+    finish_if_idle(e);
+    return;
   }
+  const char *uid = msg_uid(e, idx);
+  if (err == 0 && e->state && uid) {
+    struct record_write *w = calloc(1, sizeof *w);
+    size_t len;
+    int ferr = w ? uidstate_append_delivered(e->state, e->server, uid,
+                                             session_msg(e->session, idx)->size, new_name,
+                                             time(NULL), &w->line, &len)
+                 : -ENOMEM;
+    if (ferr == 0) {
+      w->e = e;
+      w->idx = idx;
+      w->req.data = w;
+      uv_buf_t b = uv_buf_init(w->line, (unsigned)len);
+      ferr = uv_fs_write(e->loop, &w->req, uidstate_fd(e->state), &b, 1, -1, on_record_written);
+      if (ferr == 0) {
+        e->record_writes++;
+        return;
+      }
+      free(w->line);
+    }
+    free(w);
+    /* Without its record the message would be fetched again: do not DELE. */
+    err = ferr;
+    if (e->save_detail[0] == '\0')
+      snprintf(e->save_detail, sizeof e->save_detail, "recording message %lu: %s",
+               session_msg(e->session, idx)->num, uv_strerror(err));
+  }
+  session_saved(e->session, idx, err);
+  flush(e);
   finish_if_idle(e);
 }
 
@@ -123,7 +215,6 @@ static int on_msg_begin(void *data, size_t idx) {
   ctx->e = e;
   ctx->idx = idx;
   e->current = d;
-  e->current_idx = idx;
   return 0;
 }
 
@@ -140,6 +231,12 @@ static int on_msg_data(void *data, size_t idx, const char *buf, size_t len) {
   int err = maildir_write(e->current, buf, len);
   if (err)
     return err;
+  /* A write that already failed (a full disk) stops the stream at once. */
+  err = maildir_delivery_error(e->current);
+  if (err) {
+    snprintf(e->save_detail, sizeof e->save_detail, "%s: %s", e->opts.maildir, uv_strerror(err));
+    return err;
+  }
   if (e->md.queued_bytes > HIGH_WATER && !e->conn.paused) {
     conn_pause(&e->conn);
     uv_check_start(&e->drain_check, on_drain_check);
@@ -162,11 +259,85 @@ static void on_msg_abort(void *data, size_t idx) {
     maildir_abort(d);
 }
 
-static void on_barrier(int err, void *data) {
+static void on_msg_failed(void *data, size_t idx, const char *why) {
+  struct engine *e = data;
+  if (e->fail_text == NULL)
+    e->fail_text = calloc(session_msg_count(e->session), sizeof *e->fail_text);
+  if (e->fail_text && idx < session_msg_count(e->session)) {
+    free(e->fail_text[idx]);
+    e->fail_text[idx] = strdup(why && why[0] ? why : "could not be retrieved");
+  }
+}
+
+/* ---- the barrier: fsync(new/), append B, fsync(journal) */
+
+static void on_journal_synced(uv_fs_t *req) {
+  struct engine *e = req->data;
+  int err = req->result < 0 ? (int)req->result : 0;
+  uv_fs_req_cleanup(req);
+  free(req);
+  e->barrier_busy--;
+  if (err && e->save_detail[0] == '\0')
+    snprintf(e->save_detail, sizeof e->save_detail, "fsync %s: %s", uidstate_path(e->state),
+             uv_strerror(err));
+  if (err == 0)
+    P3_CRASH_POINT("after-journal-fsync");
+  if (!e->session_done) {
+    session_barrier_done(e->session, err);
+    flush(e);
+  }
+  finish_if_idle(e);
+}
+
+struct barrier_write {
+  uv_fs_t req;
+  struct engine *e;
+  char *line;
+};
+
+static void on_barrier_written(uv_fs_t *req) {
+  struct barrier_write *w = req->data;
+  struct engine *e = w->e;
+  int err = req->result < 0 ? (int)req->result : 0;
+  uv_fs_req_cleanup(req);
+  free(w->line);
+  free(w);
+  uv_fs_t *sync = err ? NULL : malloc(sizeof *sync);
+  if (sync) {
+    sync->data = e;
+    if (uv_fs_fsync(e->loop, sync, uidstate_fd(e->state), on_journal_synced) == 0)
+      return;
+    free(sync);
+  }
+  e->barrier_busy--;
+  if (!e->session_done)
+    session_barrier_done(e->session, err ? err : -ENOMEM);
+  finish_if_idle(e);
+}
+
+static void on_newdir_synced(int err, void *data) {
   struct engine *e = data;
   if (err && e->save_detail[0] == '\0')
     snprintf(e->save_detail, sizeof e->save_detail, "fsync %s/new: %s", e->opts.maildir,
              uv_strerror(err));
+  if (err == 0)
+    P3_CRASH_POINT("after-barrier-new");
+  if (err == 0 && e->state && !e->session_done) {
+    struct barrier_write *w = calloc(1, sizeof *w);
+    size_t len;
+    if (w && uidstate_append_barrier(e->state, time(NULL), &w->line, &len) == 0) {
+      w->e = e;
+      w->req.data = w;
+      uv_buf_t b = uv_buf_init(w->line, (unsigned)len);
+      if (uv_fs_write(e->loop, &w->req, uidstate_fd(e->state), &b, 1, -1,
+                      on_barrier_written) == 0)
+        return; /* barrier_busy stays raised until the journal is synced */
+      free(w->line);
+    }
+    free(w);
+    err = -ENOMEM;
+  }
+  e->barrier_busy--;
   if (!e->session_done) {
     trace(e, "barrier: %s/new is durable", e->opts.maildir);
     session_barrier_done(e->session, err);
@@ -177,10 +348,99 @@ static void on_barrier(int err, void *data) {
 
 static void on_session_barrier(void *data) {
   struct engine *e = data;
-  int err = maildir_barrier(&e->md, on_barrier, e);
-  if (err)
+  e->barrier_busy++;
+  int err = maildir_barrier(&e->md, on_newdir_synced, e);
+  if (err) {
+    e->barrier_busy--;
     session_barrier_done(e->session, err);
+  }
 }
+
+/* ---- the listing: what to fetch, what to delete only, what to leave */
+
+static void add_stuck(struct engine *e, size_t idx, const struct uidstate_rec *rec) {
+  struct engine_stuck *s = realloc(e->stuck, (e->stuck_count + 1) * sizeof *s);
+  if (s == NULL)
+    return;
+  e->stuck = s;
+  struct engine_stuck *x = &s[e->stuck_count++];
+  memset(x, 0, sizeof *x);
+  const struct session_msg *m = session_msg(e->session, idx);
+  x->number = m->num;
+  snprintf(x->uid, sizeof x->uid, "%s", msg_uid(e, idx) ? msg_uid(e, idx) : "");
+  x->size = m->size;
+  x->attempts = rec ? rec->attempts : 0;
+  snprintf(x->last_error, sizeof x->last_error, "%s",
+           rec && rec->last_error ? rec->last_error : "");
+}
+
+static void on_listed(void *data) {
+  struct engine *e = data;
+  struct session *s = e->session;
+  size_t n = session_msg_count(s);
+  const struct p3_caps *caps = session_caps(s);
+  e->result.uidl = session_has_uidl(s);
+  if (e->opts.keep && (!session_has_uidl(s) || caps->expire_zero)) {
+    session_fail(s, P3_EKEEP,
+                 !session_has_uidl(s)
+                     ? "the server has no UIDL, so kept messages cannot be told apart"
+                     : "the server advertises EXPIRE 0: it deletes what was retrieved");
+    return;
+  }
+  if (!session_has_uidl(s))
+    trace(e, "the server has no UIDL: every message is fetched (no UID state)");
+  time_t now = time(NULL);
+  for (size_t i = 0; i < n; i++) {
+    const struct session_msg *m = session_msg(s, i);
+    const char *uid = msg_uid(e, i);
+    const struct uidstate_rec *rec = e->state && uid ? uidstate_find(e->state, e->server, uid)
+                                                     : NULL;
+    if (rec && rec->size != m->size)
+      rec = NULL; /* the same UID with other content: a new message */
+    if (rec && rec->delivered) {
+      e->result.already++;
+      int old = e->opts.keep_days >= 0 &&
+                now - rec->delivered > (time_t)e->opts.keep_days * 86400;
+      if (e->opts.keep && !old)
+        session_skip_msg(s, i);
+      else
+        session_delete_only(s, i);
+      continue;
+    }
+    if (rec && rec->attempts >= ENGINE_MAX_ATTEMPTS) {
+      session_skip_msg(s, i);
+      add_stuck(e, i, rec);
+      trace(e, "message %lu (UID %s) failed %u times: left on the server", m->num, uid,
+            rec->attempts);
+    }
+  }
+  /* Fetch what fits on the disk, oldest first; leave the rest. */
+  struct statvfs sv;
+  if (statvfs(e->md.path, &sv) == 0) {
+    uint64_t total = (uint64_t)sv.f_blocks * sv.f_frsize;
+    uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+    uint64_t margin = total / 100 > (1u << 20) ? total / 100 : (1u << 20);
+    uint64_t budget = avail > margin ? avail - margin : 0, need = 0;
+    for (size_t i = 0; i < n; i++) {
+      const struct session_msg *m = session_msg(s, i);
+      if (m->flags & (SESSION_MSG_SKIP | SESSION_MSG_DELETE))
+        continue;
+      /* The delivered file is at most the LIST size (LF instead of CRLF). */
+      if (need + m->size > budget) {
+        session_skip_msg(s, i);
+        e->result.left_for_space++;
+        e->result.left_for_space_bytes += m->size;
+        continue;
+      }
+      need += m->size;
+    }
+    if (e->result.left_for_space)
+      trace(e, "%zu messages (%llu bytes) left on the server: not enough disk space",
+            e->result.left_for_space, (unsigned long long)e->result.left_for_space_bytes);
+  }
+}
+
+/* ---- session and transport wiring */
 
 static void on_start_tls(void *data) {
   struct engine *e = data;
@@ -204,10 +464,11 @@ static void on_session_done(void *data, int err) {
     e->err = err;
   uv_timer_stop(&e->grace_timer);
   uv_check_stop(&e->drain_check);
-  conn_close(&e->conn);
+  if (e->conn_started)
+    conn_close(&e->conn);
+  else
+    e->conn_closed = 1;
 }
-
-/* ---- transport */
 
 static void on_connected(void *data) {
   struct engine *e = data;
@@ -243,21 +504,14 @@ static void on_conn_note(void *data, const char *line) {
   trace(data, "%s", line);
 }
 
-static void on_handle_closed(uv_handle_t *h) {
-  struct engine *e = h->data;
-  e->handles_open--;
-  finish_if_idle(e);
-}
 
 static void on_conn_closed(void *data) {
   struct engine *e = data;
   e->conn_closed = 1;
-  if (e->handles_open == 2) {
-    uv_close((uv_handle_t *)&e->drain_check, on_handle_closed);
-    uv_close((uv_handle_t *)&e->grace_timer, on_handle_closed);
-  }
   finish_if_idle(e);
 }
+
+/* ---- finishing */
 
 /* One sentence: what failed, then the server's words or the local detail. */
 static void compose_message(struct engine *e) {
@@ -267,6 +521,10 @@ static void compose_message(struct engine *e) {
   r->message[0] = '\0';
   if (e->err == 0)
     return;
+  if (e->work_msg[0] && e->session == NULL) {
+    snprintf(r->message, cap, "%s", e->work_msg);
+    return;
+  }
   n = (size_t)snprintf(r->message, cap, "%s", p3_strerror(e->err));
   if (e->err == P3_ESAVE && e->save_detail[0]) {
     snprintf(r->message + n, cap - n, ": %s", e->save_detail);
@@ -278,29 +536,278 @@ static void compose_message(struct engine *e) {
     snprintf(r->message + n, cap - n, server[0] ? " (%s)" : ": %s", e->conn_detail);
 }
 
-static void finish_if_idle(struct engine *e) {
-  if (e->reported || !e->session_done || !e->conn_closed || e->handles_open)
-    return;
-  if (e->md_ready && e->md.active)
-    return; /* deliveries already complete keep going to new/ */
+static void report(struct engine *e) {
   e->reported = 1;
   struct engine_result *r = &e->result;
-  const struct session_stats *st = session_stats(e->session);
   r->err = e->err;
-  r->listed = st->listed;
-  r->failed = st->failed;
-  r->deleted = st->quit_ok ? st->deleted : 0;
+  if (e->session) {
+    const struct session_stats *st = session_stats(e->session);
+    r->listed = st->listed;
+    r->failed = st->failed;
+    r->deleted = st->quit_ok ? st->deleted : 0;
+    r->login_delay = session_caps(e->session)->login_delay;
+  } else {
+    r->login_delay = -1;
+  }
+  r->lockstep = e->lockstep;
+  r->stuck = e->stuck;
+  r->stuck_count = e->stuck_count;
+  if (e->state)
+    r->corrupt_lines = uidstate_corrupt_lines(e->state);
   r->seconds = (double)(uv_hrtime() / 1000000 - e->started_ms) / 1000.0;
-  r->login_delay = session_caps(e->session)->login_delay;
   compose_message(e);
   e->done_cb(e, r, e->data);
 }
+
+static void finish_if_idle(struct engine *e) {
+  if (e->reported || e->finishing || !e->session_done || !e->conn_closed)
+    return;
+  if (e->md_ready && e->md.active)
+    return; /* deliveries already complete keep going to new/ */
+  if (e->record_writes || e->barrier_busy)
+    return;
+  e->finishing = 1;
+  start_finish(e);
+}
+
+static int keep_record(void *data, const struct uidstate_rec *r) {
+  struct engine *e = data;
+  if (strcmp(r->server, e->server) != 0)
+    return 1;
+  /* Once QUIT succeeded, UIDs the server no longer lists are gone for good. */
+  size_t n = session_msg_count(e->session);
+  for (size_t i = 0; i < n; i++) {
+    const char *uid = msg_uid(e, i);
+    if (uid && strcmp(uid, r->uid) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* Thread pool: attempt records, the lock-step flag, compaction, unlock. */
+static void finish_work(uv_work_t *w) {
+  struct engine *e = w->data;
+  struct session *s = e->session;
+  if (e->state == NULL || s == NULL)
+    return;
+  time_t now = time(NULL);
+  size_t n = session_msg_count(s);
+  int fd = uidstate_fd(e->state);
+  int wrote = 0;
+  for (size_t i = 0; i < n; i++) {
+    const struct session_msg *m = session_msg(s, i);
+    const char *uid = msg_uid(e, i);
+    if (!(m->flags & SESSION_MSG_FAILED) && !(e->fail_text && e->fail_text[i]))
+      continue;
+    if (m->flags & SESSION_MSG_SAVED || uid == NULL)
+      continue;
+    char *line;
+    size_t len;
+    const char *why = e->fail_text && e->fail_text[i] ? e->fail_text[i] : "failed";
+    if (uidstate_append_attempt(e->state, e->server, uid, m->size, why, now, &line, &len) == 0) {
+      if (write(fd, line, len) == (ssize_t)len)
+        wrote = 1;
+      free(line);
+    }
+    const struct uidstate_rec *rec = uidstate_find(e->state, e->server, uid);
+    if (rec && rec->attempts >= ENGINE_MAX_ATTEMPTS && !(m->flags & SESSION_MSG_SKIP))
+      add_stuck(e, i, rec);
+  }
+  /* A desync on a server that did not promise PIPELINING: go lock-step. */
+  if (e->err == P3_EDESYNC && session_pipelined(s) && !session_caps(s)->pipelining) {
+    char *line;
+    size_t len;
+    if (uidstate_append_lockstep(e->state, e->server, 1, now, &line, &len) == 0) {
+      if (write(fd, line, len) == (ssize_t)len)
+        wrote = 1;
+      free(line);
+    }
+  }
+  if (wrote)
+    fsync(fd);
+  if (session_stats(s)->quit_ok && session_has_uidl(s)) {
+    int err = uidstate_compact(e->state, keep_record, e);
+    if (err)
+      snprintf(e->work_msg, sizeof e->work_msg, "compacting %s: %s", uidstate_path(e->state),
+               strerror(-err));
+  }
+}
+
+/* The last step: report once the engine's own handles are closed. */
+static void on_final_handle_closed(uv_handle_t *h) {
+  struct engine *e = h->data;
+  if (--e->handles_open == 0)
+    report(e);
+}
+
+static void finish_done(uv_work_t *w, int status) {
+  struct engine *e = w->data;
+  if (e->state) {
+    uidstate_close(e->state);
+    e->state = NULL;
+  }
+  if (e->handles_open == 2) {
+    uv_close((uv_handle_t *)&e->drain_check, on_final_handle_closed);
+    uv_close((uv_handle_t *)&e->grace_timer, on_final_handle_closed);
+    return; /* report() runs once both are closed */
+  }
+  if (e->handles_open == 0)
+    report(e);
+}
+
+static void start_finish(struct engine *e) {
+  e->work.data = e;
+  if (uv_queue_work(e->loop, &e->work, finish_work, finish_done) != 0)
+    finish_done(&e->work, 0);
+}
+
 
 static void on_grace_timeout(uv_timer_t *t) {
   struct engine *e = t->data;
   if (!session_finished(e->session)) {
     snprintf(e->conn_detail, sizeof e->conn_detail, "%s", "stopped before the run finished");
     session_connection_lost(e->session, P3_ECANCELED);
+  }
+}
+
+/* ---- preparing: Maildir, state, tmp hygiene (thread pool) */
+
+/* Removes files in tmp/ left by an interrupted delivery of ours (our host
+ * name, the pid of a process that no longer exists), and any file older
+ * than 36 hours. */
+static void clean_tmp(struct engine *e) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/tmp", e->md.path);
+  DIR *d = opendir(dir);
+  if (d == NULL)
+    return;
+  time_t now = time(NULL);
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.')
+      continue;
+    char path[4096 + 256];
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
+      continue;
+    int remove_it = now - st.st_mtime > TMP_MAX_AGE_S;
+    const char *p = strchr(de->d_name, 'P');
+    const char *host = strchr(de->d_name, '.');
+    host = host ? strchr(host + 1, '.') : NULL;
+    if (!remove_it && p && host && strcmp(host + 1, e->md.hostname) == 0) {
+      long pid = strtol(p + 1, NULL, 10);
+      if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+        remove_it = 1;
+    }
+    if (remove_it && unlink(path) == 0)
+      trace(e, "removed tmp/%s left by an interrupted delivery", de->d_name);
+  }
+  closedir(d);
+}
+
+static void prepare_work(uv_work_t *w) {
+  struct engine *e = w->data;
+  int err = maildir_init_as(&e->md, e->loop, e->opts.maildir,
+                            e->opts.chown_maildir ? e->opts.owner_uid : (uid_t)-1,
+                            e->opts.chown_maildir ? e->opts.owner_gid : (gid_t)-1, e->work_msg,
+                            sizeof e->work_msg);
+  if (err) {
+    e->work_err = err;
+    return;
+  }
+  e->md_ready = 1;
+  if (e->opts.state_path) {
+    err = uidstate_open(e->opts.state_path, e->opts.who ? e->opts.who : "pop3sync", &e->state,
+                        e->work_msg, sizeof e->work_msg);
+    if (err) {
+      e->work_err = err == P3_ELOCKED ? err : P3_ESTATE;
+      return;
+    }
+    if (e->opts.chown_maildir) {
+      /* The state belongs to the Maildir's owner too. */
+      if (fchown(uidstate_fd(e->state), e->opts.owner_uid, e->opts.owner_gid) != 0) {
+        /* not fatal: root can still use it */
+      }
+    }
+    uidstate_check_files(e->state, e->md.path);
+    e->lockstep = uidstate_lockstep(e->state, e->server);
+  }
+  clean_tmp(e);
+}
+
+static void begin_session(struct engine *e);
+
+static void prepare_done(uv_work_t *w, int status) {
+  struct engine *e = w->data;
+  if (e->work_err) {
+    e->err = e->work_err;
+    e->session_done = 1;
+    e->conn_closed = 1;
+    finish_if_idle(e);
+    return;
+  }
+  begin_session(e);
+}
+
+static void begin_session(struct engine *e) {
+  const struct p3_spec *spec = &e->opts.target->spec;
+  struct session_options so = {
+      .user = spec->user,
+      .password = e->opts.target->password,
+      .starttls = spec->mode == P3_TLS_STARTTLS,
+      .tls_active = spec->mode == P3_TLS_IMPLICIT,
+      .pipelining = e->lockstep ? SESSION_PIPELINING_OFF : e->opts.pipelining,
+      .window = e->opts.window,
+      .keep = e->opts.keep,
+  };
+  if (e->lockstep)
+    trace(e, "lock-step: an earlier session with this server desynchronised");
+  struct session_ops ops = {
+      .msg_begin = on_msg_begin,
+      .msg_data = on_msg_data,
+      .msg_end = on_msg_end,
+      .msg_abort = on_msg_abort,
+      .msg_failed = on_msg_failed,
+      .start_tls = on_start_tls,
+      .barrier = on_session_barrier,
+      .listed = on_listed,
+      .trace = e->opts.trace ? on_session_trace : NULL,
+      .done = on_session_done,
+  };
+  e->session = session_new(&so, &ops, e);
+  if (e->session == NULL) {
+    e->err = -ENOMEM;
+    snprintf(e->work_msg, sizeof e->work_msg, "out of memory");
+    e->session_done = 1;
+    e->conn_closed = 1;
+    finish_if_idle(e);
+    return;
+  }
+  struct conn_options co = {
+      .host = spec->tcp_host,
+      .port = spec->port,
+      .implicit_tls = spec->mode == P3_TLS_IMPLICIT,
+      .timeout_ms = (e->opts.timeout_s ? e->opts.timeout_s : 120) * 1000u,
+  };
+  co.tls.ca_file = e->opts.ca_file;
+  co.tls.server_name = spec->tls_name[0] ? spec->tls_name : NULL;
+  memcpy(co.tls.pins, e->opts.pins, sizeof co.tls.pins);
+  co.tls.pin_count = e->opts.pin_count;
+  struct conn_ops cops = {
+      .connected = on_connected,
+      .data = on_conn_data,
+      .tls_ready = on_tls_ready,
+      .error = on_conn_error,
+      .closed = on_conn_closed,
+      .note = e->opts.trace ? on_conn_note : NULL,
+  };
+  e->conn_started = 1;
+  int err = conn_start(&e->conn, e->loop, &co, &cops, e);
+  if (err) {
+    snprintf(e->conn_detail, sizeof e->conn_detail, "%.200s: %s", spec->tcp_host,
+             uv_strerror(err));
+    session_connection_lost(e->session, P3_EDNS);
   }
 }
 
@@ -324,41 +831,8 @@ int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done
   e->done_cb = done_cb;
   e->data = data;
   e->started_ms = uv_hrtime() / 1000000;
-
-  int err = maildir_init_as(&e->md, loop, opts->maildir,
-                            opts->chown_maildir ? opts->owner_uid : (uid_t)-1,
-                            opts->chown_maildir ? opts->owner_gid : (gid_t)-1, errbuf, errlen);
-  if (err) {
-    free(e);
-    return err;
-  }
-  e->md_ready = 1;
-
-  struct session_options so = {
-      .user = spec->user,
-      .password = opts->target->password,
-      .starttls = spec->mode == P3_TLS_STARTTLS,
-      .tls_active = spec->mode == P3_TLS_IMPLICIT,
-      .pipelining = opts->pipelining,
-      .window = opts->window,
-  };
-  struct session_ops ops = {
-      .msg_begin = on_msg_begin,
-      .msg_data = on_msg_data,
-      .msg_end = on_msg_end,
-      .msg_abort = on_msg_abort,
-      .start_tls = on_start_tls,
-      .barrier = on_session_barrier,
-      .trace = opts->trace ? on_session_trace : NULL,
-      .done = on_session_done,
-  };
-  e->session = session_new(&so, &ops, e);
-  if (e->session == NULL) {
-    maildir_deinit(&e->md);
-    free(e);
-    snprintf(errbuf, errlen, "out of memory");
-    return -ENOMEM;
-  }
+  e->result.login_delay = -1;
+  spec_identity(spec, e->server, sizeof e->server);
 
   uv_check_init(loop, &e->drain_check);
   e->drain_check.data = e;
@@ -366,37 +840,27 @@ int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done
   e->grace_timer.data = e;
   e->handles_open = 2;
 
-  struct conn_options co = {
-      .host = spec->tcp_host,
-      .port = spec->port,
-      .implicit_tls = spec->mode == P3_TLS_IMPLICIT,
-      .timeout_ms = (opts->timeout_s ? opts->timeout_s : 120) * 1000u,
-  };
-  co.tls.ca_file = opts->ca_file;
-  co.tls.server_name = spec->tls_name[0] ? spec->tls_name : NULL;
-  memcpy(co.tls.pins, opts->pins, sizeof co.tls.pins);
-  co.tls.pin_count = opts->pin_count;
-  struct conn_ops cops = {
-      .connected = on_connected,
-      .data = on_conn_data,
-      .tls_ready = on_tls_ready,
-      .error = on_conn_error,
-      .closed = on_conn_closed,
-      .note = opts->trace ? on_conn_note : NULL,
-  };
-  err = conn_start(&e->conn, loop, &co, &cops, e);
+  e->work.data = e;
+  int err = uv_queue_work(loop, &e->work, prepare_work, prepare_done);
   if (err) {
-    /* Report through the normal path so that every handle is closed. */
-    snprintf(e->conn_detail, sizeof e->conn_detail, "%.200s: %s", spec->tcp_host, uv_strerror(err));
-    session_connection_lost(e->session, P3_EDNS);
+    snprintf(errbuf, errlen, "cannot queue work: %s", uv_strerror(err));
+    uv_close((uv_handle_t *)&e->drain_check, NULL);
+    uv_close((uv_handle_t *)&e->grace_timer, NULL);
+    /* The handles close on the next loop turn; the memory must outlive them. */
+    return err;
   }
   *e_r = e;
   return 0;
 }
 
 void engine_stop(struct engine *e, unsigned grace_ms) {
-  if (e->session_done)
+  if (e->session_done || e->session == NULL) {
+    if (e->session == NULL && !e->session_done) {
+      /* Still preparing: the session will not start. */
+      e->opts.timeout_s = 1;
+    }
     return;
+  }
   session_stop(e->session);
   flush(e);
   if (!e->session_done)
@@ -404,17 +868,23 @@ void engine_stop(struct engine *e, unsigned grace_ms) {
 }
 
 void engine_progress(const struct engine *e, size_t *done_r, size_t *total_r, uint64_t *bytes_r) {
-  const struct session_stats *st = session_stats(e->session);
   *done_r = e->result.delivered;
-  *total_r = st->listed;
-  *bytes_r = st->bytes;
+  *total_r = e->session ? session_stats(e->session)->listed : 0;
+  *bytes_r = e->session ? session_stats(e->session)->bytes : 0;
 }
 
 void engine_free(struct engine *e) {
   if (e == NULL)
     return;
+  if (e->fail_text) {
+    size_t n = e->session ? session_msg_count(e->session) : 0;
+    for (size_t i = 0; i < n; i++)
+      free(e->fail_text[i]);
+    free(e->fail_text);
+  }
   session_free(e->session);
   if (e->md_ready)
     maildir_deinit(&e->md);
+  free(e->stuck);
   free(e);
 }

@@ -1,8 +1,12 @@
 /* One fetch run for one account: resolves nothing itself (the caller hands
  * in a complete target with its password), then wires the transport
- * (conn.h), the POP3 session (session.h) and Maildir delivery (maildir.h)
- * together on the caller's libuv loop.  `pop3 dl` and the daemon both use it
- * unchanged. */
+ * (conn.h), the POP3 session (session.h), Maildir delivery (maildir.h) and
+ * the UID state (uidstate.h) together on the caller's libuv loop.
+ * `pop3 dl` and the daemon both use it unchanged.
+ *
+ * Per message: fsync(file) -> rename into new/ -> append its UID record ->
+ * DELE.  Before QUIT: fsync(new/) -> append a barrier -> fsync(journal) ->
+ * QUIT.  A message already recorded as delivered is only DELEted. */
 #ifndef P3_ENGINE_H
 #define P3_ENGINE_H
 
@@ -14,6 +18,9 @@
 #include "session.h"
 #include "target.h"
 #include "tls.h"
+
+/* Attempts after which a message that keeps failing is left alone. */
+#define ENGINE_MAX_ATTEMPTS 3
 
 struct engine_options {
   const struct p3_target *target; /* borrowed until done */
@@ -28,9 +35,23 @@ struct engine_options {
   int chown_maildir;
   uid_t owner_uid;
   gid_t owner_gid;
+  /* UID state journal (locked for the run); NULL runs without one. */
+  const char *state_path;
+  const char *who;                /* named in the lock file: "pop3 dl", "pop3syncd" */
+  int keep;                       /* never DELE; fetch only UIDs not yet delivered */
+  int keep_days;                  /* with keep: DELE what was delivered more than N days
+                                     ago; -1: never */
   /* Protocol trace and notes (-v); NULL to disable.  Never sees a password. */
   void (*trace)(void *data, const char *line);
   void *trace_data;
+};
+
+struct engine_stuck {
+  unsigned long number;
+  char uid[72];
+  uint64_t size;
+  unsigned attempts;
+  char last_error[256];
 };
 
 struct engine_result {
@@ -40,19 +61,29 @@ struct engine_result {
   size_t delivered;        /* messages now in new/ */
   uint64_t bytes;          /* bytes written to the Maildir */
   size_t deleted;          /* DELEs acknowledged and committed by QUIT */
+  size_t already;          /* delivered by an earlier run: only deleted (or kept) */
   size_t failed;           /* messages that could not be retrieved or saved */
+  size_t left_for_space;   /* left on the server for lack of disk space */
+  uint64_t left_for_space_bytes;
   double seconds;          /* wall time of the run */
   long login_delay;        /* the server's LOGIN-DELAY in seconds, -1 when none */
+  int uidl;                /* the server supports UIDL (state in use) */
+  int lockstep;            /* this run was lock-step because of an earlier desync */
+  size_t corrupt_lines;    /* state journal lines ignored as corrupt */
+  const struct engine_stuck *stuck; /* messages left alone after repeated failures */
+  size_t stuck_count;
 };
 
 struct engine;
 
+/* done_cb may free the engine (engine_free) from inside the callback. */
 typedef void (*engine_done_cb)(struct engine *e, const struct engine_result *r, void *data);
 
 /* Starts a run.  done_cb runs once, on the loop, after every file and socket
  * is closed; free the engine after it (engine_free).  Returns 0, or a
- * negative error with *e_r NULL and errbuf set (e.g. the Maildir cannot be
- * created). */
+ * negative error with *e_r NULL and errbuf set (bad options).  Errors found
+ * later (the Maildir cannot be created, the state is locked) come through
+ * done_cb. */
 int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done_cb done_cb,
                  void *data, struct engine **e_r, char *errbuf, size_t errlen);
 

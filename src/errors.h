@@ -17,6 +17,8 @@
   X(P3_ENOPASS, -4012, 78, "no password found")                                   \
   X(P3_EPWCMD, -4013, 78, "password command failed")                              \
   X(P3_ECONFIG, -4014, 78, "invalid configuration")                               \
+  X(P3_EKEEP, -4015, 78, "keep mode is not possible with this server")            \
+  X(P3_ESTATE, -4016, 73, "cannot use the UID state file")                        \
   X(P3_EDNS, -4020, 69, "host name lookup failed")                                \
   X(P3_ECONNECT, -4021, 69, "could not connect")                                  \
   X(P3_ETLS, -4022, 69, "TLS handshake failed")                                   \

@@ -2,6 +2,8 @@
 
 #include "maildir.h"
 
+#include "crash.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -299,13 +301,17 @@ static void finish_work(uv_work_t *w) {
      * is not on disk. */
     if (d->md->chown_to_owner && fchown(d->fd, d->md->owner_uid, d->md->owner_gid) != 0)
       err = -errno;
+    P3_CRASH_POINT("after-write");
     if (err == 0 && fsync(d->fd) != 0)
       err = -errno;
     if (close(d->fd) != 0 && err == 0)
       err = -errno;
     d->fd = -1;
+    P3_CRASH_POINT("after-fsync");
     if (err == 0)
       err = rename_noreplace(d->tmp_path, d->new_path);
+    if (err == 0)
+      P3_CRASH_POINT("after-rename");
     if (err < 0)
       unlink(d->tmp_path);
   } else if (d->fd >= 0) {

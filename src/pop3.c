@@ -44,6 +44,10 @@ static const char dl_usage[] =
     "      --netrc FILE           read passwords from FILE (default $NETRC, ~/.netrc)\n"
     "      --timeout SECONDS      connect, handshake and reply timeout (default 120)\n"
     "      --window N             RETR commands in flight (default 1000)\n"
+    "      --state FILE           the UID state journal (default\n"
+    "                             $XDG_STATE_HOME/pop3sync/USER@HOST:PORT.state)\n"
+    "      --keep                 leave messages on the server; fetch only new UIDs\n"
+    "      --keep-days N          with --keep: delete messages delivered over N days ago\n"
     "      --pipelining=on|auto|off\n"
     "                             on: always pipeline (default); auto: only when the\n"
     "                             server advertises PIPELINING; off: lock-step\n"
@@ -151,8 +155,37 @@ static int usage_error(const char *fmt, ...) {
   return EX_USAGE;
 }
 
+/* $XDG_STATE_HOME/pop3sync/USER@TCP_HOST:PORT.state (~/.local/state when
+ * unset). */
+static int default_state_path(const struct p3_spec *spec, char *buf, size_t len) {
+  char id[700];
+  const char *xdg = getenv("XDG_STATE_HOME");
+  const char *home = getenv("HOME");
+  if (spec_identity(spec, id, sizeof id) < 0)
+    return -ENAMETOOLONG;
+  int n;
+  if (xdg && xdg[0] == '/')
+    n = snprintf(buf, len, "%s/pop3sync/%s.state", xdg, id);
+  else if (home && home[0] == '/')
+    n = snprintf(buf, len, "%s/.local/state/pop3sync/%s.state", home, id);
+  else
+    return -ENOENT;
+  return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
 static int cmd_dl(int argc, char **argv, int verbose) {
-  enum { OPT_CA = 256, OPT_PIN, OPT_PWCMD, OPT_NETRC, OPT_TIMEOUT, OPT_WINDOW, OPT_PIPE };
+  enum {
+    OPT_CA = 256,
+    OPT_PIN,
+    OPT_PWCMD,
+    OPT_NETRC,
+    OPT_TIMEOUT,
+    OPT_WINDOW,
+    OPT_PIPE,
+    OPT_STATE,
+    OPT_KEEP,
+    OPT_KEEP_DAYS
+  };
   static const struct option opts[] = {
       {"verbose", no_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'},
@@ -163,12 +196,16 @@ static int cmd_dl(int argc, char **argv, int verbose) {
       {"timeout", required_argument, NULL, OPT_TIMEOUT},
       {"window", required_argument, NULL, OPT_WINDOW},
       {"pipelining", required_argument, NULL, OPT_PIPE},
+      {"state", required_argument, NULL, OPT_STATE},
+      {"keep", no_argument, NULL, OPT_KEEP},
+      {"keep-days", required_argument, NULL, OPT_KEEP_DAYS},
       {NULL, 0, NULL, 0},
   };
   struct engine_options eo;
   memset(&eo, 0, sizeof eo);
   eo.pipelining = SESSION_PIPELINING_ON;
-  const char *pwcmd = NULL, *netrc = NULL;
+  eo.keep_days = -1;
+  const char *pwcmd = NULL, *netrc = NULL, *state = NULL;
   unsigned long v;
   int c;
   optind = 0; /* GNU: reinitialise, and permute so options may follow operands */
@@ -218,6 +255,17 @@ static int cmd_dl(int argc, char **argv, int verbose) {
       else
         return usage_error("--pipelining must be on, auto or off, not `%s'", optarg);
       break;
+    case OPT_STATE:
+      state = optarg;
+      break;
+    case OPT_KEEP:
+      eo.keep = 1;
+      break;
+    case OPT_KEEP_DAYS:
+      if (parse_uint(optarg, 0, 100000, &v) != 0)
+        return usage_error("--keep-days `%s' is not a number of days", optarg);
+      eo.keep_days = (int)v;
+      break;
     case ':':
       return usage_error("option `%s' needs a value", argv[optind - 1]);
     default:
@@ -243,6 +291,24 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     target_deinit(&target);
     return p3_exit_status(err);
   }
+
+  if (eo.keep_days >= 0 && !eo.keep) {
+    target_deinit(&target);
+    return usage_error("%s", "--keep-days needs --keep");
+  }
+  char state_buf[4096];
+  if (state == NULL) {
+    err = default_state_path(&target.spec, state_buf, sizeof state_buf);
+    if (err) {
+      fprintf(stderr, "pop3: %s: cannot work out the state file path; use --state FILE\n",
+              spec_text);
+      target_deinit(&target);
+      return 78;
+    }
+    state = state_buf;
+  }
+  eo.state_path = state;
+  eo.who = "pop3 dl";
 
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -285,6 +351,22 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     fprintf(stderr, "pop3: %s: %s\n", spec_text, r->message);
     status = p3_exit_status(r->err);
   }
+  if (verbose && !r->uidl && r->listed)
+    fprintf(stderr, "pop3: %s: the server has no UIDL: no UID state was kept\n", spec_text);
+  if (r->corrupt_lines)
+    fprintf(stderr, "pop3: %s: %s: %zu corrupt lines ignored (their messages may be fetched "
+            "again)\n", spec_text, state, r->corrupt_lines);
+  for (size_t i = 0; i < r->stuck_count; i++) {
+    const struct engine_stuck *st = &r->stuck[i];
+    fprintf(stderr, "pop3: %s: message %lu (UID %s, %" PRIu64 " bytes) stuck after %u attempts, "
+            "left on the server: %s\n", spec_text, st->number, st->uid, st->size, st->attempts,
+            st->last_error[0] ? st->last_error : "unknown error");
+  }
+  if (r->left_for_space)
+    fprintf(stderr, "pop3: %s: %zu messages (%" PRIu64 " bytes) left on the server: not enough "
+            "disk space in %s\n", spec_text, r->left_for_space, r->left_for_space_bytes, maildir);
+  if (status == 0 && (r->stuck_count || r->left_for_space))
+    status = 75;
   engine_free(run.engine);
   target_deinit(&target);
   uv_loop_close(&loop);

@@ -60,8 +60,12 @@ static const char usage[] =
     "      --version       show the version\n";
 
 static void print_errors(const struct cfg_errors *errs) {
-  for (size_t i = 0; i < errs->count; i++)
-    fprintf(stderr, "%s\n", errs->lines[i]);
+  for (size_t i = 0; i < errs->count; i++) {
+    if (log_to_journal())
+      log_err("%s", errs->lines[i]);
+    else
+      fprintf(stderr, "%s\n", errs->lines[i]);
+  }
 }
 
 static int load_config(const char *path, struct cfg **cfg_r, struct cfg_errors *errs) {

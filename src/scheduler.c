@@ -34,7 +34,7 @@ struct acct;
 struct run {
   struct acct *a;
   uv_work_t work;
-  char *server, *netrc, *password_command, *password, *maildir, *ca_file;
+  char *server, *netrc, *password_command, *password, *maildir, *ca_file, *state_path;
   struct engine_options eo;
   struct p3_target target;
   int err;
@@ -64,6 +64,10 @@ struct acct {
   uint64_t last_bytes;
 
   uint64_t total_messages, total_bytes;
+  int uidl;                 /* -1 before the first session that listed */
+  int lockstep;
+  struct engine_stuck *stuck;
+  size_t stuck_count;
   unsigned failures;
   int auth_failed;
   time_t backoff_until;
@@ -187,6 +191,7 @@ static void on_acct_closed(uv_handle_t *h) {
   struct acct *a = h->data;
   struct sched *s = a->s;
   free(a->name);
+  free(a->stuck);
   free(a);
   s->closing_handles--;
   maybe_shutdown_done(s);
@@ -211,6 +216,7 @@ static void free_run(struct run *r) {
   free(r->password_command);
   free(r->maildir);
   free(r->ca_file);
+  free(r->state_path);
   free(r);
 }
 
@@ -244,10 +250,24 @@ static uint64_t next_delay_s(struct acct *a, int err, long login_delay, unsigned
 }
 
 static void finish_run(struct acct *a, int err, const char *message, size_t messages,
-                       uint64_t bytes, long login_delay) {
+                       uint64_t bytes, long login_delay, const struct engine_result *res) {
   struct sched *s = a->s;
   struct run *r = a->run;
   time_t now = time(NULL);
+  if (res && (res->err == 0 || res->listed > 0)) {
+    a->uidl = res->uidl;
+    a->lockstep = res->lockstep;
+  }
+  if (res) {
+    /* Copy: the engine's array goes with the engine. */
+    free(a->stuck);
+    a->stuck = NULL;
+    a->stuck_count = 0;
+    if (res->stuck_count && (a->stuck = malloc(res->stuck_count * sizeof *a->stuck)) != NULL) {
+      memcpy(a->stuck, res->stuck, res->stuck_count * sizeof *a->stuck);
+      a->stuck_count = res->stuck_count;
+    }
+  }
   a->has_last = 1;
   a->last_started = r->started;
   a->last_finished = now;
@@ -272,7 +292,7 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
   s->running--;
   free_run(r);
 
-  struct sched_result res = {
+  struct sched_result sr = {
       .name = a->name,
       .ok = err == 0,
       .exit = a->last_exit,
@@ -280,11 +300,11 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
       .messages = messages,
       .bytes = bytes,
   };
-  notify_waiters(&a->wait_cur, &res);
+  notify_waiters(&a->wait_cur, &sr);
 
   if (a->cfg == NULL) {
     /* Removed by a reload while it ran. */
-    notify_waiters(&a->wait_next, &res);
+    notify_waiters(&a->wait_next, &sr);
     free_acct_later(a);
   } else if (!s->shutting_down) {
     unsigned interval = a->cfg->interval ? a->cfg->interval : 300;
@@ -306,7 +326,21 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
 
 static void on_engine_done(struct engine *e, const struct engine_result *res, void *data) {
   struct run *r = data;
-  finish_run(r->a, res->err, res->message, res->delivered, res->bytes, res->login_delay);
+  int err = res->err;
+  const char *message = res->message;
+  char buf[1024];
+  /* Messages left behind make a run partial even when the session was fine. */
+  if (err == 0 && (res->stuck_count || res->left_for_space)) {
+    err = P3_EPARTIAL;
+    if (res->left_for_space)
+      snprintf(buf, sizeof buf, "%zu messages (%llu bytes) left on the server: not enough disk "
+               "space", res->left_for_space, (unsigned long long)res->left_for_space_bytes);
+    else
+      snprintf(buf, sizeof buf, "%zu messages stuck after repeated failures, left on the server",
+               res->stuck_count);
+    message = buf;
+  }
+  finish_run(r->a, err, message, res->delivered, res->bytes, res->login_delay, res);
 }
 
 /* Thread pool: netrc and password commands block. */
@@ -331,18 +365,18 @@ static void resolve_done(uv_work_t *w, int status) {
   struct run *r = w->data;
   struct acct *a = r->a;
   if (a->s->shutting_down) {
-    finish_run(a, P3_ECANCELED, "stopped: the daemon is shutting down", 0, 0, -1);
+    finish_run(a, P3_ECANCELED, "stopped: the daemon is shutting down", 0, 0, -1, NULL);
     return;
   }
   if (r->err) {
-    finish_run(a, r->err, r->errbuf, 0, 0, -1);
+    finish_run(a, r->err, r->errbuf, 0, 0, -1, NULL);
     return;
   }
   r->eo.target = &r->target;
   int err = engine_start(a->s->loop, &r->eo, on_engine_done, r, &r->engine, r->errbuf,
                          sizeof r->errbuf);
   if (err)
-    finish_run(a, err, r->errbuf, 0, 0, -1);
+    finish_run(a, err, r->errbuf, 0, 0, -1, NULL);
 }
 
 /* Root delivers as the owner of the Maildir (or of its nearest existing
@@ -396,6 +430,17 @@ static void start_run(struct acct *a) {
   r->eo.timeout_s = c->timeout ? c->timeout : s->cfg->timeout;
   r->eo.pipelining = c->pipelining;
   r->eo.window = c->window;
+  r->eo.keep = c->keep;
+  r->eo.keep_days = c->keep_days;
+  r->eo.who = "pop3syncd";
+  size_t splen = strlen(s->cfg->state_dir) + strlen(c->name) + 16;
+  r->state_path = malloc(splen);
+  if (r->state_path == NULL) {
+    free_run(r);
+    goto nomem;
+  }
+  snprintf(r->state_path, splen, "%s/%s.state", s->cfg->state_dir, c->name);
+  r->eo.state_path = r->state_path;
   maildir_owner(&r->eo, r->maildir);
   a->run = r;
   a->next_run = 0;
@@ -403,7 +448,7 @@ static void start_run(struct acct *a) {
   r->work.data = r;
   log_debug("%s: starting a run", a->name);
   if (uv_queue_work(s->loop, &r->work, resolve_work, resolve_done) != 0) {
-    finish_run(a, -ENOMEM, "cannot queue work", 0, 0, -1);
+    finish_run(a, -ENOMEM, "cannot queue work", 0, 0, -1, NULL);
   }
   return;
 nomem:
@@ -425,6 +470,7 @@ static struct acct *acct_new(struct sched *s, const struct cfg_account *c) {
   }
   a->s = s;
   a->cfg = c;
+  a->uidl = -1;
   uv_timer_init(s->loop, &a->timer);
   a->timer.data = a;
   return a;
@@ -592,6 +638,31 @@ static void status_account(const struct acct *a, struct jbuf *b) {
     jbuf_null(b);
   jbuf_key(b, "auth_failed");
   jbuf_bool(b, a->auth_failed);
+  jbuf_key(b, "uidl");
+  if (a->uidl < 0)
+    jbuf_null(b);
+  else
+    jbuf_bool(b, a->uidl);
+  jbuf_key(b, "lockstep");
+  jbuf_bool(b, a->lockstep);
+  jbuf_key(b, "stuck");
+  jbuf_arr_begin(b);
+  for (size_t i = 0; i < a->stuck_count; i++) {
+    const struct engine_stuck *st = &a->stuck[i];
+    jbuf_obj_begin(b);
+    jbuf_key(b, "number");
+    jbuf_uint(b, st->number);
+    jbuf_key(b, "uid");
+    jbuf_str(b, st->uid);
+    jbuf_key(b, "size");
+    jbuf_uint(b, st->size);
+    jbuf_key(b, "attempts");
+    jbuf_uint(b, st->attempts);
+    jbuf_key(b, "last_error");
+    jbuf_str(b, st->last_error);
+    jbuf_obj_end(b);
+  }
+  jbuf_arr_end(b);
   jbuf_obj_end(b);
 }
 

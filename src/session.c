@@ -103,6 +103,8 @@ struct session {
   enum p3_resp_code errcode;
   int finished;
   int final_err;
+  size_t error_idx;      /* message the session failed at, or SIZE_MAX */
+  size_t deles_sent;
 };
 
 #define SCRATCH_SIZE 65536
@@ -165,6 +167,8 @@ static void finish(struct session *s, int err) {
   s->in_body = 0;
   s->final_err = err;
   set_state(s, ST_DONE);
+  if (s->error_idx != SIZE_MAX && s->ops.msg_failed)
+    s->ops.msg_failed(s->data, s->error_idx, s->errtext);
   s->ops.done(s->data, err);
 }
 
@@ -257,6 +261,7 @@ static int flush_deles(struct session *s) {
     int err = send_cmd(s, C_DELE, s->dele_ready[i], NULL);
     if (err)
       return err;
+    s->deles_sent++;
   }
   s->dele_ready_len = 0;
   return 0;
@@ -284,6 +289,7 @@ static void pump(struct session *s) {
     if (s->fifo.len == 0) {
       if (s->dele_ready_len && !s->no_dele) {
         err = send_cmd(s, C_DELE, s->dele_ready[--s->dele_ready_len], NULL);
+        s->deles_sent++;
       } else if (!s->stopping) {
         while (s->next_retr < s->msg_count && !want_retr(s, s->next_retr)) {
           s->next_retr++;
@@ -293,6 +299,7 @@ static void pump(struct session *s) {
         }
         if (s->dele_ready_len && !s->no_dele) {
           err = send_cmd(s, C_DELE, s->dele_ready[--s->dele_ready_len], NULL);
+          s->deles_sent++;
         } else if (s->next_retr < s->msg_count) {
           err = send_cmd(s, C_RETR, s->next_retr, NULL);
           s->next_retr++;
@@ -345,7 +352,9 @@ static void start_barrier(struct session *s) {
   if (s->state != ST_TRANSFER)
     return;
   set_state(s, ST_BARRIER);
-  if (s->stats.saved == 0) {
+  /* Messages deleted without retrieval were recorded by an earlier run whose
+   * barrier may not have completed: make them durable before QUIT too. */
+  if (s->stats.saved == 0 && s->deles_sent == 0) {
     s->barrier_done = 1;
     maybe_quit(s);
     return;
@@ -649,6 +658,8 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
       s->stats.failed++;
       set_server_error(s, st);
       s->partial_err = P3_EPARTIAL;
+      if (s->ops.msg_failed)
+        s->ops.msg_failed(s->data, (size_t)(m - s->msgs), s->errtext);
       pump(s);
       return;
     }
@@ -659,12 +670,14 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
         char why[160];
         snprintf(why, sizeof why, "RETR %lu announced %llu octets but LIST said %llu", m->num,
                  (unsigned long long)octets, (unsigned long long)m->size);
+        s->error_idx = c->idx;
         desync(s, why);
         return;
       }
       s->retr_octets = octets;
     }
     if (s->ops.msg_begin(s->data, c->idx) != 0) {
+      s->error_idx = c->idx;
       save_failed(s);
       return;
     }
@@ -732,6 +745,7 @@ static void on_body_end(struct session *s, struct cmd *c) {
                "RETR %lu returned %llu octets in %llu lines but LIST said %llu",
                m->num, (unsigned long long)raw, (unsigned long long)s->dec.lines,
                (unsigned long long)m->size);
+      s->error_idx = idx;
       desync(s, why);
       return;
     }
@@ -808,6 +822,7 @@ static size_t feed_body(struct session *s, const char *buf, size_t len) {
     if (outlen) {
       if (c->kind == C_RETR) {
         if (s->ops.msg_data(s->data, c->idx, s->scratch, outlen) != 0) {
+          s->error_idx = c->idx;
           save_failed(s);
           return used;
         }
@@ -894,6 +909,7 @@ struct session *session_new(const struct session_options *opts, const struct ses
     return NULL;
   }
   s->state = ST_GREETING;
+  s->error_idx = SIZE_MAX;
   fifo_push(s, C_GREETING, 0);
   return s;
 }
@@ -975,14 +991,16 @@ void session_saved(struct session *s, size_t idx, int err) {
   if (err) {
     m->flags |= SESSION_MSG_FAILED;
     s->stats.failed++;
+    if (!s->finished)
+      s->error_idx = idx;
     save_failed(s);
     return;
-  } else {
-    m->flags |= SESSION_MSG_SAVED;
-    s->stats.saved++;
-    if (s->dele_ready_len < s->msg_count)
-      s->dele_ready[s->dele_ready_len++] = idx;
   }
+  m->flags |= SESSION_MSG_SAVED;
+  s->stats.saved++;
+  /* Keep mode leaves the message on the server. */
+  if (!s->opts.keep && s->dele_ready_len < s->msg_count)
+    s->dele_ready[s->dele_ready_len++] = idx;
   if (!s->finished)
     pump(s);
 }
@@ -1053,6 +1071,19 @@ int session_has_uidl(const struct session *s) {
 
 int session_pipelined(const struct session *s) {
   return s->pipelined;
+}
+
+size_t session_error_msg(const struct session *s) {
+  return s->error_idx;
+}
+
+void session_fail(struct session *s, int err, const char *text) {
+  if (s->finished)
+    return;
+  s->no_dele = 1;
+  s->no_quit = 1;
+  set_local_error(s, "%s", text);
+  finish(s, err);
 }
 
 const char *session_error_text(const struct session *s) {

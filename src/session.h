@@ -63,6 +63,10 @@ struct session_ops {
   /* The listing is complete (before any RETR): the owner may mark messages
    * with session_skip_msg()/session_delete_only().  May be NULL. */
   void (*listed)(void *data);
+  /* Message idx could not be retrieved or saved (RETR -ERR, a save error,
+   * a desync at it): why is the server's text or a local sentence.  May be
+   * NULL. */
+  void (*msg_failed)(void *data, size_t idx, const char *why);
   /* Protocol trace for -v: dir is 'C' or 'S'; PASS arguments are masked. */
   void (*trace)(void *data, char dir, const char *line, size_t len);
   /* The session is over (called once).  err 0: QUIT acknowledged and every
@@ -78,6 +82,7 @@ struct session_options {
   int tls_active;                /* implicit TLS: already encrypted */
   enum session_pipelining pipelining;
   unsigned window;               /* RETRs in flight; 0 = default */
+  int keep;                      /* never DELE a retrieved message (keep mode) */
 };
 
 struct session;
@@ -148,6 +153,14 @@ int session_has_capa(const struct session *s);
 int session_has_uidl(const struct session *s);
 /* 1 when commands were (or will be) pipelined. */
 int session_pipelined(const struct session *s);
+
+/* The message index the session failed at (a desync or save failure at
+ * that message), or SIZE_MAX. */
+size_t session_error_msg(const struct session *s);
+
+/* Ends the session now without QUIT (e.g. the owner refuses to go on after
+ * the listing); text explains why. */
+void session_fail(struct session *s, int err, const char *text);
 
 /* The server's text for the error the session ended with (NUL-terminated;
  * "" when the error did not come from a server reply). */

@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2119 # dovecot_count without arguments means user "test"
 # dovecot-smoke.sh -- proves the real-server harness: a private Dovecot answers POP3 on its
 # plaintext (+STLS) and implicit-TLS ports, lists the filled messages in order, retrieves them
 # byte for byte, deletes them, refuses a wrong password, and stops without leftovers.
@@ -18,7 +19,7 @@ for i in $(seq -w 1 20); do
     printf 'From: sender%s@example.org\nTo: test@localhost\nSubject: message %s\n' "$i" "$i"
     printf 'Message-ID: <smoke-%s@pop3sync.test>\n\n' "$i"
     printf 'body of message %s\n.leading dot\n\n' "$i"
-    for ((k = 0; k < 10#$i * 20; k++)); do printf 'line %d of message %s\n' "$k" "$i"; done
+    seq 0 $((10#$i * 20 - 1)) | sed "s/.*/line & of message $i/"
   } >"$T/src/msg$i"
 done
 dovecot_fill "$T/src"

@@ -100,8 +100,8 @@ Lines), written when the session ends, and also for sessions still open at shutd
                  stall, or were plaintext after STLS)
   retrieved      message numbers for which RETR answered +OK, in order (repeats kept)
   marked         message numbers marked by DELE at the end of the session
-  quit           true if QUIT was received
-  committed      true if QUIT was received in the TRANSACTION state (UPDATE state)
+  quit           true if a QUIT was processed
+  committed      true if it was processed in the TRANSACTION state (UPDATE state entered)
   deleted        message numbers removed by the commit, sorted ([] unless committed)
   deleted_uids   their UIDs (in the sha1 mode the stable ones), same order
   writes         number of reads from the socket that held at least one complete command line

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/lib/common.sh -- shared helpers for the shell test scripts (bash only).
 #
 # Usage, at the top of a test script:
@@ -16,6 +17,7 @@
 #   t_log MSG                  "# MSG" on stderr
 #   t_free_port                a free TCP port on 127.0.0.1 on stdout
 #   t_wait_port PORT [SECS]    wait (bounded, default 10 s) until 127.0.0.1:PORT accepts
+#   t_port_open PORT           true when 127.0.0.1:PORT accepts now
 #   t_bg CMD...                start CMD in the background, remember its pid ($T_BG_PID)
 #   t_kill PID                 TERM, bounded wait, then KILL one pid and what it started
 #   t_alive PID                true while PID runs (zombies count as dead)
@@ -79,11 +81,24 @@ t_skip() {
   exit 77
 }
 
-# All descendants of a pid, deepest first (so children die before their parents notice).
+# _t_descendants PID: all descendants of PID, deepest first, from /proc (no procps needed).
 _t_descendants() {
-  local p c
-  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    _t_descendants "$c"
+  local -A _t_kids=()
+  local f line pid rest
+  for f in /proc/[0-9]*/stat; do
+    read -r line 2>/dev/null <"$f" || continue
+    pid=${line%% *}
+    rest=${line##*) }
+    rest=${rest#* }
+    _t_kids[${rest%% *}]+="$pid "
+  done
+  _t_descendants_walk "$1"
+}
+
+_t_descendants_walk() {
+  local c
+  for c in ${_t_kids[$1]:-}; do
+    _t_descendants_walk "$c"
     echo "$c"
   done
 }
@@ -93,7 +108,7 @@ _t_descendants() {
 t_alive() {
   local line
   kill -0 "$1" 2>/dev/null || return 1
-  read -r line <"/proc/$1/stat" 2>/dev/null || return 0
+  read -r line 2>/dev/null <"/proc/$1/stat" || return 0
   line=${line##*) }
   [ "${line%% *}" != Z ]
 }
@@ -136,10 +151,9 @@ _t_cleanup() {
   for ((i = ${#_t_bg_pids[@]} - 1; i >= 0; i--)); do
     t_kill "${_t_bg_pids[$i]}"
   done
-  if [ -n "$_t_watchdog_pid" ]; then
-    kill -TERM "$_t_watchdog_pid" 2>/dev/null
-    wait "$_t_watchdog_pid" 2>/dev/null
-  fi
+  # t_kill, not a bare kill: a TERM that lands before the watchdog has set its trap would
+  # leave its sleep behind.
+  [ -z "$_t_watchdog_pid" ] || t_kill "$_t_watchdog_pid"
   if [ -n "$T" ] && [ -d "$T" ]; then
     if [ -n "${KEEP_TMP:-}" ]; then
       echo "# kept $T" >&2
@@ -164,9 +178,10 @@ t_init() {
   # the foreground command returns, so a hung client must die for the cleanup to run.
   (
     # The sleep must not outlive the watchdog: it would hold the test's stdout open.
-    sleep "$limit" >/dev/null 2>&1 </dev/null &
+    sleep_pid=
+    trap 'kill $sleep_pid 2>/dev/null; exit 0' TERM
+    sleep "$limit" >/dev/null 2>&1 &
     sleep_pid=$!
-    trap 'kill $sleep_pid 2>/dev/null; wait $sleep_pid 2>/dev/null; exit 0' TERM
     wait $sleep_pid
     echo "FAIL: ${T_NAME}: timeout after ${limit}s" >&2
     self=$BASHPID

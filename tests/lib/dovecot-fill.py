@@ -72,7 +72,7 @@ def fill_direct(maildir, files, uid, gid):
 def fill_doveadm(conf, user, files):
     for path in files:
         with open(path, "rb") as f:
-            r = subprocess.run(["doveadm", "-c", conf, "save", "-u", user], stdin=f,
+            r = subprocess.run([os.environ.get("DOVEADM_BIN", "doveadm"), "-c", conf, "save", "-u", user], stdin=f,
                                timeout=60)
         if r.returncode != 0:
             sys.exit("dovecot-fill: doveadm save failed for %s (status %d)"

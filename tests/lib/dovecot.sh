@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/lib/dovecot.sh -- a private Dovecot 2.3 POP3 server for the tests (bash only).
 #
 # Source after common.sh and t_init:
@@ -7,6 +8,11 @@
 #   dovecot_fill "$srcdir_of_messages" # one file per message, delivered in name order
 #   n=$(dovecot_count)
 #   dovecot_stop                       # also registered to run at exit
+#
+# Functions: dovecot_start, dovecot_stop (idempotent), dovecot_fill SRCDIR [USER],
+# dovecot_count [USER] (prints the number; inside $(...) a failure only ends the subshell, so
+# compare the result), dovecot_doveadm ARGS... (doveadm -c our config), dovecot_dump_log.
+# dovecot_start skips (exit 77) when Dovecot is not installed, and fails instead when CI=true.
 #
 # The instance lives in $T/dovecot: its own config, base_dir, state_dir, log, users, Maildirs
 # and certificates. It listens on 127.0.0.1 only, on two ports probed with t_free_port (Dovecot
@@ -29,10 +35,11 @@
 # login processes as dovenull and internal ones as dovecot (both created by the Debian
 # package). As another user, everything runs as that user and chroots are switched off.
 
+: "${top_srcdir:?source common.sh first}"
 DOVECOT_BIN=${DOVECOT_BIN:-/usr/sbin/dovecot}
 DOVEADM_BIN=${DOVEADM_BIN:-/usr/bin/doveadm}
-DOVECOT_USER=test
-DOVECOT_PASS=secret
+DOVECOT_USER="test"
+DOVECOT_PASS="secret"
 DOVECOT_PID=
 DOVECOT_START_TIMEOUT=${DOVECOT_START_TIMEOUT:-20}
 
@@ -57,7 +64,7 @@ _dovecot_certs() {
   local dir=$1 mk=$top_srcdir/tests/lib/mkcert.sh
   mkdir -p "$dir"
   if [ -f "$mk" ]; then
-    bash "$mk" "$dir" >"$dir/mkcert.log" 2>&1 || {
+    sh "$mk" "$dir" >"$dir/mkcert.log" 2>&1 || {
       cat "$dir/mkcert.log" >&2
       t_fail "dovecot: $mk failed"
     }
@@ -182,7 +189,7 @@ EOF
 
 # dovecot_start: create and start the instance; returns when both ports accept connections.
 dovecot_start() {
-  local try p ps waited rc
+  local p ps waited rc
   [ -n "${T:-}" ] || t_fail "dovecot_start: call t_init first"
   if [ ! -x "$DOVECOT_BIN" ] || [ ! -x "$DOVEADM_BIN" ]; then
     t_skip "dovecot not installed ($DOVECOT_BIN); apt-get install dovecot-pop3d"
@@ -200,8 +207,9 @@ dovecot_start() {
     DOVECOT_MAIL_UID=$(id -u nobody) || t_fail "dovecot: no user nobody"
     DOVECOT_MAIL_GID=$(getent group nogroup | cut -d: -f3)
     [ -n "$DOVECOT_MAIL_GID" ] || DOVECOT_MAIL_GID=$(id -g nobody)
-    id dovecot >/dev/null 2>&1 && id dovenull >/dev/null 2>&1 ||
+    if ! id dovecot >/dev/null 2>&1 || ! id dovenull >/dev/null 2>&1; then
       t_fail "dovecot: users dovecot/dovenull missing (broken dovecot-core install?)"
+    fi
   else
     DOVECOT_MAIL_UID=$(id -u)
     DOVECOT_MAIL_GID=$(id -g)
@@ -233,7 +241,7 @@ dovecot_start() {
   chmod 0700 "$DOVECOT_DIR/home"/* "$DOVECOT_DIR/mail"/*
   chown -R "$DOVECOT_MAIL_UID:$DOVECOT_MAIL_GID" "$DOVECOT_DIR/home" "$DOVECOT_DIR/mail"
 
-  for try in 1 2 3 4 5; do
+  for _ in 1 2 3 4 5; do
     p=$(t_free_port) || t_fail "dovecot: no free port"
     ps=$(t_free_port) || t_fail "dovecot: no free port"
     [ "$p" != "$ps" ] || continue

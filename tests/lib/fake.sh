@@ -1,0 +1,151 @@
+# tests/lib/fake.sh -- helpers for the dl-*.sh tests: run `pop3 dl` against tests/fakepop3d.py
+# and check what arrived. Source it after common.sh and t_init (it uses $T, $PYTHON, $POP3,
+# t_bg, t_kill, t_fail).
+#
+#   fake_start NAME ARGS...   start fakepop3d (ARGS are its options) recording to $T/NAME.rec;
+#                             sets FAKE_PORT, FAKE_PID, FAKE_REC
+#   fake_stop                 stop it (TERM); afterwards every session is in $FAKE_REC
+#   fake_sessions             number of sessions recorded so far
+#   fake_wait_sessions N      wait (bounded) until N sessions are recorded
+#   fake_rec EXPR [SESSION]   evaluate the python EXPR with r = the record of SESSION (default:
+#                             the last one); prints true/false, numbers, strings, or JSON
+#   p3 ARGS...                run $POP3 ARGS (stdin /dev/null, bounded by $P3_LIMIT s, default
+#                             60); stdout in $T/out, stderr in $T/err, status in $P3_RC
+#   p3_expect RC WHAT         fail (showing stderr) unless $P3_RC = RC
+#   sums DIR...               sorted sha256 sums of the regular files under DIRs
+#   sums_sub A B              sums in A (a file of sums) that are missing from B (multiset)
+#   popref_expect SRC OUT     what a lock-step RFC 1939 client delivers for the files of SRC:
+#                             serves a copy of SRC with a private fakepop3d, runs popref.py
+#   maildir_check DIR         Maildir layout: tmp/new/cur 0700, files 0600, ,S=<size>, tmp/ empty
+#   mkmsgs DIR N [SIZE]       genmail.py DIR N --size SIZE (plain messages, LF, no CR)
+
+P3_LIMIT=${P3_LIMIT:-60}
+FAKE_PORT=
+FAKE_PID=
+FAKE_REC=
+
+fake_start() {
+  local name=$1 i
+  shift
+  FAKE_REC=$T/$name.rec
+  rm -f "$T/$name.port" "$FAKE_REC"
+  t_bg "$PYTHON" "$top_srcdir/tests/fakepop3d.py" --port-file "$T/$name.port" \
+    --record "$FAKE_REC" --lifetime 300 "$@" >"$T/$name.stdout" 2>"$T/$name.log"
+  FAKE_PID=$T_BG_PID
+  for ((i = 0; i < 200; i++)); do
+    [ -s "$T/$name.port" ] && break
+    t_alive "$FAKE_PID" || break
+    sleep 0.05
+  done
+  if [ ! -s "$T/$name.port" ]; then
+    cat "$T/$name.log" >&2
+    t_fail "fakepop3d $name did not start"
+  fi
+  FAKE_PORT=$(cat "$T/$name.port")
+}
+
+fake_stop() {
+  [ -n "$FAKE_PID" ] && t_kill "$FAKE_PID"
+  FAKE_PID=
+}
+
+fake_sessions() {
+  if [ -f "$FAKE_REC" ]; then
+    wc -l <"$FAKE_REC" | tr -d ' '
+  else
+    echo 0
+  fi
+}
+
+fake_wait_sessions() {
+  local i
+  for ((i = 0; i < 150; i++)); do
+    [ "$(fake_sessions)" -ge "$1" ] && return 0
+    sleep 0.1
+  done
+  t_fail "fakepop3d recorded $(fake_sessions) sessions, expected $1"
+}
+
+fake_rec() {
+  "$PYTHON" - "$FAKE_REC" "$1" "${2:-}" <<'EOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+if sys.argv[3]:
+    r = [x for x in recs if x["session"] == int(sys.argv[3])][0]
+else:
+    r = recs[-1]
+v = eval(sys.argv[2], {"recs": recs, "r": r})
+if isinstance(v, bool):
+    print("true" if v else "false")
+elif isinstance(v, (int, float, str)):
+    print(v)
+else:
+    print(json.dumps(v))
+EOF
+}
+
+p3() {
+  P3_RC=0
+  timeout -k 5 "$P3_LIMIT" "$POP3" "$@" </dev/null >"$T/out" 2>"$T/err" || P3_RC=$?
+}
+
+p3_expect() {
+  if [ "$P3_RC" != "$1" ]; then
+    echo "--- pop3 stdout:" >&2
+    head -c 3000 "$T/out" >&2
+    echo "--- pop3 stderr:" >&2
+    tail -c 3000 "$T/err" >&2
+    t_fail "$2: pop3 exited $P3_RC, expected $1"
+  fi
+}
+
+sums() {
+  local d
+  for d in "$@"; do
+    [ -d "$d" ] && find "$d" -type f -print0
+  done | xargs -0 -r sha256sum | awk '{print $1}' | sort
+}
+
+# sums_sub A B: lines of A not matched by a line of B (as multisets: comm on sorted input).
+sums_sub() {
+  comm -23 <(sort "$1") <(sort "$2")
+}
+
+popref_expect() {
+  local src=$1 out=$2 saved_port=$FAKE_PORT saved_pid=$FAKE_PID saved_rec=$FAKE_REC
+  rm -rf "$T/popref.srv" "$out"
+  cp -a "$src" "$T/popref.srv"
+  fake_start popref --maildir "$T/popref.srv"
+  "$PYTHON" "$top_srcdir/tests/lib/popref.py" 127.0.0.1 "$FAKE_PORT" test secret "$out" \
+    --timeout 30 >"$T/popref.stdout" 2>"$T/popref.stderr" ||
+    { cat "$T/popref.stderr" >&2; t_fail "popref.py failed"; }
+  fake_stop
+  FAKE_PORT=$saved_port FAKE_PID=$saved_pid FAKE_REC=$saved_rec
+}
+
+maildir_check() {
+  local md=$1 d f base size mode
+  for d in tmp new cur; do
+    [ -d "$md/$d" ] || t_fail "$md/$d missing"
+    mode=$(stat -c %a "$md/$d")
+    t_assert_eq "$mode" 700 "mode of $md/$d"
+  done
+  [ -z "$(ls -A "$md/tmp")" ] || t_fail "$md/tmp not empty: $(ls -A "$md/tmp" | head -3)"
+  for f in "$md"/new/* "$md"/cur/*; do
+    [ -e "$f" ] || continue
+    [ -f "$f" ] || t_fail "$f is not a regular file"
+    mode=$(stat -c %a "$f")
+    t_assert_eq "$mode" 600 "mode of $f"
+    base=${f##*/}
+    size=$(stat -c %s "$f")
+    case $base in
+      *",S=$size") ;;
+      *) t_fail "$f: name does not carry ,S=$size" ;;
+    esac
+  done
+}
+
+mkmsgs() {
+  "$PYTHON" "$top_srcdir/tests/lib/genmail.py" "$1" "$2" --size "${3:-2000}" ||
+    t_fail "genmail.py failed"
+}
