@@ -124,25 +124,19 @@ popref_expect() {
 }
 
 maildir_check() {
-  local md=$1 d f base size mode
+  local md=$1 d mode bad
   for d in tmp new cur; do
     [ -d "$md/$d" ] || t_fail "$md/$d missing"
     mode=$(stat -c %a "$md/$d")
     t_assert_eq "$mode" 700 "mode of $md/$d"
   done
   [ -z "$(ls -A "$md/tmp")" ] || t_fail "$md/tmp not empty: $(ls -A "$md/tmp" | head -3)"
-  for f in "$md"/new/* "$md"/cur/*; do
-    [ -e "$f" ] || continue
-    [ -f "$f" ] || t_fail "$f is not a regular file"
-    mode=$(stat -c %a "$f")
-    t_assert_eq "$mode" 600 "mode of $f"
-    base=${f##*/}
-    size=$(stat -c %s "$f")
-    case $base in
-      *",S=$size") ;;
-      *) t_fail "$f: name does not carry ,S=$size" ;;
-    esac
-  done
+  # One find for all files (a stat per file costs seconds on this machine).
+  bad=$(find "$md/new" "$md/cur" -mindepth 1 -printf '%y %m %s %f\n' | awk '
+    $1 != "f" { print "not a regular file: " $4; next }
+    $2 != "600" { print "mode " $2 ": " $4; next }
+    { n = split($4, parts, ",S="); if (n < 2 || parts[n] != $3) print "size " $3 ": " $4 }')
+  [ -z "$bad" ] || t_fail "$md: $(echo "$bad" | head -3)"
 }
 
 mkmsgs() {
