@@ -570,18 +570,23 @@ static void finish_if_idle(struct engine *e) {
   start_finish(e);
 }
 
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Compaction context: the UIDs of this session's listing, sorted. */
+struct keep_ctx {
+  const char *server;
+  const char **uids;
+  size_t count;
+};
+
 static int keep_record(void *data, const struct uidstate_rec *r) {
-  struct engine *e = data;
-  if (strcmp(r->server, e->server) != 0)
+  struct keep_ctx *k = data;
+  if (strcmp(r->server, k->server) != 0)
     return 1;
   /* Once QUIT succeeded, UIDs the server no longer lists are gone for good. */
-  size_t n = session_msg_count(e->session);
-  for (size_t i = 0; i < n; i++) {
-    const char *uid = msg_uid(e, i);
-    if (uid && strcmp(uid, r->uid) == 0)
-      return 1;
-  }
-  return 0;
+  return bsearch(&r->uid, k->uids, k->count, sizeof *k->uids, cmp_str) != NULL;
 }
 
 /* Thread pool: attempt records, the lock-step flag, compaction, unlock. */
@@ -626,7 +631,16 @@ static void finish_work(uv_work_t *w) {
   if (wrote)
     fsync(fd);
   if (session_stats(s)->quit_ok && session_has_uidl(s)) {
-    int err = uidstate_compact(e->state, keep_record, e);
+    struct keep_ctx k = {.server = e->server, .count = 0};
+    k.uids = malloc((n ? n : 1) * sizeof *k.uids);
+    if (k.uids == NULL)
+      return;
+    for (size_t i = 0; i < n; i++)
+      if (msg_uid(e, i))
+        k.uids[k.count++] = msg_uid(e, i);
+    qsort(k.uids, k.count, sizeof *k.uids, cmp_str);
+    int err = uidstate_compact(e->state, keep_record, &k);
+    free(k.uids);
     if (err)
       snprintf(e->work_msg, sizeof e->work_msg, "compacting %s: %s", uidstate_path(e->state),
                strerror(-err));

@@ -1,27 +1,44 @@
 /* Per-account UID state: a crash-safe journal of the messages already
  * delivered, so that no message is delivered twice whatever breaks.
  *
- * File format (text, one record per line, each line ending in a CRC so a
- * torn or corrupt line is detected and ignored — when in doubt, deliver):
+ * File format (text, one record per line, fields separated by single
+ * spaces, each line ending in " *" and the CRC-32 (IEEE, as zlib's crc32)
+ * of everything before the " *" in 8 lowercase hex digits, so a torn or
+ * corrupt line is detected and ignored — when in doubt, deliver):
  *
- *   pop3sync-state 1                                   header (first line)
- *   D <server> <uid> <size> <basename> <unixtime> *<crc32hex>   delivered
- *   A <server> <uid> <size> <attempts> <unixtime> <error...> *<crc>  failed attempts
- *   L <server> <unixtime> *<crc>      next session for this server is lock-step
- *   B <unixtime> *<crc>               barrier: everything above is durable
+ *   pop3sync-state 1                                         header (first line, no CRC)
+ *   D <server> <uid> <size> <basename> <unixtime> *<crc>      delivered
+ *   A <server> <uid> <size> <attempts> <unixtime>[ <error...>] *<crc>  failed attempts
+ *   L <server> on|off <unixtime> *<crc>   next session for this server is (not) lock-step
+ *   B <unixtime> *<crc>                   barrier: every D above is durable
  *
- * <server> is "user@host:port" (spec_identity), <uid> the UIDL (printable
- * ASCII, no spaces), <basename> the delivered file's name in new/ (without
- * any ":2,..." info part).  Later lines override earlier ones for the same
- * (server, uid).  D records written after the last B count only if their
- * file is still in new/ or cur/ (a power loss may have undone the rename);
+ * <server> is "user@host:port" (spec_identity; 1-600 bytes, no spaces or
+ * control characters), <uid> the UIDL (1-70 characters 0x21-0x7E),
+ * <basename> the delivered file's name in new/ (without any ":2,..." info
+ * part; no '/' or ':'), <size> and <attempts> decimal, <unixtime> decimal
+ * seconds.  <attempts> is the new total (at least 1), not an increment.
+ * <error> is the rest of the line up to the " *" (it may hold spaces;
+ * control characters become '?', at most 300 bytes).  A line is at most
+ * 4096 bytes.
+ *
+ * Later lines override earlier ones for the same (server, uid): a D sets
+ * the delivered state and resets attempts; an A sets attempts, error and
+ * size but keeps the delivered state (a UID that came back with other
+ * content).  D records written after the last B count only if their file
+ * is still in new/ or cur/ (a power loss may have undone the rename);
  * older D records always count (the user may have read and deleted the
- * file).  The whole file is rewritten (temp file + fsync + rename + fsync of
- * the directory) by uidstate_compact.
+ * file).  A malformed line, a line whose CRC does not match and a last
+ * line without its newline are skipped and counted; a first line that is
+ * not the header is counted too (and still read as a record).  The whole
+ * file is rewritten (temp file + fsync + rename + fsync of the directory)
+ * by uidstate_compact.
  *
  * Blocking functions (open, check, compact) must run on the thread pool in
  * the daemon; uidstate_append_* only format a line and update memory: the
- * caller writes the line with uv_fs_write to uidstate_fd (O_APPEND). */
+ * caller writes the line with uv_fs_write to uidstate_fd (O_APPEND), and
+ * if that write fails must stop using the state (memory already counts
+ * the line).  A B line may be appended only after the Maildir barrier
+ * (fsync of the files and of new/) has succeeded. */
 #ifndef P3_UIDSTATE_H
 #define P3_UIDSTATE_H
 
@@ -53,8 +70,13 @@ int uidstate_open(const char *path, const char *who, struct uidstate **st_r, cha
                   size_t errlen);
 
 /* Drops D records written after the last barrier whose file is found in
- * neither MAILDIR/new nor MAILDIR/cur (matching the name up to a ':').
- * Blocking. Returns how many were dropped, or a negative errno. */
+ * neither MAILDIR/new nor MAILDIR/cur (matching the name up to a ':'); a
+ * dropped D that had overridden an older durable D for the same UID gives
+ * way to that one.  A missing new/ or cur/ counts as empty.  When anything
+ * was dropped the journal is rewritten as by uidstate_compact (else a later
+ * B line would make the dropped lines count again).  Blocking.  Returns
+ * how many were dropped, or a negative errno (memory then unchanged unless
+ * only the final directory fsync failed). */
 int uidstate_check_files(struct uidstate *st, const char *maildir);
 
 /* Releases the lock and frees everything (does not write). */
@@ -92,15 +114,22 @@ void uidstate_foreach(const struct uidstate *st, int (*cb)(void *data, const str
                       void *data);
 
 /* Rewrites the journal keeping only records for which keep(data, rec)
- * returns 1 (all when keep is NULL), plus the lock-step flags, ending with a
- * B line: temp file, fsync, rename over path, fsync of the directory; the
- * fd is reopened on the new file.  Blocking.  Returns 0 or a negative errno
- * (the old journal stays intact on failure). */
+ * returns non-zero (all when keep is NULL), plus the lock-step flags, into
+ * PATH.tmp: header, the durable D lines, L lines, a B line, then the D
+ * lines still pending (so they stay pending) and the A lines; fsync,
+ * rename over path, fsync of the directory; the fd is then the new file's
+ * (opened O_APPEND before the rename).  Records not kept are removed from
+ * memory too.  keep must not change st.  Blocking.  Returns 0 or a
+ * negative errno (the old journal, the fd and memory stay intact on
+ * failure before the rename; if only the directory fsync fails, the new
+ * file is in use and the error is returned). */
 int uidstate_compact(struct uidstate *st, int (*keep)(void *data, const struct uidstate_rec *r),
                      void *data);
 
 /* Parses journal text (for the fuzzer and tests): fills st (created empty
- * with uidstate_new_memory) as uidstate_open would. */
+ * with uidstate_new_memory) as uidstate_open would; returns 0 or -ENOMEM.
+ * A memory state has no file: uidstate_fd is -1, uidstate_path "", and
+ * uidstate_compact returns -EINVAL; free it with uidstate_close. */
 struct uidstate *uidstate_new_memory(void);
 int uidstate_parse(struct uidstate *st, const char *buf, size_t len);
 

@@ -12,7 +12,7 @@
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
 . "${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}/tests/lib/common.sh"
-T_TIMEOUT=${T_TIMEOUT:-170}
+T_TIMEOUT=${T_TIMEOUT:-120}
 t_init daemon-control
 . "$top_srcdir/tests/lib/daemon.sh"
 daemon_require
@@ -137,7 +137,6 @@ while True:
         break
 EOF
 t_bg "$PYTHON" "$T/notify.py" "$T/notify.sock" "$DAEMON_SOCK" "$T/notify.out"
-NOTIFY_PID=$T_BG_PID
 wait_until 10 grep -q listening "$T/notify.out" 2>/dev/null || t_fail "notify listener did not start"
 
 NOTIFY_SOCKET=$T/notify.sock daemon_start "$CONF"

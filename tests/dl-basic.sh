@@ -55,10 +55,12 @@ fake_stop
 # --- 20 messages, byte-exact -----------------------------------------------------------------
 mkmsgs "$T/orig20" 20
 # The originals end with LF and hold no CR: the delivered files must equal them.
-for f in "$T"/orig20/*; do
-  [ "$(tail -c 1 "$f" | od -An -c | tr -d ' ')" = '\n' ] || t_fail "genmail: $f lacks a final LF"
-  ! grep -q $'\r' "$f" || t_fail "genmail: $f holds a CR"
-done
+"$PYTHON" - "$T"/orig20/* <<'PY' || t_fail "genmail: an original lacks a final LF or holds a CR"
+import sys
+for p in sys.argv[1:]:
+    b = open(p, "rb").read()
+    assert b.endswith(b"\n") and b"\r" not in b, p
+PY
 serve twenty "$T/orig20"
 p3 dl "${PW[@]}" "tcp:test@127.0.0.1:$FAKE_PORT" "$T/md20"
 p3_expect 0 "20 messages"

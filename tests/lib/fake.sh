@@ -45,13 +45,24 @@ fake_start() {
 }
 
 fake_stop() {
-  [ -n "$FAKE_PID" ] && t_kill "$FAKE_PID"
+  local i
+  [ -n "$FAKE_PID" ] || return 0
+  # TERM and a quick poll (fakepop3d exits within a few tenths of a second); t_kill, with
+  # its 0.1 s steps and KILL fallback, for the rest.
+  kill -TERM "$FAKE_PID" 2>/dev/null
+  for ((i = 0; i < 100; i++)); do
+    t_alive "$FAKE_PID" || break
+    sleep 0.02
+  done
+  t_kill "$FAKE_PID"
   FAKE_PID=
 }
 
 fake_sessions() {
+  local n=0 line
   if [ -f "$FAKE_REC" ]; then
-    wc -l <"$FAKE_REC" | tr -d ' '
+    while IFS= read -r line; do n=$((n + 1)); done <"$FAKE_REC"
+    echo "$n"
   else
     echo 0
   fi
@@ -59,9 +70,9 @@ fake_sessions() {
 
 fake_wait_sessions() {
   local i
-  for ((i = 0; i < 150; i++)); do
+  for ((i = 0; i < 300; i++)); do
     [ "$(fake_sessions)" -ge "$1" ] && return 0
-    sleep 0.1
+    sleep 0.05
   done
   t_fail "fakepop3d recorded $(fake_sessions) sessions, expected $1"
 }
@@ -142,4 +153,48 @@ maildir_check() {
 mkmsgs() {
   "$PYTHON" "$top_srcdir/tests/lib/genmail.py" "$1" "$2" --size "${3:-2000}" ||
     t_fail "genmail.py failed"
+}
+
+# check_no_loss WHAT ORIG SRV MAILDIR: nothing lost and nothing invented, over every session in
+# $FAKE_REC: each original is still in SRV (the server's --maildir) or delivered; each delivered
+# file is byte-identical to an original; each message a session deleted (deleted_uids, sha1
+# UID mode) is byte-identical to a delivered file. Originals must be distinct.
+check_no_loss() {
+  "$PYTHON" - "$@" "$FAKE_REC" <<'PY' || t_fail "$1: a message was lost or mangled"
+import hashlib, json, os, sys
+what, orig, srv, md, rec = sys.argv[1:]
+
+def files(*dirs):
+    out = []
+    for d in dirs:
+        if os.path.isdir(d):
+            out += [open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))
+                    if os.path.isfile(os.path.join(d, n))]
+    return out
+
+originals = files(orig)
+on_server = set(files(srv))
+delivered = files(os.path.join(md, "new"), os.path.join(md, "cur"))
+have = set(delivered)
+err = []
+for b in delivered:
+    if b not in set(originals):
+        err.append("a delivered file (%d bytes, %r...) is no original" % (len(b), b[:40]))
+by_uid = {hashlib.sha1(b).hexdigest()[:20]: b for b in originals}
+recs = [json.loads(l) for l in open(rec)] if os.path.exists(rec) else []
+for r in recs:
+    for uid in r["deleted_uids"]:
+        b = by_uid.get(uid)
+        if b is None:
+            err.append("session %d deleted unknown UID %s" % (r["session"], uid))
+        elif b not in have:
+            err.append("session %d deleted UID %s, which was not delivered"
+                       % (r["session"], uid))
+for i, b in enumerate(originals):
+    if b not in on_server and b not in have:
+        err.append("original #%d is neither on the server nor delivered" % (i + 1))
+for e in err[:10]:
+    print("%s: %s" % (what, e), file=sys.stderr)
+sys.exit(1 if err else 0)
+PY
 }
