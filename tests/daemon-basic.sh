@@ -305,6 +305,17 @@ t_assert_eq "$rc" 78 "pop3ctl fetch of a disabled account: exit status ($out)"
 echo "$out" | grep -q 'disabled' || t_fail "pop3ctl fetch off: message: $out"
 [ -e "$T/mail/off" ] && d_fail "fetch of a disabled account created its Maildir"
 
+# fetch --all: the failing account's status is the exit status; the others still run.
+timeout 60 "$POP3CTL" -s "$DAEMON_SOCK" fetch --all >"$T/all.out" 2>"$T/all.err"
+rc=$?
+t_assert_eq "$rc" 77 "pop3ctl fetch --all with a failing account: exit status"
+for a in $good_accounts; do
+  grep -qx "$a: ok, 0 messages, 0 bytes" "$T/all.out" ||
+    t_fail "fetch --all: no ok line for $a: $(cat "$T/all.out" "$T/all.err")"
+done
+grep -q '^wrongpw: error: .*login' "$T/all.err" || t_fail "fetch --all: wrongpw: $(cat "$T/all.err")"
+grep -q '^off' "$T/all.out" "$T/all.err" && t_fail "fetch --all ran the disabled account"
+
 # A good fetch now: nothing new, exit 0.
 out=$(timeout 60 "$POP3CTL" -s "$DAEMON_SOCK" fetch alpha 2>&1)
 rc=$?

@@ -66,7 +66,7 @@ write_conf() {
   shift
   {
     daemon_conf_globals
-    echo "interval = 3600;"
+    echo "interval = ${INTERVAL:-3600};"
     echo "accounts = ("
     for a in "$@"; do
       printf '%s' "$sep"
@@ -268,6 +268,10 @@ _names_are() { [ "$(status_names)" = "$1" ]; }
 wait_until 10 _names_are "$(names_of one two)" ||
   d_fail "accounts after SIGHUP: $(status_names), expected $(names_of one two)"
 sed -i 's/^interval = 3600;/interval = "3600";/' "$CONF"
+# pop3ctl -c FILE takes the socket from FILE, and reports a broken FILE itself (78).
+"$POP3CTL" -c "$CONF" status >/dev/null 2>"$T/err"
+t_assert_eq "$?" 78 "pop3ctl -c with a broken file: exit status ($(cat "$T/err"))"
+grep -q "^$CONF:[0-9]*: " "$T/err" || t_fail "pop3ctl -c with a broken file: $(cat "$T/err")"
 logs_before=$(grep -c 'keeping the old configuration' "$DAEMON_LOG")
 kill -HUP "$MAIN_PID"
 _hup_refused() { [ "$(grep -c 'keeping the old configuration' "$DAEMON_LOG")" -gt "$logs_before" ]; }
@@ -280,6 +284,23 @@ out=$(timeout 60 "$POP3CTL" -s "$DAEMON_SOCK" fetch one 2>"$T/err")
 t_assert_eq "$?" 0 "fetch after a broken SIGHUP: exit status ($(cat "$T/err"))"
 same_messages "$T/orig-one" "$T/mail/one" || d_fail "one: after a broken SIGHUP"
 write_conf "$CONF" one two
+"$POP3CTL" -c "$CONF" status --json >"$T/c.json" 2>"$T/err"
+t_assert_eq "$?" 0 "pop3ctl -c CONF status: exit status ($(cat "$T/err"))"
+t_assert_eq "$(jq_py "$T/c.json" "d['daemon']['pid']")" "$MAIN_PID" "pop3ctl -c CONF: daemon pid"
+
+# ---- a reload that shortens the interval: the next poll comes by the new interval, and
+# the scheduled poll delivers new mail without any fetch.
+add_mail two 11 2
+INTERVAL=2 write_conf "$CONF" one two
+out=$("$POP3CTL" -s "$DAEMON_SOCK" reload 2>&1)
+t_assert_eq "$?" 0 "reload with a shorter interval: exit status ($out)"
+daemon_status_json "$T/iv.json" two
+t_assert_eq "$(jq_py "$T/iv.json" "acc('two')['interval']")" 2 "interval after reload"
+_two_polled() { same_messages "$T/orig-two" "$T/mail/two" 2>/dev/null; }
+wait_until 20 _two_polled || d_fail "two: no scheduled poll within 20 s of a reload to interval 2"
+write_conf "$CONF" one two
+out=$("$POP3CTL" -s "$DAEMON_SOCK" reload 2>&1)
+t_assert_eq "$?" 0 "reload back to interval 3600: exit status ($out)"
 
 # ---- the peer credential check: another uid is refused by the daemon itself.
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then

@@ -83,11 +83,33 @@ ctl fetch --no-wait term >/dev/null || d_fail "fetch --no-wait term"
 wait_maildir "$T/mail/term" 10 30 || d_fail "term: not 10 messages delivered after 30 s"
 n_before=$(t_maildir_count "$T/mail/term")
 [ "$n_before" -lt 200 ] || d_fail "term: the run ended before the signal (precondition)"
+# A client waiting for the account (it will wait for this run and one more) is answered
+# when the daemon stops, and does not hang.
+"$POP3CTL" -s "$DAEMON_SOCK" fetch term >"$T/waiter.out" 2>"$T/waiter.err" &
+WAITER=$!
+t_on_exit "t_kill $WAITER"
+_waiting() {
+  daemon_status_json "$T/w.json" term
+  [ "$(jq_py "$T/w.json" "acc('term')['state']")" = fetching ]
+}
+_waiting || d_fail "term: not fetching any more before SIGTERM (precondition)"
+sleep 1 # let the waiting fetch reach the daemon (its answer is checked below)
 daemon_stop 30
 rc=$?
 [ "$rc" = 124 ] && d_fail "term: the daemon did not exit within 30 s of SIGTERM"
 t_assert_eq "$rc" 0 "term: exit status after SIGTERM during a fetch"
 n_after=$(t_maildir_count "$T/mail/term")
+wait_until 10 eval '! t_alive $WAITER' || t_fail "term: pop3ctl fetch still waits after the daemon exited"
+wait "$WAITER"
+rc=$?
+if [ "$rc" = 69 ]; then
+  # It found no daemon: it came too late to test anything (a loaded machine).
+  t_log "term: the waiting fetch did not reach the daemon before SIGTERM; not checked"
+else
+  t_assert_eq "$rc" 75 "term: a waiting pop3ctl fetch when the daemon stops: exit status ($(cat "$T/waiter.out" "$T/waiter.err"))"
+  grep -q '^term: error: .*shutting down' "$T/waiter.err" ||
+    t_fail "term: the waiting fetch said: $(cat "$T/waiter.out" "$T/waiter.err")"
+fi
 # The server records a session when it sees the connection end.
 wait_until 10 test -s "$T/term.rec" || t_fail "term: the server recorded no session"
 t_log "term: $n_before delivered at SIGTERM, $n_after at exit"

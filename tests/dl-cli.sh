@@ -205,8 +205,10 @@ PASSWORD='Xy9-very-secret-passphrase'
 cp -a "$T/orig" "$T/srv-v"
 fake_start verbose --maildir "$T/srv-v" --password "$PASSWORD"
 S=tcp:test@127.0.0.1:$FAKE_PORT
+# Each run gets a new Maildir and a new state file (the journal would skip UIDs delivered
+# before).
 for where in global dl; do
-  rm -rf "$T/md-v"
+  rm -rf "$T/md-v" "$XDG_STATE_HOME"
   cp -a "$T/orig/." "$T/srv-v/"
   if [ $where = global ]; then
     p3 -v dl --password-command "echo $PASSWORD" "$S" "$T/md-v"
@@ -226,7 +228,7 @@ for where in global dl; do
 done
 # The same with the password from a netrc file.
 netrc "$T/nv" "machine test@127.0.0.1:$FAKE_PORT password $PASSWORD"
-rm -rf "$T/md-v"
+rm -rf "$T/md-v" "$XDG_STATE_HOME"
 cp -a "$T/orig/." "$T/srv-v/"
 p3 -v dl --netrc "$T/nv" "$S" "$T/md-v"
 p3_expect 0 "-v with a netrc password"

@@ -67,7 +67,8 @@ count_new() {
 # S s" (S a number of seconds).
 check_summary() {
   local what=$1 spec=$2 n=$3 bytes=$4 line prefix rest
-  t_assert_eq "$(wc -l <"$T/out" | tr -d ' ')" 1 "$what: lines on stdout ($(head -c 500 "$T/out"))"
+  t_assert_eq "$(wc -l <"$T/out" | tr -d ' ')" 1 \
+    "$what: lines on stdout ($(head -c 500 "$T/out"))"
   line=$(cat "$T/out")
   prefix="$spec: $n messages, $bytes bytes in "
   rest=${line#"$prefix"}
@@ -151,7 +152,8 @@ t_log "wrong password"
 p3 dl --password-command 'echo not-the-password' --state "$T/badpw.state" \
   "tcp:test@127.0.0.1:$DOVECOT_POP3_PORT" "$T/md-badpw"
 p3_expect 77 "wrong password"
-grep -qi 'login' "$T/err" || t_fail "wrong password: stderr does not mention the login: $(cat "$T/err")"
+grep -qi 'login' "$T/err" ||
+  t_fail "wrong password: stderr does not mention the login: $(cat "$T/err")"
 t_log "wrong password: $(head -c 300 "$T/err")"
 t_assert_eq "$(dovecot_count)" 30 "wrong password: server messages"
 t_assert_eq "$(t_maildir_count "$T/md-badpw")" 0 "wrong password: delivered"

@@ -1,6 +1,6 @@
 # tests/lib/fake.sh -- helpers for the dl-*.sh tests: run `pop3 dl` against tests/fakepop3d.py
 # and check what arrived. Source it after common.sh and t_init (it uses $T, $PYTHON, $POP3,
-# t_bg, t_kill, t_fail).
+# t_bg, t_kill, t_fail). It sets XDG_STATE_HOME=$T/state (pop3's UID journals).
 #
 #   fake_start NAME ARGS...   start fakepop3d (ARGS are its options) recording to $T/NAME.rec;
 #                             sets FAKE_PORT, FAKE_PID, FAKE_REC
@@ -20,6 +20,9 @@
 #   mkmsgs DIR N [SIZE]       genmail.py DIR N --size SIZE (plain messages, LF, no CR)
 
 P3_LIMIT=${P3_LIMIT:-60}
+# pop3 keeps a UID journal under $XDG_STATE_HOME (else ~/.local/state): keep it in $T, so that
+# no run sees the state of another test or of the person running the tests.
+export XDG_STATE_HOME=$T/state
 FAKE_PORT=
 FAKE_PID=
 FAKE_REC=

@@ -1,0 +1,191 @@
+# shellcheck shell=bash
+# tests/lib/torture.sh -- helpers for the fault-torture tests (torture-*.sh, state-keep.sh).
+# Source after common.sh and t_init. Every case has a NAME and lives in files under $T:
+#   $T/NAME.srv    the server's mailbox (fakepop3d --maildir; deletions persist there)
+#   $T/NAME.md     the Maildir          $T/NAME.state   the UID state (kept across reruns)
+#   $T/NAME.rec    fakepop3d's record   $T/NAME.out/.err/.rcs   pop3's output, exit statuses
+# The helpers keep no global state except TT_PORT/TT_PID/TT_RC, so a case may run in a
+# background subshell (with its own server) next to others.
+#
+#   tt_gen DIR N [verify.py gen options]   N small --varied messages (see verify.py gen)
+#   tt_serve NAME ORIG [fakepop3d options] a fresh copy of ORIG in $T/NAME.srv, served by a new
+#                                          fakepop3d; sets TT_PORT, TT_PID (saved in $T/NAME.pid)
+#   tt_unserve NAME                        stop that server (TERM, then KILL)
+#   tt_dl NAME [pop3 dl options]           one `pop3 dl` of the case; status in TT_RC (also
+#                                          appended to $T/NAME.rcs); stderr appended to NAME.err
+#   tt_converge NAME [MAX] [options]       rerun tt_dl until the server is empty (at most MAX
+#                                          runs, default 5); each rerun must exit 0; fails if
+#                                          the server is not empty by then
+#   tt_check NAME ORIG [verify options]    the invariant (verify.py check), with the server dir
+#                                          and the state file; fails the test if it does not hold
+#   tt_lost NAME ORIG                      the weak invariant after a broken run (nothing lost)
+#   tt_left NAME                           number of messages still on the server
+#   tt_rec NAME EXPR [SESSION]             python EXPR of record r (default the last session)
+#   tt_sessions NAME                       sessions recorded so far
+#   tt_wait_sessions NAME N                wait (bounded) until N sessions are recorded
+#   tt_limit N                             wait until fewer than N background jobs run
+
+TT_VERIFY=$top_srcdir/tests/lib/verify.py
+TT_FAKE=$top_srcdir/tests/fakepop3d.py
+TT_PW=(--password-command 'echo secret')
+TT_LIMIT=${TT_LIMIT:-60}
+TT_PORT=
+TT_PID=
+TT_RC=
+
+tt_verify() {
+  "$PYTHON" "$TT_VERIFY" "$@"
+}
+
+tt_gen() {
+  local dir=$1 n=$2
+  shift 2
+  tt_verify gen "$dir" "$n" "$@" || t_fail "verify.py gen $dir $n failed"
+}
+
+tt_serve() {
+  local name=$1 orig=$2 i
+  shift 2
+  rm -rf "$T/$name.srv" "$T/$name.port"
+  if [ -n "$orig" ]; then
+    cp -a "$orig" "$T/$name.srv"
+  else
+    mkdir -p "$T/$name.srv"
+  fi
+  "$PYTHON" "$TT_FAKE" --maildir "$T/$name.srv" --port-file "$T/$name.port" \
+    --record "$T/$name.rec" --lifetime 400 "$@" >/dev/null 2>>"$T/$name.log" </dev/null &
+  TT_PID=$!
+  echo "$TT_PID" >"$T/$name.pid"
+  # The main shell also remembers it for the final cleanup.
+  if [ "${BASHPID:-$$}" = "$_t_main_pid" ]; then
+    _t_bg_pids+=("$TT_PID")
+  fi
+  for ((i = 0; i < 300; i++)); do
+    [ -s "$T/$name.port" ] && break
+    t_alive "$TT_PID" || break
+    sleep 0.03
+  done
+  [ -s "$T/$name.port" ] || { cat "$T/$name.log" >&2; t_fail "$name: fakepop3d did not start"; }
+  TT_PORT=$(cat "$T/$name.port")
+}
+
+tt_unserve() {
+  local name=$1 pid i
+  [ -f "$T/$name.pid" ] || return 0
+  pid=$(cat "$T/$name.pid")
+  rm -f "$T/$name.pid"
+  kill -TERM "$pid" 2>/dev/null
+  for ((i = 0; i < 100; i++)); do
+    t_alive "$pid" || break
+    sleep 0.02
+  done
+  t_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  return 0
+}
+
+tt_port() {
+  cat "$T/$1.port"
+}
+
+# tt_dl NAME [options]: pop3 dl against NAME's server, into NAME's Maildir and state.
+tt_dl() {
+  local name=$1
+  shift
+  TT_RC=0
+  echo "==== pop3 dl $*" >>"$T/$name.err"
+  timeout -k 5 "$TT_LIMIT" "$POP3" dl "${TT_PW[@]}" --state "$T/$name.state" "$@" \
+    "tcp:test@127.0.0.1:$(tt_port "$name")" "$T/$name.md" </dev/null >"$T/$name.out" \
+    2>"$T/$name.lasterr" || TT_RC=$?
+  cat "$T/$name.lasterr" >>"$T/$name.err"
+  echo "$TT_RC" >>"$T/$name.rcs"
+}
+
+tt_left() {
+  find "$T/$1.srv" -maxdepth 1 -type f ! -name '.*' | wc -l
+}
+
+# tt_show NAME: the case's files for a failure report.
+tt_show() {
+  local name=$1
+  {
+    echo "---- $name: exit statuses: $(tr '\n' ' ' <"$T/$name.rcs" 2>/dev/null)"
+    echo "---- $name: pop3 stderr (last 25 lines)"
+    tail -n 25 "$T/$name.err" 2>/dev/null
+    if [ -f "$T/$name.state" ]; then
+      echo "---- $name: state journal (last 8 lines of $(wc -l <"$T/$name.state"))"
+      tail -n 8 "$T/$name.state"
+    fi
+  } >&2
+}
+
+tt_fail() {
+  tt_show "$1"
+  shift
+  t_fail "$*"
+}
+
+tt_converge() {
+  local name=$1 max=${2:-5} i
+  shift 2 2>/dev/null || shift $#
+  for ((i = 0; i < max; i++)); do
+    [ "$(tt_left "$name")" = 0 ] && return 0
+    tt_dl "$name" "$@"
+    [ "$TT_RC" = 0 ] || tt_fail "$name" "$name: rerun $((i + 1)) exited $TT_RC, expected 0"
+  done
+  [ "$(tt_left "$name")" = 0 ] ||
+    tt_fail "$name" "$name: $(tt_left "$name") messages still on the server after $max reruns"
+}
+
+tt_check() {
+  local name=$1 orig=$2
+  shift 2
+  tt_verify check "$orig" "$T/$name.md" --server "$T/$name.srv" --state "$T/$name.state" \
+    --what "$name" "$@" || tt_fail "$name" "$name: exactly-once invariant broken"
+}
+
+tt_lost() {
+  tt_verify lost "$2" "$T/$1.md" "$T/$1.srv" --what "$1" ||
+    tt_fail "$1" "$1: a message was lost or mangled"
+}
+
+tt_rec() {
+  "$PYTHON" - "$T/$1.rec" "$2" "${3:-}" <<'EOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+if sys.argv[3]:
+    r = [x for x in recs if x["session"] == int(sys.argv[3])][0]
+else:
+    r = max(recs, key=lambda x: x["session"])
+v = eval(sys.argv[2], {"recs": recs, "r": r})
+if isinstance(v, bool):
+    print("true" if v else "false")
+elif isinstance(v, (int, float, str)):
+    print(v)
+else:
+    print(json.dumps(v))
+EOF
+}
+
+tt_sessions() {
+  if [ -f "$T/$1.rec" ]; then
+    grep -c . "$T/$1.rec"
+  else
+    echo 0
+  fi
+}
+
+tt_wait_sessions() {
+  local i
+  for ((i = 0; i < 200; i++)); do
+    [ "$(tt_sessions "$1")" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  t_fail "$1: fakepop3d recorded $(tt_sessions "$1") sessions, expected $2"
+}
+
+tt_limit() {
+  while [ "$(jobs -rp | wc -l)" -ge "$1" ]; do
+    wait -n 2>/dev/null || true
+  done
+}
