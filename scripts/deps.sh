@@ -7,7 +7,7 @@ set -eu
 want="build-essential autoconf automake pkg-config libuv1-dev libmbedtls-dev libconfig-dev python3"
 case "${1:-build}" in
   build) ;;
-  test) want="$want dovecot-pop3d dovecot-core openssl strace util-linux procps systemd" ;;
+  test) want="$want dovecot-pop3d dovecot-core openssl strace util-linux procps systemd clang-14 libclang-rt-14-dev" ;;
   *) echo "usage: deps.sh build|test" >&2; exit 64 ;;
 esac
 missing=""

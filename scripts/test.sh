@@ -1,7 +1,8 @@
 #!/bin/bash
 # Installs what the tests need (Dovecot included), builds pop3sync, and runs
 # every test: the normal build with -Werror, then the same suite under
-# AddressSanitizer + UndefinedBehaviorSanitizer.  SKIP_ASAN=1 skips the latter.
+# AddressSanitizer + UndefinedBehaviorSanitizer, then each libFuzzer target
+# for 15 s.  SKIP_ASAN=1 / SKIP_FUZZ=1 skip those steps.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 bash "$top/scripts/deps.sh" test
@@ -14,5 +15,13 @@ if [ -z "${SKIP_ASAN:-}" ]; then
     LDFLAGS="-fsanitize=address,undefined"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
     make -C "$top/build-asan" -j2 check || { status=1; cat "$top/build-asan/test-suite.log"; }
+fi
+# libFuzzer targets, each for FUZZ_SECONDS (15 in CI), under ASan+UBSan.
+if [ -z "${SKIP_FUZZ:-}" ]; then
+  if RECONFIGURE=1 bash "$top/scripts/build.sh" "$top/build-fuzz" --enable-fuzzer CC=clang-14; then
+    FUZZ_SECONDS=${FUZZ_SECONDS:-15} bash "$top/scripts/fuzz.sh" "$top/build-fuzz" || status=1
+  else
+    status=1
+  fi
 fi
 exit $status

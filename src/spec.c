@@ -288,9 +288,11 @@ int spec_identity(const struct p3_spec *spec, char *buf, size_t buflen) {
  * connection host, and always the port, so a message shows exactly where
  * pop3sync connects.  Parsing the result gives the same target. */
 int spec_format(const struct p3_spec *spec, char *buf, size_t buflen) {
+  /* The prefix is always written: a user or host that itself looks like a
+   * prefix ("tcp", "ssl:x@host") must not change the mode when read back. */
   const char *prefix = spec->mode == P3_TLS_NONE       ? "tcp:"
                        : spec->mode == P3_TLS_STARTTLS ? "starttls:"
-                                                       : "";
+                                                       : "ssl:";
   int bt = host_needs_brackets(spec->tcp_host);
   int n;
 

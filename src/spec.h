@@ -45,7 +45,8 @@ int spec_host_is_ip(const char *host);
  * -ENOSPC (buf untouched beyond buflen) when it does not fit. */
 int spec_identity(const struct p3_spec *spec, char *buf, size_t buflen);
 
-/* Writes the spec back in canonical text form (for messages).  Same
+/* Writes the spec back in canonical text form, always with its mode prefix
+ * (so that reading it back gives the same spec).  Same
  * return convention as spec_identity. */
 int spec_format(const struct p3_spec *spec, char *buf, size_t buflen);
 

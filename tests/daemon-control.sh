@@ -346,9 +346,7 @@ t_assert_eq "$(wc -l <"$T/err")" 1 "pop3ctl fetch without a daemon: lines on std
 
 # ---- a stale socket (kill -9) does not keep a new daemon from starting.
 daemon_start "$CONF"
-kill -KILL "$DAEMON_PID"
-wait "$DAEMON_PID" 2>/dev/null
-DAEMON_PID=
+daemon_kill9
 [ -S "$DAEMON_SOCK" ] || t_fail "no socket file left after kill -9 (the case needs one)"
 "$POP3CTL" -s "$DAEMON_SOCK" status >/dev/null 2>"$T/err"
 t_assert_eq "$?" 69 "pop3ctl on a stale socket: exit status ($(cat "$T/err"))"

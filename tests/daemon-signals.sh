@@ -141,9 +141,7 @@ conf "$CONF" kill "$PORT_KILL" " window = 1;"
 daemon_start "$CONF"
 ctl fetch --no-wait kill >/dev/null || d_fail "fetch --no-wait kill"
 wait_maildir "$T/mail/kill" 10 30 || d_fail "kill: not 10 messages delivered after 30 s"
-kill -KILL "$DAEMON_PID"
-wait "$DAEMON_PID" 2>/dev/null
-DAEMON_PID=
+daemon_kill9
 n_killed=$(t_maildir_count "$T/mail/kill")
 wait_until 10 test -s "$T/kill.rec" || t_fail "kill: the server recorded no session"
 t_log "kill: $n_killed delivered at SIGKILL"

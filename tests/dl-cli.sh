@@ -141,7 +141,7 @@ login_with "netrc default for another login" 78 --netrc "$T/n7"
 
 # ~/.netrc when neither --netrc nor $NETRC is given; --netrc beats $NETRC.
 netrc "$HOME/.netrc" "machine test@127.0.0.1:$FAKE_PORT password secret"
-login_with "~/.netrc" 0
+login_with "\$HOME/.netrc" 0
 netrc "$T/bad" "machine test@127.0.0.1:$FAKE_PORT password wrong"
 NETRC=$T/bad login_with "--netrc beats \$NETRC" 0 --netrc "$T/n1"
 NETRC=$T/bad login_with "\$NETRC beats ~/.netrc (wrong password there)" 77

@@ -118,6 +118,7 @@ fi
 P3_RC=0
 timeout -k 5 "$P3_LIMIT" "${rss_cmd[@]}" "$POP3" dl "${PW[@]}" \
   "tcp:test@127.0.0.1:$FAKE_PORT" "$T/mdbig" </dev/null >"$T/out" 2>"$T/err" || P3_RC=$?
+p3_sanitizer_check "(50 MiB message)"
 p3_expect 0 "50 MiB message"
 t_assert_eq "$(t_maildir_count "$T/mdbig")" 1 "50 MiB message: delivered"
 got=$(cat "$T"/mdbig/new/* | sha256sum | awk '{print $1}')

@@ -64,12 +64,15 @@ drop_case() {
   echo "ok runs=$(wc -l <"$T/$name.rcs") rcs=$(tr '\n' ' ' <"$T/$name.rcs")" >"$T/res/$k"
 }
 
+run_case() {
+  (drop_case "$1") >"$T/res/$1.log" 2>&1
+}
+
 mkdir -p "$T/res"
 for k in "${offsets[@]}"; do
-  tt_limit "$PAR"
-  (drop_case "$k") >"$T/res/$k.log" 2>&1 &
+  tt_spawn "$PAR" run_case "$k"
 done
-wait
+tt_wait_all
 
 fails=0
 for k in "${offsets[@]}"; do

@@ -22,10 +22,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CANARY_BYTE 0xa5
 
 struct result {
-  char *out;        /* decoded bytes, capacity inlen + 1 */
+  char *out; /* decoded bytes, capacity inlen + 1 */
   size_t outlen;
-  int done;         /* end marker consumed */
-  size_t consumed;  /* input bytes used */
+  int done;        /* end marker consumed */
+  size_t consumed; /* input bytes used */
   uint64_t raw_bytes;
   uint64_t lines;
 };
@@ -115,10 +115,8 @@ static int feed_checked(struct p3_mldec *d, const char *in, size_t len, struct r
   return ret;
 }
 
-static void compare(const struct result *got, const struct result *want,
-                    const struct p3_mldec *d) {
-  if (got->done != want->done || got->consumed != want->consumed ||
-      got->outlen != want->outlen ||
+static void compare(const struct result *got, const struct result *want, const struct p3_mldec *d) {
+  if (got->done != want->done || got->consumed != want->consumed || got->outlen != want->outlen ||
       (want->outlen > 0 && memcmp(got->out, want->out, want->outlen) != 0))
     abort();
   if (d->raw_bytes != want->raw_bytes || d->lines != want->lines)

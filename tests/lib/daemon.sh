@@ -8,13 +8,20 @@
 #   daemon_conf FILE <<EOF ... EOF           # writes FILE (stdin) with mode 0600
 #   daemon_start CONF [args...]              # sets DAEMON_PID; waits until the socket answers
 #   daemon_stop [SECS]                       # SIGTERM, bounded wait; returns the exit status
+#   daemon_kill9                             # SIGKILL, bounded wait until it is gone
 #   ctl ARGS...                              # pop3ctl -s $DAEMON_SOCK ARGS...
-#   daemon_status_json [FILE]                # pop3ctl status --json into FILE ($T/status.json)
+#   daemon_require                           # skip (77) without the binaries or python3
+#   daemon_conf_globals                      # control_socket, state_dir, timeout lines
+#   d_fail MSG                               # t_fail, after the end of the daemon's log
+#   daemon_status_json [FILE [ACCOUNT]]      # pop3ctl status --json into FILE ($T/status.json)
 #   jq_py FILE EXPR                          # print the python expression EXPR of d = json(FILE)
 #   wait_until SECS CMD...                   # run CMD every 0.1 s until it succeeds (1 if not)
 #   wait_maildir DIR N SECS                  # until DIR holds N delivered messages
-#   same_messages ORIGDIR MAILDIR            # the two multisets of sha256 are equal
-#   maildir_clean DIR                        # nothing left in tmp/ and only whole files in new/
+#   same_messages ORIGDIR MAILDIR [--subset] # the two multisets of sha256 are equal (or: every
+#                                            # delivered file is a distinct original)
+#   covers_messages ORIGDIR MAILDIR          # every original delivered, nothing else (dups ok)
+#   maildir_bytes DIR                        # sum of the sizes of DIR's new/ and cur/ files
+#   maildir_tmp_empty DIR                    # nothing left in DIR/tmp
 #
 # Variables: $DAEMON (the binary), $POP3CTL, $FAKEPOP3D, $DAEMON_SOCK (control socket, default
 # $T/run/control.sock), $DAEMON_STATE ($T/state), $DAEMON_LOG ($T/daemon.log).
@@ -266,4 +273,19 @@ maildir_bytes() {
 # maildir_tmp_empty DIR: true when DIR/tmp holds no file.
 maildir_tmp_empty() {
   [ -z "$(find "$1/tmp" -type f 2>/dev/null)" ]
+}
+
+_daemon_gone() {
+  ! t_alive "$1"
+}
+
+# daemon_kill9: SIGKILL the daemon and wait (bounded) until it is gone. The job is disowned
+# first so that bash does not print "Killed" for it.
+daemon_kill9() {
+  local pid=$DAEMON_PID
+  [ -n "$pid" ] || return 0
+  disown "$pid" 2>/dev/null
+  kill -KILL "$pid" 2>/dev/null
+  wait_until 10 _daemon_gone "$pid" || t_fail "pop3syncd $pid survived SIGKILL"
+  DAEMON_PID=
 }

@@ -12,12 +12,14 @@
 #   p3 ARGS...                run $POP3 ARGS (stdin /dev/null, bounded by $P3_LIMIT s, default
 #                             60); stdout in $T/out, stderr in $T/err, status in $P3_RC
 #   p3_expect RC WHAT         fail (showing stderr) unless $P3_RC = RC
+#   p3_sanitizer_check        fail on an ASan/UBSan report in $T/err (p3 calls it)
 #   sums DIR...               sorted sha256 sums of the regular files under DIRs
-#   sums_sub A B              sums in A (a file of sums) that are missing from B (multiset)
 #   popref_expect SRC OUT     what a lock-step RFC 1939 client delivers for the files of SRC:
 #                             serves a copy of SRC with a private fakepop3d, runs popref.py
 #   maildir_check DIR         Maildir layout: tmp/new/cur 0700, files 0600, ,S=<size>, tmp/ empty
 #   mkmsgs DIR N [SIZE]       genmail.py DIR N --size SIZE (plain messages, LF, no CR)
+#   check_no_loss WHAT ORIG SRV MAILDIR   nothing lost, mangled, or deleted undelivered
+# shellcheck shell=bash disable=SC2154 # top_srcdir, T, PYTHON, POP3 come from common.sh
 
 P3_LIMIT=${P3_LIMIT:-60}
 # pop3 keeps a UID journal under $XDG_STATE_HOME (else ~/.local/state): keep it in $T, so that
@@ -62,10 +64,8 @@ fake_stop() {
 }
 
 fake_sessions() {
-  local n=0 line
   if [ -f "$FAKE_REC" ]; then
-    while IFS= read -r line; do n=$((n + 1)); done <"$FAKE_REC"
-    echo "$n"
+    grep -c '' "$FAKE_REC"
   else
     echo 0
   fi
@@ -101,6 +101,16 @@ EOF
 p3() {
   P3_RC=0
   timeout -k 5 "$P3_LIMIT" "$POP3" "$@" </dev/null >"$T/out" 2>"$T/err" || P3_RC=$?
+  p3_sanitizer_check "$@"
+}
+
+# A sanitizer report fails the test even when the exit status looks right (UBSan goes on).
+p3_sanitizer_check() {
+  if grep -Eq 'runtime error:|ERROR: (Address|Leak|Memory|Thread)Sanitizer' "$T/err"; then
+    grep -E -A20 'runtime error:|ERROR: (Address|Leak|Memory|Thread)Sanitizer' "$T/err" |
+      head -40 >&2
+    t_fail "sanitizer report from pop3 $*"
+  fi
 }
 
 p3_expect() {
@@ -118,11 +128,6 @@ sums() {
   for d in "$@"; do
     [ -d "$d" ] && find "$d" -type f -print0
   done | xargs -0 -r sha256sum | awk '{print $1}' | sort
-}
-
-# sums_sub A B: lines of A not matched by a line of B (as multisets: comm on sorted input).
-sums_sub() {
-  comm -23 <(sort "$1") <(sort "$2")
 }
 
 popref_expect() {

@@ -23,7 +23,12 @@
 #   tt_rec NAME EXPR [SESSION]             python EXPR of record r (default the last session)
 #   tt_sessions NAME                       sessions recorded so far
 #   tt_wait_sessions NAME N                wait (bounded) until N sessions are recorded
-#   tt_limit N                             wait until fewer than N background jobs run
+#   tt_spawn N CMD...                      run CMD in the background once fewer than N jobs started
+#                                          by tt_spawn run (the watchdog is a job too)
+#   tt_wait_all                            wait for every tt_spawn job
+#   tt_case PAR ID FUNC ARGS...            run FUNC ARGS in a background subshell (at most PAR at
+#                                          once); it passes by calling tt_pass ID TEXT, else fails
+#   tt_cases_done                          wait for all cases, log each, print the number failed
 
 TT_VERIFY=$top_srcdir/tests/lib/verify.py
 TT_FAKE=$top_srcdir/tests/fakepop3d.py
@@ -184,8 +189,81 @@ tt_wait_sessions() {
   t_fail "$1: fakepop3d recorded $(tt_sessions "$1") sessions, expected $2"
 }
 
-tt_limit() {
-  while [ "$(jobs -rp | wc -l)" -ge "$1" ]; do
-    wait -n 2>/dev/null || true
+TT_JOBS=()
+tt_spawn() {
+  local max=$1 p live
+  shift
+  while :; do
+    live=()
+    for p in "${TT_JOBS[@]}"; do
+      t_alive "$p" && live+=("$p")
+    done
+    TT_JOBS=("${live[@]}")
+    [ "${#TT_JOBS[@]}" -lt "$max" ] && break
+    sleep 0.05
   done
+  "$@" &
+  TT_JOBS+=($!)
+}
+
+tt_wait_all() {
+  local p
+  for p in "${TT_JOBS[@]}"; do
+    wait "$p" 2>/dev/null
+  done
+  TT_JOBS=()
+}
+
+# Cases run in subshells; a case passes when it wrote $T/res/ID (tt_pass), so a t_fail inside
+# it (which ends only the subshell) makes it fail. Servers a case started are stopped when its
+# subshell exits.
+TT_CASES=()
+tt_case() {
+  local par=$1 id=$2
+  shift 2
+  mkdir -p "$T/res"
+  TT_CASES+=("$id")
+  tt_spawn "$par" _tt_case_run "$id" "$@"
+}
+
+_tt_case_run() {
+  local id=$1
+  shift
+  (
+    trap '_tt_case_cleanup' EXIT
+    "$@"
+  ) >"$T/res/$id.log" 2>&1
+}
+
+_tt_case_cleanup() {
+  local f
+  for f in "$T"/*.pid; do
+    [ -f "$f" ] || continue
+    # Only the servers this subshell started: their pid files hold children of this shell.
+    if [ "$(ps -o ppid= -p "$(cat "$f")" 2>/dev/null | tr -d ' ')" = "$BASHPID" ]; then
+      tt_unserve "$(basename "$f" .pid)"
+    fi
+  done
+}
+
+tt_pass() {
+  local id=$1
+  shift
+  echo "${*:-ok}" >"$T/res/$id"
+}
+
+tt_cases_done() {
+  local id fails=0
+  tt_wait_all
+  for id in "${TT_CASES[@]}"; do
+    if [ -f "$T/res/$id" ]; then
+      t_log "$id: PASS $(cat "$T/res/$id")"
+    else
+      fails=$((fails + 1))
+      echo "---- $id: FAILED" >&2
+      tail -n 40 "$T/res/$id.log" >&2
+    fi
+  done
+  TT_CASES=()
+  echo "$fails"
 }

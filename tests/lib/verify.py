@@ -28,9 +28,12 @@ usage:
   verify.py journal STATE
       Prints the journal's records as "<type> <uid> <name>" lines (CRC checked; bad lines
       as "BAD <lineno>").
-  verify.py order STRACE_LOG STATE MAILDIR
-      Checks the durability order in an `strace -f -tt -s 200` log of one `pop3 dl` run (see
-      torture-order.sh).
+  verify.py order STRACE_LOG STATE MAILDIR ORIG
+      Checks the durability order in an `strace -f -tt -s 4096` log of one `pop3 dl` run
+      against fakepop3d (sha1 UIDs) serving ORIG's files (see torture-order.sh): for each
+      message fsync(tmp file) < rename into new/ < its D record written to the journal <
+      "DELE n" written to the socket; before QUIT: fsync(new/) < B line < fsync(journal) <
+      "QUIT" written to the socket.
 """
 
 import argparse
@@ -312,13 +315,13 @@ def cmd_order(a):
     state = os.path.abspath(a.state)
     maildir = os.path.abspath(a.maildir)
     newdir = os.path.join(maildir, "new")
-    events = []  # (seq, kind, info)
-    pending = {}  # pid -> partial line
-    raw_lines = open(a.log, encoding="latin-1").read().splitlines()
+    # Message number -> UID as fakepop3d (sha1 mode) gives them: the originals in name order.
+    num_of = {}
+    for i, (n, b) in enumerate(read_files(a.orig), 1):
+        num_of[hashlib.sha1(b).hexdigest()[:20]] = i
+    pending = {}  # pid -> first half of an interrupted call
     lines = []
-    # Join "<unfinished ...>" / "<... resumed>" pairs: the call's effect is at its start for
-    # our purposes except for the return value, which comes with the resumed half.
-    for line in raw_lines:
+    for line in open(a.log, encoding="latin-1").read().splitlines():
         m = LINE_RE.match(line)
         if not m:
             continue
@@ -330,98 +333,100 @@ def cmd_order(a):
         if r:
             rest = pending.pop(pid, "") + r.group(1)
         lines.append((pid, ts, rest))
-    fds = {}  # fd -> path (process-wide: the threads share the fd table)
-    seq = 0
+    # One process (its threads share the fd table): fd -> (path or "<socket>", is_dir).
+    fds = {}
+    events = []  # (seq, kind, ...)
     errs = []
-    for pid, ts, rest in lines:
-        seq += 1
-        m = re.match(r'^openat\((\w+), "((?:[^"\\]|\\.)*)", ([^)]*)\)\s*=\s*(-?\d+)', rest)
+    qstr = r'"((?:[^"\\]|\\.)*)"'
+    for seq, (pid, ts, rest) in enumerate(lines, 1):
+        m = re.match(r'^openat\((\w+), ' + qstr + r', ([^)]*)\)\s*=\s*(-?\d+)', rest)
         if m:
             fd = int(m.group(4))
             if fd >= 0:
                 path = unescape(m.group(2)).decode("latin-1")
-                if not path.startswith("/") and m.group(1) == "AT_FDCWD":
-                    path = os.path.join(a.cwd or os.getcwd(), path)
                 fds[fd] = (os.path.normpath(path), "O_DIRECTORY" in m.group(3))
             continue
-        m = re.match(r"^(fsync|fdatasync)\((\d+)", rest)
-        if m and re.search(r"=\s*0\s*$", rest):
-            fd = int(m.group(2))
-            path, isdir = fds.get(fd, (None, False))
+        m = re.match(r'^socket\(.*\)\s*=\s*(\d+)', rest)
+        if m:
+            fds[int(m.group(1))] = ("<socket>", False)
+            continue
+        m = re.match(r'^close\((\d+)\)', rest)
+        if m:
+            fds.pop(int(m.group(1)), None)
+            continue
+        m = re.match(r"^(fsync|fdatasync)\((\d+)\)\s*=\s*0", rest)
+        if m:
+            path, isdir = fds.get(int(m.group(2)), (None, False))
             events.append((seq, "fsync", path, isdir))
             continue
-        m = re.match(r'^(rename|renameat|renameat2|link|linkat)\((.*)\)\s*=\s*(-?\d+)', rest)
-        if m and m.group(3) == "0":
-            paths = [unescape(x).decode("latin-1")
-                     for x in re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(2))]
+        m = re.match(r'^(rename|renameat|renameat2|link|linkat)\((.*)\)\s*=\s*0\b', rest)
+        if m:
+            paths = [unescape(x).decode("latin-1") for x in re.findall(qstr, m.group(2))]
             if len(paths) >= 2:
                 events.append((seq, "rename", os.path.normpath(paths[0]),
                                os.path.normpath(paths[1])))
             continue
-        m = re.match(r'^(write|pwrite64|writev)\((\d+), (.*)\)\s*=\s*(-?\d+)', rest)
+        m = re.match(r'^(write|writev|sendmsg|sendto)\((\d+), (.*)\)\s*=\s*(\d+)', rest)
         if m:
             fd = int(m.group(2))
-            data = b"".join(unescape(x) for x in re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(3)))
+            data = b"".join(unescape(x) for x in re.findall(qstr, m.group(3)))
             path, isdir = fds.get(fd, (None, False))
             events.append((seq, "write", fd, path, data))
             continue
-    # The journal: writes to the fd opened on the state path (the latest open wins).
-    def first(pred, after=0):
+
+    def first(pred):
         for ev in events:
-            if ev[0] > after and pred(ev):
+            if pred(ev):
                 return ev[0]
         return None
 
-    renames = [ev for ev in events if ev[1] == "rename" and os.path.dirname(ev[3]) == newdir]
-    if not renames:
-        errs.append("no rename into %s found" % newdir)
-    delivered = {}  # basename -> seq of rename
-    for ev in renames:
-        delivered[os.path.basename(ev[3])] = (ev[0], ev[2])
-    # Journal records and socket writes.
+    renames = {}
+    for ev in events:
+        if ev[1] == "rename" and os.path.dirname(ev[3]) == newdir:
+            renames[os.path.basename(ev[3])] = (ev[0], ev[2])
     jw = [ev for ev in events if ev[1] == "write" and ev[3] == state]
-    sock = [ev for ev in events if ev[1] == "write" and ev[3] is None]
-    dele_re = re.compile(rb"DELE (\d+)\r\n")
-    # Message numbers: the n-th RETR reply in order is message n; we map names via the
-    # D record order instead: the D record names the file and the UID; DELE n follows the
-    # D record for message n. fakepop3d's sha1 UIDs are derived from content, so we map
-    # UID -> number with the UIDL listing in the socket reads? We do not trace reads;
-    # instead rely on the D records' order matching message numbers (sequential delivery).
-    drecs = []
+    sock = [ev for ev in events if ev[1] == "write" and ev[3] == "<socket>"]
+    if not sock:
+        errs.append("no write to a socket found")
+    drecs = {}  # num -> (seq, name)
     for ev in jw:
         for line in ev[4].split(b"\n"):
             if line.startswith(b"D "):
                 f = line.decode("latin-1").split(" ")
-                drecs.append((ev[0], f[2], f[4]))
-    if len(drecs) != a.count:
-        errs.append("%d D records written to the journal, expected %d" % (len(drecs), a.count))
+                num = num_of.get(f[2])
+                if num is None:
+                    errs.append("D record for an unknown UID %s" % f[2])
+                else:
+                    drecs.setdefault(num, (ev[0], f[4]))
     deles = {}
     for ev in sock:
-        for m in dele_re.finditer(ev[4]):
+        for m in re.finditer(rb"DELE (\d+)\r\n", ev[4]):
             deles.setdefault(int(m.group(1)), ev[0])
-    for num, (dseq, uid, name) in enumerate(drecs, 1):
-        r = delivered.get(name)
+    for num in range(1, len(num_of) + 1):
+        if num not in drecs:
+            errs.append("message %d: no D record written to %s" % (num, state))
+            continue
+        dseq, name = drecs[num]
+        r = renames.get(name)
         if r is None:
-            errs.append("D record for %s: no rename into new/ seen" % name)
+            errs.append("message %d: no rename into new/%s seen" % (num, name))
             continue
         rseq, tmp_path = r
         fs = [ev[0] for ev in events if ev[1] == "fsync" and ev[2] == tmp_path]
+        ds = deles.get(num)
+        print("message %d: fsync #%s < rename #%d < record #%d < DELE #%s"
+              % (num, min(fs) if fs else "-", rseq, dseq, ds))
         if not fs:
-            errs.append("message %d (%s): its tmp file %s was never fsynced" % (num, name,
-                                                                                 tmp_path))
-        elif min(fs) > rseq:
+            errs.append("message %d (%s): its tmp file was never fsynced" % (num, tmp_path))
+        elif not min(fs) < rseq:
             errs.append("message %d: fsync of the tmp file after the rename" % num)
         if not rseq < dseq:
             errs.append("message %d: D record (#%d) before the rename (#%d)" % (num, dseq, rseq))
-        ds = deles.get(num)
         if ds is None:
             errs.append("message %d: no DELE %d sent" % (num, num))
         elif not dseq < ds:
             errs.append("message %d: DELE (#%d) before its D record (#%d)" % (num, ds, dseq))
-        print("message %d: fsync #%s < rename #%d < record #%d < DELE #%s"
-              % (num, min(fs) if fs else "-", rseq, dseq, ds))
-    # Before QUIT.
-    quit_seq = first(lambda ev: ev[1] == "write" and ev[3] is None and b"QUIT\r\n" in ev[4])
+    quit_seq = first(lambda ev: ev[1] == "write" and ev[3] == "<socket>" and b"QUIT\r\n" in ev[4])
     bseq = first(lambda ev: ev[1] == "write" and ev[3] == state and
                  re.search(rb"(^|\n)B \d+ \*", ev[4]) is not None)
     if quit_seq is None:
@@ -432,22 +437,24 @@ def cmd_order(a):
         newsync = [ev[0] for ev in events if ev[1] == "fsync" and ev[2] == newdir and ev[3]
                    and ev[0] < bseq]
         jsync = [ev[0] for ev in events if ev[1] == "fsync" and ev[2] == state and ev[0] > bseq]
-        last_rename = max((ev[0] for ev in renames), default=0)
+        last_rename = max((r[0] for r in renames.values()), default=0)
+        print("before QUIT: fsync(new/) #%s < B #%d < fsync(journal) #%s < QUIT #%d"
+              % (max(newsync) if newsync else "-", bseq, min(jsync) if jsync else "-",
+                 quit_seq))
         if not newsync:
             errs.append("no fsync of %s (O_DIRECTORY) before the B line" % newdir)
         elif max(newsync) < last_rename:
-            errs.append("new/ fsynced before the last rename into it")
+            errs.append("new/ fsynced only before the last rename into it")
         if not jsync:
             errs.append("no fsync of the journal after the B line")
         elif not min(jsync) < quit_seq:
             errs.append("journal fsync (#%d) after QUIT (#%d)" % (min(jsync), quit_seq))
         if not bseq < quit_seq:
             errs.append("B line (#%d) after QUIT (#%d)" % (bseq, quit_seq))
+        if bseq < max((d[0] for d in drecs.values()), default=0):
+            errs.append("B line before the last D record")
         if deles and max(deles.values()) > quit_seq:
             errs.append("a DELE after QUIT")
-        print("before QUIT: fsync(new/) #%s < B #%d < fsync(journal) #%s < QUIT #%d"
-              % (max(newsync) if newsync else "-", bseq, min(jsync) if jsync else "-",
-                 quit_seq))
     for e in errs:
         print("order: %s" % e, file=sys.stderr)
     return 1 if errs else 0
@@ -489,8 +496,7 @@ def main(argv=None):
     r.add_argument("log")
     r.add_argument("state")
     r.add_argument("maildir")
-    r.add_argument("--count", type=int, required=True)
-    r.add_argument("--cwd")
+    r.add_argument("orig")
     a = p.parse_args(argv)
     return {"gen": cmd_gen, "check": cmd_check, "lost": cmd_lost, "same": cmd_same,
             "offsets": cmd_offsets, "journal": cmd_journal, "order": cmd_order}[a.cmd](a)

@@ -281,12 +281,26 @@ static void test_identity_format(void) {
   CHECK(buf[5] == 'X');
 
   CHECK_INT(spec_parse("me@[::1]!localhost", &s, err, sizeof(err)), 0);
-  CHECK_INT(spec_format(&s, buf, sizeof(buf)), (int)strlen("me@[::1]!localhost:995"));
-  CHECK_STR(buf, "me@[::1]!localhost:995");
+  CHECK_INT(spec_format(&s, buf, sizeof(buf)), (int)strlen("ssl:me@[::1]!localhost:995"));
+  CHECK_STR(buf, "ssl:me@[::1]!localhost:995");
 
   CHECK_INT(spec_parse("ssl:pop.example.com", &s, err, sizeof(err)), 0);
   CHECK(spec_format(&s, buf, sizeof(buf)) > 0);
-  CHECK_STR(buf, "pop.example.com:995");
+  CHECK_STR(buf, "ssl:pop.example.com:995");
+
+  /* A host or user that looks like a prefix must not change the mode when
+   * the formatted text is read back (found by fuzz_spec). */
+  CHECK_INT(spec_parse("tcp", &s, err, sizeof(err)), 0);
+  CHECK(spec_format(&s, buf, sizeof(buf)) > 0);
+  CHECK_STR(buf, "ssl:tcp:995");
+  CHECK_INT(spec_parse(buf, &s, err, sizeof(err)), 0);
+  CHECK_INT(s.mode, P3_TLS_IMPLICIT);
+  CHECK_STR(s.tcp_host, "tcp");
+  CHECK_INT(spec_parse("ssl:tcp:x@host", &s, err, sizeof(err)), 0);
+  CHECK(spec_format(&s, buf, sizeof(buf)) > 0);
+  CHECK_INT(spec_parse(buf, &s, err, sizeof(err)), 0);
+  CHECK_INT(s.mode, P3_TLS_IMPLICIT);
+  CHECK_STR(s.user, "tcp:x");
 
   CHECK_INT(spec_parse("starttls:u@Pop.Example.com!pop.example.com:1", &s, err, sizeof(err)), 0);
   CHECK(spec_format(&s, buf, sizeof(buf)) > 0);
