@@ -78,6 +78,8 @@ struct sched {
   struct cfg *cfg;
   struct acct **accts; /* in config order */
   size_t count;
+  struct acct **retired; /* removed by a reload while running */
+  size_t retired_count;
   size_t running;
   struct acct *queue_head, *queue_tail;
   int shutting_down;
@@ -109,6 +111,23 @@ static struct acct *find_acct(const struct sched *s, const char *name) {
   for (size_t i = 0; i < s->count; i++)
     if (strcmp(s->accts[i]->name, name) == 0)
       return s->accts[i];
+  return NULL;
+}
+
+static void unretire(struct sched *s, struct acct *a) {
+  for (size_t i = 0; i < s->retired_count; i++)
+    if (s->retired[i] == a) {
+      s->retired[i] = s->retired[--s->retired_count];
+      return;
+    }
+}
+
+/* An account removed while it ran and then added back must find its run
+ * (and its lock on the state) again rather than start a second one. */
+static struct acct *find_retired(const struct sched *s, const char *name) {
+  for (size_t i = 0; i < s->retired_count; i++)
+    if (strcmp(s->retired[i]->name, name) == 0)
+      return s->retired[i];
   return NULL;
 }
 
@@ -305,6 +324,7 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
   if (a->cfg == NULL) {
     /* Removed by a reload while it ran. */
     notify_waiters(&a->wait_next, &sr);
+    unretire(s, a);
     free_acct_later(a);
   } else if (!s->shutting_down) {
     unsigned interval = a->cfg->interval ? a->cfg->interval : 300;
@@ -520,6 +540,8 @@ void sched_reload(struct sched *s, struct cfg *cfg) {
   for (size_t i = 0; i < cfg->account_count; i++) {
     const struct cfg_account *c = &cfg->accounts[i];
     struct acct *a = find_acct(s, c->name);
+    if (a == NULL && (a = find_retired(s, c->name)) != NULL)
+      unretire(s, a); /* a->cfg is NULL: treated as newly enabled below */
     if (a) {
       int was_enabled = a->cfg && a->cfg->enabled;
       unsigned old_interval = a->cfg ? a->cfg->interval : 0;
@@ -559,9 +581,16 @@ void sched_reload(struct sched *s, struct cfg *cfg) {
     a->cfg = NULL;
     uv_timer_stop(&a->timer);
     unqueue(s, a);
-    if (a->run == NULL)
+    if (a->run == NULL) {
       free_acct_later(a);
-    /* else: freed when its run finishes */
+    } else {
+      /* Freed when its run finishes, unless a later reload brings it back. */
+      struct acct **r = realloc(s->retired, (s->retired_count + 1) * sizeof *r);
+      if (r) {
+        s->retired = r;
+        s->retired[s->retired_count++] = a;
+      }
+    }
   }
   free(s->accts);
   s->accts = accts;
@@ -762,6 +791,7 @@ void sched_free(struct sched *s) {
   if (s == NULL)
     return;
   free(s->accts);
+  free(s->retired);
   cfg_free(s->cfg);
   free(s);
 }
