@@ -62,6 +62,7 @@ struct engine {
   int reported;
   int err;
   int lockstep;
+  int stop_requested;
   char conn_detail[256];
   char save_detail[256];
 
@@ -618,6 +619,24 @@ static void finish_work(uv_work_t *w) {
     if (rec && rec->attempts >= ENGINE_MAX_ATTEMPTS && !(m->flags & SESSION_MSG_SKIP))
       add_stuck(e, i, rec);
   }
+  /* After a desync any reply may have been matched with the wrong RETR, so a
+   * message saved in this session may hold another message's content: its
+   * record must not make the next session DELE the UID unretrieved.  The
+   * files stay (when in doubt, deliver); a later run fetches again. */
+  if (e->err == P3_EDESYNC || e->err == P3_EPROTO) {
+    for (size_t i = 0; i < n; i++) {
+      const char *uid = msg_uid(e, i);
+      char *line;
+      size_t len;
+      if (!(session_msg(s, i)->flags & SESSION_MSG_SAVED) || uid == NULL)
+        continue;
+      if (uidstate_append_forget(e->state, e->server, uid, now, &line, &len) == 0) {
+        if (write(fd, line, len) == (ssize_t)len)
+          wrote = 1;
+        free(line);
+      }
+    }
+  }
   /* A desync on a server that did not promise PIPELINING: go lock-step. */
   if (e->err == P3_EDESYNC && session_pipelined(s) && !session_caps(s)->pipelining) {
     char *line;
@@ -754,6 +773,10 @@ static void begin_session(struct engine *e);
 
 static void prepare_done(uv_work_t *w, int status) {
   struct engine *e = w->data;
+  if (e->stop_requested && e->work_err == 0) {
+    e->work_err = P3_ECANCELED;
+    snprintf(e->work_msg, sizeof e->work_msg, "stopped before connecting");
+  }
   if (e->work_err) {
     e->err = e->work_err;
     e->session_done = 1;
@@ -868,13 +891,12 @@ int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done
 }
 
 void engine_stop(struct engine *e, unsigned grace_ms) {
-  if (e->session_done || e->session == NULL) {
-    if (e->session == NULL && !e->session_done) {
-      /* Still preparing: the session will not start. */
-      e->opts.timeout_s = 1;
-    }
+  if (e->session == NULL) {
+    e->stop_requested = 1; /* still preparing: the session will not start */
     return;
   }
+  if (e->session_done)
+    return;
   session_stop(e->session);
   flush(e);
   if (!e->session_done)

@@ -306,6 +306,10 @@ static int fmt_l(char *out, const char *server, bool on, time_t when) {
       out, snprintf(out, LINE_CAP, "L %s %s %lld", server, on ? "on" : "off", (long long)when));
 }
 
+static int fmt_f(char *out, const char *server, const char *uid, time_t when) {
+  return finish_line(out, snprintf(out, LINE_CAP, "F %s %s %lld", server, uid, (long long)when));
+}
+
 static int fmt_b(char *out, time_t when) {
   return finish_line(out, snprintf(out, LINE_CAP, "B %lld", (long long)when));
 }
@@ -548,6 +552,32 @@ static int apply_a(struct uidstate *st, const char *server, size_t slen, const c
   return 0;
 }
 
+/* F: the last D for this UID cannot be trusted (its session desynchronised,
+ * so the file may hold another message).  A pending D that overrode a
+ * durable one falls back to it; otherwise the UID counts as not delivered.
+ * The delivered file stays in the Maildir: when in doubt, deliver again. */
+static int apply_f(struct uidstate *st, const char *server, size_t slen, const char *uid,
+                   size_t ulen) {
+  struct server *srv = server_find(st, server, slen);
+  struct rec *r = srv ? rec_find(st, srv, uid, ulen) : NULL;
+
+  if (r == NULL || !r->has_d)
+    return 0;
+  free(r->d.name);
+  if (rec_pending(st, r) && r->prev != NULL) {
+    r->d = *r->prev;
+    free(r->prev);
+    r->prev = NULL;
+    r->pub.size = r->d.size;
+  } else {
+    memset(&r->d, 0, sizeof(r->d));
+    r->has_d = false;
+    prev_free(r);
+  }
+  rec_sync(r);
+  return 0;
+}
+
 static int apply_l(struct uidstate *st, const char *server, size_t slen, bool on, time_t when) {
   struct server *srv = server_get(st, server, slen);
 
@@ -633,6 +663,11 @@ static int parse_line(struct uidstate *st, const char *line, size_t len) {
       p++;
     return apply_a(st, server, slen, uid, ulen, size, (unsigned)attempts, p, (size_t)(end - p),
                    when);
+  case 'F':
+    if (!take(&p, end, &server, &slen) || !server_ok(server, slen) || !take(&p, end, &uid, &ulen) ||
+        !uid_ok(uid, ulen) || !take(&p, end, &f, &flen) || !parse_time(f, flen, &when) || p != end)
+      return 1;
+    return apply_f(st, server, slen, uid, ulen);
   case 'L':
     if (!take(&p, end, &server, &slen) || !server_ok(server, slen) || !take(&p, end, &f, &flen))
       return 1;
@@ -829,6 +864,20 @@ int uidstate_append_lockstep(struct uidstate *st, const char *server, int on, ti
     clear_out(line_r, len_r);
   }
   return err;
+}
+
+int uidstate_append_forget(struct uidstate *st, const char *server, const char *uid, time_t when,
+                           char **line_r, size_t *len_r) {
+  char line[LINE_CAP];
+  int err;
+
+  clear_out(line_r, len_r);
+  if (server == NULL || uid == NULL || !server_ok(server, strlen(server)) ||
+      !uid_ok(uid, strlen(uid)))
+    return -EINVAL;
+  if ((err = hand_out(line, fmt_f(line, server, uid, when), line_r, len_r)) < 0)
+    return err;
+  return apply_f(st, server, strlen(server), uid, strlen(uid));
 }
 
 int uidstate_append_barrier(struct uidstate *st, time_t when, char **line_r, size_t *len_r) {

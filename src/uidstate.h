@@ -10,6 +10,7 @@
  *   D <server> <uid> <size> <basename> <unixtime> *<crc>      delivered
  *   A <server> <uid> <size> <attempts> <unixtime>[ <error...>] *<crc>  failed attempts
  *   L <server> on|off <unixtime> *<crc>   next session for this server is (not) lock-step
+ *   F <server> <uid> <unixtime> *<crc>    forget the last D (its session desynchronised)
  *   B <unixtime> *<crc>                   barrier: every D above is durable
  *
  * <server> is "user@host:port" (spec_identity; 1-600 bytes, no spaces or
@@ -108,6 +109,11 @@ int uidstate_append_attempt(struct uidstate *st, const char *server, const char 
 int uidstate_append_lockstep(struct uidstate *st, const char *server, int on, time_t when,
                              char **line_r, size_t *len_r);
 int uidstate_append_barrier(struct uidstate *st, time_t when, char **line_r, size_t *len_r);
+/* "F <server> <uid> <unixtime>": forget the last D of (server, uid) — its
+ * session desynchronised, so the file may hold another message.  A pending D
+ * that overrode a durable one falls back to it. */
+int uidstate_append_forget(struct uidstate *st, const char *server, const char *uid, time_t when,
+                           char **line_r, size_t *len_r);
 
 /* Iterates over every record (any order); stops when cb returns non-zero. */
 void uidstate_foreach(const struct uidstate *st, int (*cb)(void *data, const struct uidstate_rec *r),

@@ -127,8 +127,16 @@ for fault in drop-reply dup-reply; do
   dl "$name" --timeout 2
   p3_expect 75 "--$fault on RETR 10 (command $n10)"
   fake_wait_sessions 1
+  no_commit "$name"
   check_no_loss "$name" "$T/same" "$T/$name.srv" "$T/md-$name"
-  t_log "$name: delivered $(t_maildir_count "$T/md-$name")"
+  t_log "$name: delivered $(t_maildir_count "$T/md-$name") in the faulty session"
+  # The user runs it again (the second session has no fault): what the first session saved
+  # under shifted message numbers must not make this run delete a message never delivered.
+  dl "$name" --timeout 10
+  p3_expect 0 "--$fault: second run"
+  fake_wait_sessions 2
+  check_no_loss "$name (after the second run)" "$T/same" "$T/$name.srv" "$T/md-$name"
+  t_assert_eq "$(ls -A "$T/$name.srv" | wc -l)" 0 "--$fault: files left after the second run"
   fake_stop
 done
 

@@ -28,7 +28,8 @@
 #   tt_wait_all                            wait for every tt_spawn job
 #   tt_case PAR ID FUNC ARGS...            run FUNC ARGS in a background subshell (at most PAR at
 #                                          once); it passes by calling tt_pass ID TEXT, else fails
-#   tt_cases_done                          wait for all cases, log each, print the number failed
+#   tt_cases_done                          wait for all cases, log each; TT_FAILS: how many failed
+#                                          (not in $(...): wait works only in the main shell)
 
 TT_VERIFY=$top_srcdir/tests/lib/verify.py
 TT_FAKE=$top_srcdir/tests/fakepop3d.py
@@ -265,5 +266,5 @@ tt_cases_done() {
     fi
   done
   TT_CASES=()
-  echo "$fails"
+  TT_FAILS=$fails
 }

@@ -1164,6 +1164,52 @@ static void test_random_compact(void) {
   }
 }
 
+/* F forgets the last D: a UID saved in a session that desynchronised is
+ * fetched again, and a pending D falls back to the durable one it hid. */
+static void test_forget(void) {
+  struct uidstate *st = uidstate_new_memory();
+  char *line, *text;
+  size_t len;
+  char buf[4096];
+  size_t off = 0;
+
+  CHECK_INT(uidstate_append_delivered(st, "u@h:1", "a", 10, "fa", 100, &line, &len), 0);
+  memcpy(buf + off, line, len), off += len, free(line);
+  CHECK_INT(uidstate_append_barrier(st, 101, &line, &len), 0);
+  memcpy(buf + off, line, len), off += len, free(line);
+  CHECK_INT(uidstate_append_delivered(st, "u@h:1", "a", 20, "fa2", 102, &line, &len), 0);
+  memcpy(buf + off, line, len), off += len, free(line);
+  CHECK_INT(uidstate_append_delivered(st, "u@h:1", "b", 30, "fb", 102, &line, &len), 0);
+  memcpy(buf + off, line, len), off += len, free(line);
+  CHECK_INT(uidstate_append_forget(st, "u@h:1", "a", 103, &line, &len), 0);
+  CHECK(strncmp(line, "F u@h:1 a 103 *", 15) == 0);
+  memcpy(buf + off, line, len), off += len, free(line);
+  CHECK_INT(uidstate_append_forget(st, "u@h:1", "b", 103, &line, &len), 0);
+  memcpy(buf + off, line, len), off += len, free(line);
+  CHECK_INT(uidstate_append_forget(st, "u@h:1", "nosuch", 103, &line, &len), 0);
+  free(line);
+  CHECK_INT(uidstate_append_forget(st, "u h", "a", 103, &line, &len), -EINVAL);
+  const struct uidstate_rec *r = uidstate_find(st, "u@h:1", "a");
+  CHECK(r != NULL && r->delivered == 100 && r->size == 10);
+  r = uidstate_find(st, "u@h:1", "b");
+  CHECK(r == NULL || r->delivered == 0);
+  uidstate_close(st);
+
+  /* The same, read back from text. */
+  text = malloc(off + 32);
+  memcpy(text, "pop3sync-state 1\n", 17);
+  memcpy(text + 17, buf, off);
+  st = uidstate_new_memory();
+  uidstate_parse(st, text, off + 17);
+  CHECK_INT(uidstate_corrupt_lines(st), 0);
+  r = uidstate_find(st, "u@h:1", "a");
+  CHECK(r != NULL && r->delivered == 100 && r->size == 10);
+  r = uidstate_find(st, "u@h:1", "b");
+  CHECK(r == NULL || r->delivered == 0);
+  uidstate_close(st);
+  free(text);
+}
+
 int main(void) {
   char cmd[PATH_MAX + 16];
 
@@ -1187,6 +1233,7 @@ int main(void) {
   test_open_errors();
   test_many();
   test_random_compact();
+  test_forget();
   if (check_failures == 0) {
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0)
