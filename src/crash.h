@@ -2,7 +2,7 @@
  * --enable-crash-points, POP3SYNC_CRASH_AT=NAME:N makes the process raise
  * SIGKILL the Nth time it reaches the point NAME (counting from 1), so that
  * tests can stop it inside windows that random kills rarely hit.  Points, in
- * delivery order: after-write, after-fsync, after-rename, after-record,
+ * delivery order: after-write, after-fsync, after-intent, after-rename, after-record,
  * after-dele, after-barrier-new, after-journal-fsync, after-quit.
  * Without --enable-crash-points the macro compiles to nothing. */
 #ifndef P3_CRASH_H

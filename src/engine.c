@@ -29,6 +29,8 @@
 /* Files in tmp/ older than this are debris (the Maildir convention). */
 #define TMP_MAX_AGE_S (36 * 3600)
 
+struct delivery_ctx;
+
 struct engine {
   uv_loop_t *loop;
   struct engine_options opts;
@@ -48,6 +50,7 @@ struct engine {
   /* The delivery of the message whose body is streaming (one at a time:
    * replies arrive in order). */
   struct maildir_delivery *current;
+  struct delivery_ctx *current_ctx;
 
   uv_check_t drain_check;  /* resumes reading once the write queue drained */
   uv_timer_t grace_timer;
@@ -151,7 +154,31 @@ static const char *msg_uid(struct engine *e, size_t idx) {
 struct delivery_ctx {
   struct engine *e;
   size_t idx;
+  /* For the intent record written on the worker right before the rename:
+   * copies, so the worker touches nothing the loop thread changes. */
+  const char *server;
+  char uid[72];
+  uint64_t size;
+  int state_fd;
 };
+
+/* Worker thread, between fsync and rename: append the message's D record
+ * first, so that a kill right after the rename cannot leave a file in new/
+ * without its record (a duplicate next time).  A record whose file never
+ * reached new/ is dropped when the journal is next opened. */
+static int write_intent(void *arg, const char *new_name) {
+  struct delivery_ctx *c = arg;
+  char line[4200];
+  int n = uidstate_format_delivered(c->server, c->uid, c->size, new_name, time(NULL), line,
+                                    sizeof line);
+  if (n < 0)
+    return n;
+  ssize_t w = write(c->state_fd, line, (size_t)n);
+  if (w != n)
+    return w < 0 ? -errno : -EIO;
+  P3_CRASH_POINT("after-intent");
+  return 0;
+}
 
 static void on_delivered(struct maildir_delivery *d, int err, const char *new_name,
                          uint64_t bytes, void *data) {
@@ -206,7 +233,7 @@ static void on_delivered(struct maildir_delivery *d, int err, const char *new_na
 static int on_msg_begin(void *data, size_t idx) {
   struct engine *e = data;
   struct maildir_delivery *d;
-  struct delivery_ctx *ctx = malloc(sizeof *ctx);
+  struct delivery_ctx *ctx = calloc(1, sizeof *ctx);
   int err = ctx ? maildir_open(&e->md, on_delivered, ctx, &d) : -ENOMEM;
   if (err) {
     free(ctx);
@@ -215,7 +242,16 @@ static int on_msg_begin(void *data, size_t idx) {
   }
   ctx->e = e;
   ctx->idx = idx;
+  ctx->state_fd = -1;
+  const char *uid = msg_uid(e, idx);
+  if (e->state && uid) {
+    ctx->server = e->server;
+    snprintf(ctx->uid, sizeof ctx->uid, "%s", uid);
+    ctx->size = session_msg(e->session, idx)->size;
+    ctx->state_fd = uidstate_fd(e->state);
+  }
   e->current = d;
+  e->current_ctx = ctx;
   return 0;
 }
 
@@ -248,14 +284,20 @@ static int on_msg_data(void *data, size_t idx, const char *buf, size_t len) {
 static void on_msg_end(void *data, size_t idx) {
   struct engine *e = data;
   struct maildir_delivery *d = e->current;
+  struct delivery_ctx *ctx = e->current_ctx;
   e->current = NULL;
-  maildir_commit(d);
+  e->current_ctx = NULL;
+  if (ctx->state_fd >= 0)
+    maildir_commit_with(d, write_intent, ctx);
+  else
+    maildir_commit(d);
 }
 
 static void on_msg_abort(void *data, size_t idx) {
   struct engine *e = data;
   struct maildir_delivery *d = e->current;
   e->current = NULL;
+  e->current_ctx = NULL;
   if (d)
     maildir_abort(d);
 }

@@ -5,8 +5,11 @@
  * `pop3 dl` and the daemon both use it unchanged.
  *
  * Per message: fsync(file) -> rename into new/ -> append its UID record ->
- * DELE.  Before QUIT: fsync(new/) -> append a barrier -> fsync(journal) ->
- * QUIT.  A message already recorded as delivered is only DELEted. */
+ * DELE; the same record is also appended (on the worker) right before the
+ * rename, so that a kill between rename and record cannot cause a duplicate
+ * (a record whose file never reached new/ is dropped at the next open).
+ * Before QUIT: fsync(new/) -> append a barrier -> fsync(journal) -> QUIT.
+ * A message already recorded as delivered is only DELEted. */
 #ifndef P3_ENGINE_H
 #define P3_ENGINE_H
 

@@ -51,6 +51,8 @@ struct maildir_delivery {
   bool committed;
   bool aborted;
   bool commit_work; /* the final work renames (else it discards) */
+  maildir_prerename_fn prerename; /* runs on the worker between fsync and rename */
+  void *prerename_arg;
   int err;          /* first error, sticky; later writes are dropped */
   int work_err;     /* result of the final work */
   uv_file fd;       /* -1 until the open succeeds; owned */
@@ -308,6 +310,8 @@ static void finish_work(uv_work_t *w) {
       err = -errno;
     d->fd = -1;
     P3_CRASH_POINT("after-fsync");
+    if (err == 0 && d->prerename)
+      err = d->prerename(d->prerename_arg, d->new_name);
     if (err == 0)
       err = rename_noreplace(d->tmp_path, d->new_path);
     if (err == 0)
@@ -567,6 +571,12 @@ int maildir_write(struct maildir_delivery *d, const char *buf, size_t len) {
   d->md->queued_bytes += len;
   delivery_step(d);
   return 0;
+}
+
+void maildir_commit_with(struct maildir_delivery *d, maildir_prerename_fn fn, void *arg) {
+  d->prerename = fn;
+  d->prerename_arg = arg;
+  maildir_commit(d);
 }
 
 void maildir_commit(struct maildir_delivery *d) {

@@ -62,6 +62,15 @@ int maildir_write(struct maildir_delivery *d, const char *buf, size_t len);
 /* No more data: finish writes, fsync, close, rename into new/, then done_cb. */
 void maildir_commit(struct maildir_delivery *d);
 
+/* Called on a thread-pool worker after the file is fsynced and closed and
+ * right before the rename, with the final name in new/; a negative return
+ * cancels the rename (the tmp file is removed and done_cb gets the error).
+ * It must be thread-safe: it may not touch loop-thread state. */
+typedef int (*maildir_prerename_fn)(void *arg, const char *new_name);
+
+/* As maildir_commit, running fn(arg, new_name) right before the rename. */
+void maildir_commit_with(struct maildir_delivery *d, maildir_prerename_fn fn, void *arg);
+
 /* Discards the delivery: close and unlink the tmp file, then done_cb with
  * UV_ECANCELED (or with the earlier write error, if one already happened).
  * After maildir_commit or maildir_abort, a further commit/abort is ignored

@@ -866,6 +866,23 @@ int uidstate_append_lockstep(struct uidstate *st, const char *server, int on, ti
   return err;
 }
 
+int uidstate_format_delivered(const char *server, const char *uid, uint64_t size,
+                              const char *name, time_t when, char *buf, size_t buflen) {
+  char line[LINE_CAP];
+  int n;
+
+  if (server == NULL || uid == NULL || name == NULL || !server_ok(server, strlen(server)) ||
+      !uid_ok(uid, strlen(uid)) || !name_ok(name, strlen(name)))
+    return -EINVAL;
+  n = fmt_d(line, server, uid, size, name, when);
+  if (n < 0)
+    return n;
+  if ((size_t)n >= buflen)
+    return -ENOSPC;
+  memcpy(buf, line, (size_t)n + 1);
+  return n;
+}
+
 int uidstate_append_forget(struct uidstate *st, const char *server, const char *uid, time_t when,
                            char **line_r, size_t *len_r) {
   char line[LINE_CAP];

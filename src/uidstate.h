@@ -115,6 +115,13 @@ int uidstate_append_barrier(struct uidstate *st, time_t when, char **line_r, siz
 int uidstate_append_forget(struct uidstate *st, const char *server, const char *uid, time_t when,
                            char **line_r, size_t *len_r);
 
+/* Formats the D line for a delivery without touching any state: a pure,
+ * thread-safe function (for a worker thread that appends it right before the
+ * rename into new/).  Returns the length written into buf (with its
+ * newline), or -EINVAL / -ENOSPC. */
+int uidstate_format_delivered(const char *server, const char *uid, uint64_t size,
+                              const char *name, time_t when, char *buf, size_t buflen);
+
 /* Iterates over every record (any order); stops when cb returns non-zero. */
 void uidstate_foreach(const struct uidstate *st, int (*cb)(void *data, const struct uidstate_rec *r),
                       void *data);

@@ -319,26 +319,32 @@ def cmd_order(a):
     num_of = {}
     for i, (n, b) in enumerate(read_files(a.orig), 1):
         num_of[hashlib.sha1(b).hexdigest()[:20]] = i
-    pending = {}  # pid -> first half of an interrupted call
-    lines = []
-    for line in open(a.log, encoding="latin-1").read().splitlines():
+    # Each call as (start, end, text): an interrupted call ("<unfinished ...>" ... "<...
+    # resumed>") starts at its first line and ends at its second. "A before B" below means
+    # A ended before B started.
+    pending = {}  # pid -> (line number, first half)
+    calls = []
+    for no, line in enumerate(open(a.log, encoding="latin-1").read().splitlines(), 1):
         m = LINE_RE.match(line)
         if not m:
             continue
         pid, ts, rest = m.groups()
         if rest.endswith("<unfinished ...>"):
-            pending[pid] = rest[:-len("<unfinished ...>")]
+            pending[pid] = (no, rest[:-len("<unfinished ...>")].rstrip())
             continue
         r = re.match(r"^<\.\.\. \w+ resumed>(.*)$", rest)
         if r:
-            rest = pending.pop(pid, "") + r.group(1)
-        lines.append((pid, ts, rest))
+            start, head = pending.pop(pid, (no, ""))
+            calls.append((start, no, head + r.group(1)))
+        else:
+            calls.append((no, no, rest))
+    calls.sort()
     # One process (its threads share the fd table): fd -> (path or "<socket>", is_dir).
     fds = {}
     events = []  # (seq, kind, ...)
     errs = []
     qstr = r'"((?:[^"\\]|\\.)*)"'
-    for seq, (pid, ts, rest) in enumerate(lines, 1):
+    for seq, end, rest in calls:
         m = re.match(r'^openat\((\w+), ' + qstr + r', ([^)]*)\)\s*=\s*(-?\d+)', rest)
         if m:
             fd = int(m.group(4))
@@ -357,21 +363,21 @@ def cmd_order(a):
         m = re.match(r"^(fsync|fdatasync)\((\d+)\)\s*=\s*0", rest)
         if m:
             path, isdir = fds.get(int(m.group(2)), (None, False))
-            events.append((seq, "fsync", path, isdir))
+            events.append((end, "fsync", path, isdir, seq))
             continue
         m = re.match(r'^(rename|renameat|renameat2|link|linkat)\((.*)\)\s*=\s*0\b', rest)
         if m:
             paths = [unescape(x).decode("latin-1") for x in re.findall(qstr, m.group(2))]
             if len(paths) >= 2:
                 events.append((seq, "rename", os.path.normpath(paths[0]),
-                               os.path.normpath(paths[1])))
+                               os.path.normpath(paths[1]), end))
             continue
         m = re.match(r'^(write|writev|sendmsg|sendto)\((\d+), (.*)\)\s*=\s*(\d+)', rest)
         if m:
             fd = int(m.group(2))
             data = b"".join(unescape(x) for x in re.findall(qstr, m.group(3)))
             path, isdir = fds.get(fd, (None, False))
-            events.append((seq, "write", fd, path, data))
+            events.append((seq, "write", fd, path, data, end))
             continue
 
     def first(pred):
@@ -383,7 +389,7 @@ def cmd_order(a):
     renames = {}
     for ev in events:
         if ev[1] == "rename" and os.path.dirname(ev[3]) == newdir:
-            renames[os.path.basename(ev[3])] = (ev[0], ev[2])
+            renames[os.path.basename(ev[3])] = (ev[0], ev[4], ev[2])
     jw = [ev for ev in events if ev[1] == "write" and ev[3] == state]
     sock = [ev for ev in events if ev[1] == "write" and ev[3] == "<socket>"]
     if not sock:
@@ -397,7 +403,7 @@ def cmd_order(a):
                 if num is None:
                     errs.append("D record for an unknown UID %s" % f[2])
                 else:
-                    drecs.setdefault(num, (ev[0], f[4]))
+                    drecs.setdefault(num, (ev[0], ev[5], f[4]))
     deles = {}
     for ev in sock:
         for m in re.finditer(rb"DELE (\d+)\r\n", ev[4]):
@@ -406,12 +412,12 @@ def cmd_order(a):
         if num not in drecs:
             errs.append("message %d: no D record written to %s" % (num, state))
             continue
-        dseq, name = drecs[num]
+        dseq, dend, name = drecs[num]
         r = renames.get(name)
         if r is None:
             errs.append("message %d: no rename into new/%s seen" % (num, name))
             continue
-        rseq, tmp_path = r
+        rseq, rend, tmp_path = r
         fs = [ev[0] for ev in events if ev[1] == "fsync" and ev[2] == tmp_path]
         ds = deles.get(num)
         print("message %d: fsync #%s < rename #%d < record #%d < DELE #%s"
@@ -420,11 +426,11 @@ def cmd_order(a):
             errs.append("message %d (%s): its tmp file was never fsynced" % (num, tmp_path))
         elif not min(fs) < rseq:
             errs.append("message %d: fsync of the tmp file after the rename" % num)
-        if not rseq < dseq:
+        if not rend < dseq:
             errs.append("message %d: D record (#%d) before the rename (#%d)" % (num, dseq, rseq))
         if ds is None:
             errs.append("message %d: no DELE %d sent" % (num, num))
-        elif not dseq < ds:
+        elif not dend < ds:
             errs.append("message %d: DELE (#%d) before its D record (#%d)" % (num, ds, dseq))
     quit_seq = first(lambda ev: ev[1] == "write" and ev[3] == "<socket>" and b"QUIT\r\n" in ev[4])
     bseq = first(lambda ev: ev[1] == "write" and ev[3] == state and
@@ -434,16 +440,18 @@ def cmd_order(a):
     if bseq is None:
         errs.append("no B line written to the journal")
     if quit_seq and bseq:
+        bend = [ev[5] for ev in events if ev[0] == bseq][0]
         newsync = [ev[0] for ev in events if ev[1] == "fsync" and ev[2] == newdir and ev[3]
                    and ev[0] < bseq]
-        jsync = [ev[0] for ev in events if ev[1] == "fsync" and ev[2] == state and ev[0] > bseq]
-        last_rename = max((r[0] for r in renames.values()), default=0)
+        jsync = [ev[0] for ev in events if ev[1] == "fsync" and ev[2] == state and ev[4] > bend]
+        last_rename = max((r[1] for r in renames.values()), default=0)
         print("before QUIT: fsync(new/) #%s < B #%d < fsync(journal) #%s < QUIT #%d"
               % (max(newsync) if newsync else "-", bseq, min(jsync) if jsync else "-",
                  quit_seq))
         if not newsync:
             errs.append("no fsync of %s (O_DIRECTORY) before the B line" % newdir)
-        elif max(newsync) < last_rename:
+        elif max(ev[4] for ev in events if ev[0] == max(newsync) and ev[1] == "fsync") \
+                < last_rename:
             errs.append("new/ fsynced only before the last rename into it")
         if not jsync:
             errs.append("no fsync of the journal after the B line")
@@ -451,7 +459,7 @@ def cmd_order(a):
             errs.append("journal fsync (#%d) after QUIT (#%d)" % (min(jsync), quit_seq))
         if not bseq < quit_seq:
             errs.append("B line (#%d) after QUIT (#%d)" % (bseq, quit_seq))
-        if bseq < max((d[0] for d in drecs.values()), default=0):
+        if bseq < max((d[1] for d in drecs.values()), default=0):
             errs.append("B line before the last D record")
         if deles and max(deles.values()) > quit_seq:
             errs.append("a DELE after QUIT")
