@@ -10,10 +10,25 @@
 
 #include "errors.h"
 
-enum cmd_kind { C_GREETING, C_CAPA, C_STLS, C_USER, C_PASS, C_UIDL, C_LIST, C_RETR, C_DELE, C_QUIT };
+/* C_UIDL1 is "UIDL n", sent right before each pipelined "RETR n": its reply
+ * names the message, so a reply that went missing or came twice is caught
+ * at once instead of shifting bodies onto the wrong UIDs. */
+enum cmd_kind {
+  C_GREETING,
+  C_CAPA,
+  C_STLS,
+  C_USER,
+  C_PASS,
+  C_UIDL,
+  C_LIST,
+  C_RETR,
+  C_DELE,
+  C_QUIT,
+  C_UIDL1
+};
 
-static const char *const cmd_names[] = {"greeting", "CAPA", "STLS", "USER", "PASS",
-                                        "UIDL",     "LIST", "RETR", "DELE", "QUIT"};
+static const char *const cmd_names[] = {"greeting", "CAPA", "STLS", "USER", "PASS", "UIDL",
+                                        "LIST",     "RETR", "DELE", "QUIT", "UIDL"};
 
 enum session_state {
   ST_GREETING,   /* waiting for the server's greeting */
@@ -219,7 +234,7 @@ static int send_cmd(struct session *s, enum cmd_kind kind, size_t idx, const cha
   int n;
   if (arg)
     n = snprintf(line, sizeof line, "%s %s\r\n", cmd_names[kind], arg);
-  else if (kind == C_RETR || kind == C_DELE)
+  else if (kind == C_RETR || kind == C_DELE || kind == C_UIDL1)
     n = snprintf(line, sizeof line, "%s %lu\r\n", cmd_names[kind], s->msgs[idx].num);
   else
     n = snprintf(line, sizeof line, "%s\r\n", cmd_names[kind]);
@@ -312,7 +327,10 @@ static void pump(struct session *s) {
              s->retr_inflight <= window / 2) {
     while (s->next_retr < s->msg_count && s->retr_inflight < window) {
       if (want_retr(s, s->next_retr)) {
-        err = send_cmd(s, C_RETR, s->next_retr, NULL);
+        if (s->uidl_ok)
+          err = send_cmd(s, C_UIDL1, s->next_retr, NULL);
+        if (!err)
+          err = send_cmd(s, C_RETR, s->next_retr, NULL);
         if (err)
           break;
         s->retr_inflight++;
@@ -382,7 +400,7 @@ static int begin_transfer(struct session *s) {
     return -ENOMEM;
   /* Worst case in flight: a window of RETRs plus a DELE for every message
    * (when they all become ready at once) plus QUIT. */
-  size_t need = s->opts.window + s->msg_count + 4;
+  size_t need = 2 * (size_t)s->opts.window + s->msg_count + 4;
   if (need > s->fifo.cap) {
     struct cmd *v = malloc(need * sizeof *v);
     if (v == NULL)
@@ -683,6 +701,23 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
     }
     s->body_open = 1;
     *multiline_r = 1;
+    return;
+  }
+  case C_UIDL1: {
+    size_t idx = c->idx;
+    fifo_pop(s);
+    unsigned long num;
+    const char *uid;
+    size_t uidlen;
+    const char *want = s->uids + s->msgs[idx].uid_off;
+    if (!st->ok || proto_parse_uidl_line(st->text, st->text_len, &num, &uid, &uidlen) != 0 ||
+        num != s->msgs[idx].num || uidlen != s->msgs[idx].uid_len ||
+        memcmp(uid, want, uidlen) != 0) {
+      char why[200];
+      snprintf(why, sizeof why, "the reply to UIDL %lu does not name message %lu (%s)",
+               s->msgs[idx].num, s->msgs[idx].num, want);
+      desync(s, why);
+    }
     return;
   }
   case C_DELE:

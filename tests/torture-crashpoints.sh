@@ -20,8 +20,17 @@ grep -q '^#define P3_CRASH_POINTS 1' "$top_builddir/config.h" 2>/dev/null ||
   t_skip "not configured with --enable-crash-points"
 
 PAR=${PAR:-3}
+# The points of src/crash.h, plus any other the sources define (so a new one is covered too).
 POINTS=(after-write after-fsync after-rename after-record after-dele after-barrier-new
   after-journal-fsync after-quit)
+for p in $(grep -ho 'P3_CRASH_POINT("[a-z-]*")' "$top_srcdir"/src/*.c | sed 's/.*("\(.*\)")/\1/' |
+  sort -u); do
+  case " ${POINTS[*]} " in
+  *" $p "*) ;;
+  *) POINTS+=("$p") ;;
+  esac
+done
+t_log "crash points: ${POINTS[*]}"
 start=$SECONDS
 
 tt_gen "$T/orig" 15

@@ -59,5 +59,5 @@ if tt_verify order "$T/bad.strace" "$T/pipelined.state" "$T/pipelined.md" "$T/or
   >/dev/null 2>"$T/bad.err"; then
   t_fail "the order checker accepts a log with a rename after the DELE"
 fi
-grep -q "before the rename" "$T/bad.err" || { cat "$T/bad.err" >&2; t_fail "checker: wrong complaint"; }
+grep -q "no D record after the rename" "$T/bad.err" || { cat "$T/bad.err" >&2; t_fail "checker: wrong complaint"; }
 exit 0

@@ -11,6 +11,8 @@
 #   tt_serve NAME ORIG [fakepop3d options] a fresh copy of ORIG in $T/NAME.srv, served by a new
 #                                          fakepop3d; sets TT_PORT, TT_PID (saved in $T/NAME.pid)
 #   tt_unserve NAME                        stop that server (TERM, then KILL)
+#   tt_restart NAME [fakepop3d options]    stop it and serve $T/NAME.srv as it is now, on the
+#                                          same port (the state is keyed by user@host:port)
 #   tt_dl NAME [pop3 dl options]           one `pop3 dl` of the case; status in TT_RC (also
 #                                          appended to $T/NAME.rcs); stderr appended to NAME.err
 #   tt_converge NAME [MAX] [options]       rerun tt_dl until the server is empty (at most MAX
@@ -73,6 +75,16 @@ tt_serve() {
   done
   [ -s "$T/$name.port" ] || { cat "$T/$name.log" >&2; t_fail "$name: fakepop3d did not start"; }
   TT_PORT=$(cat "$T/$name.port")
+}
+
+tt_restart() {
+  local name=$1 port
+  shift
+  port=$(cat "$T/$name.port")
+  tt_unserve "$name"
+  mv "$T/$name.srv" "$T/$name.srv.keep"
+  tt_serve "$name" "$T/$name.srv.keep" --port "$port" "$@"
+  rm -rf "$T/$name.srv.keep"
 }
 
 tt_unserve() {

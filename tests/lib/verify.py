@@ -19,6 +19,9 @@ usage:
   verify.py lost ORIG MAILDIR SERVERDIR [--what TEXT]
       The weaker invariant for a run that did not finish: each original is still on the
       server or delivered; every delivered file is an original; no partial file in new/.
+  verify.py deleted ORIG MAILDIR RECORD
+      Every message a fakepop3d session (RECORD, JSON lines; sha1 UIDs) deleted is an original
+      that is delivered in MAILDIR: nothing unsaved was ever deleted.
   verify.py same ORIG REFDIR
       ORIG's files and REFDIR's (what popref.py received) are the same multiset of bytes:
       checks the assumption that a delivered file is byte-identical to its original.
@@ -121,7 +124,7 @@ def parse_journal(path):
             bad.append((i, "CRC mismatch: %r" % line[:80]))
             continue
         fields = m.group(1).decode("latin-1").split(" ")
-        if fields[0] not in ("D", "A", "L", "B"):
+        if fields[0] not in ("D", "A", "L", "B", "F"):
             bad.append((i, "unknown record type: %r" % line[:80]))
             continue
         recs.append((i, fields))
@@ -232,6 +235,27 @@ def cmd_lost(a):
             err.append("original %s is neither on the server nor delivered: LOST" % n)
     for e in err[:15]:
         print("%s: %s" % (what, e), file=sys.stderr)
+    return 1 if err else 0
+
+
+def cmd_deleted(a):
+    by_uid = {hashlib.sha1(b).hexdigest()[:20]: (n, b) for n, b in read_files(a.orig)}
+    have = set(b for _, b in read_files(os.path.join(a.maildir, "new"),
+                                        os.path.join(a.maildir, "cur")))
+    err = []
+    for line in open(a.record):
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        for uid in r["deleted_uids"]:
+            x = by_uid.get(uid)
+            if x is None:
+                err.append("session %d deleted UID %s, no original" % (r["session"], uid))
+            elif x[1] not in have:
+                err.append("session %d deleted %s (UID %s), which is not delivered: LOST"
+                           % (r["session"], x[0], uid))
+    for e in err:
+        print("deleted: %s" % e, file=sys.stderr)
     return 1 if err else 0
 
 
@@ -403,7 +427,7 @@ def cmd_order(a):
                 if num is None:
                     errs.append("D record for an unknown UID %s" % f[2])
                 else:
-                    drecs.setdefault(num, (ev[0], ev[5], f[4]))
+                    drecs.setdefault(num, []).append((ev[0], ev[5], f[4]))
     deles = {}
     for ev in sock:
         for m in re.finditer(rb"DELE (\d+)\r\n", ev[4]):
@@ -412,22 +436,30 @@ def cmd_order(a):
         if num not in drecs:
             errs.append("message %d: no D record written to %s" % (num, state))
             continue
-        dseq, dend, name = drecs[num]
+        name = drecs[num][0][2]
         r = renames.get(name)
         if r is None:
             errs.append("message %d: no rename into new/%s seen" % (num, name))
             continue
         rseq, rend, tmp_path = r
+        # The record that counts is the one appended after the rename (an earlier copy,
+        # written before the rename as an intent, is allowed).
+        after = [d for d in drecs[num] if d[0] > rend]
+        dseq, dend = (after[0][0], after[0][1]) if after else (drecs[num][0][0],
+                                                                 drecs[num][0][1])
         fs = [ev[0] for ev in events if ev[1] == "fsync" and ev[2] == tmp_path]
         ds = deles.get(num)
-        print("message %d: fsync #%s < rename #%d < record #%d < DELE #%s"
-              % (num, min(fs) if fs else "-", rseq, dseq, ds))
+        intent = [d[0] for d in drecs[num] if d[1] < rseq]
+        print("message %d: fsync #%s < %srename #%d < record #%d < DELE #%s"
+              % (num, min(fs) if fs else "-", "intent #%d < " % intent[0] if intent else "",
+                 rseq, dseq, ds))
         if not fs:
             errs.append("message %d (%s): its tmp file was never fsynced" % (num, tmp_path))
         elif not min(fs) < rseq:
             errs.append("message %d: fsync of the tmp file after the rename" % num)
-        if not rend < dseq:
-            errs.append("message %d: D record (#%d) before the rename (#%d)" % (num, dseq, rseq))
+        if not after:
+            errs.append("message %d: no D record after the rename (#%d); first D at #%d"
+                        % (num, rseq, dseq))
         if ds is None:
             errs.append("message %d: no DELE %d sent" % (num, num))
         elif not dend < ds:
@@ -459,7 +491,7 @@ def cmd_order(a):
             errs.append("journal fsync (#%d) after QUIT (#%d)" % (min(jsync), quit_seq))
         if not bseq < quit_seq:
             errs.append("B line (#%d) after QUIT (#%d)" % (bseq, quit_seq))
-        if bseq < max((d[1] for d in drecs.values()), default=0):
+        if bseq < max((d[1] for x in drecs.values() for d in x), default=0):
             errs.append("B line before the last D record")
         if deles and max(deles.values()) > quit_seq:
             errs.append("a DELE after QUIT")
@@ -491,6 +523,10 @@ def main(argv=None):
     lo.add_argument("maildir")
     lo.add_argument("server")
     lo.add_argument("--what")
+    dl = sub.add_parser("deleted")
+    dl.add_argument("orig")
+    dl.add_argument("maildir")
+    dl.add_argument("record")
     s = sub.add_parser("same")
     s.add_argument("orig")
     s.add_argument("ref")
@@ -506,7 +542,7 @@ def main(argv=None):
     r.add_argument("maildir")
     r.add_argument("orig")
     a = p.parse_args(argv)
-    return {"gen": cmd_gen, "check": cmd_check, "lost": cmd_lost, "same": cmd_same,
+    return {"gen": cmd_gen, "check": cmd_check, "lost": cmd_lost, "same": cmd_same, "deleted": cmd_deleted,
             "offsets": cmd_offsets, "journal": cmd_journal, "order": cmd_order}[a.cmd](a)
 
 

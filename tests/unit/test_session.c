@@ -145,9 +145,16 @@ static void list_msgs(struct rec *r, int n) {
   session_feed(r->s, buf, off);
 }
 
+/* Pipelined sessions with UIDL ask "UIDL n" before each "RETR n". */
+static void uidl_reply(struct rec *r, int i) {
+  if (session_pipelined(r->s) && session_has_uidl(r->s))
+    feed(r, "+OK %d uid-%d\r\n", i, i);
+}
+
 static void retr_reply(struct rec *r, int i) {
   char b[64];
   msg_body(i, b, sizeof b);
+  uidl_reply(r, i);
   feed(r, "+OK %zu octets\r\n%s.\r\n", strlen(b), b);
 }
 
@@ -158,7 +165,7 @@ static void test_pipelined_happy(void) {
   feed(r, "+OK\r\n+OK logged in\r\n");
   CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
   list_msgs(r, 3);
-  CHECK_STR(take(r), "RETR 1\r\nRETR 2\r\nRETR 3\r\n");
+  CHECK_STR(take(r), "UIDL 1\r\nRETR 1\r\nUIDL 2\r\nRETR 2\r\nUIDL 3\r\nRETR 3\r\n");
   CHECK_STR(session_msg_uid(r->s, 1), "uid-2");
   /* All three replies, fed one byte at a time. */
   char all[512];
@@ -166,7 +173,8 @@ static void test_pipelined_happy(void) {
   for (int i = 1; i <= 3; i++) {
     char b[64];
     msg_body(i, b, sizeof b);
-    off += (size_t)snprintf(all + off, sizeof all - off, "+OK %zu octets\r\n%s.\r\n", strlen(b), b);
+    off += (size_t)snprintf(all + off, sizeof all - off, "+OK %d uid-%d\r\n+OK %zu octets\r\n%s.\r\n",
+                            i, i, strlen(b), b);
   }
   for (size_t i = 0; i < off; i++)
     session_feed(r->s, all + i, 1);
@@ -275,6 +283,7 @@ static void test_octets_desync(void) {
   take(r);
   retr_reply(r, 1);
   session_saved(r->s, 0, 0);
+  uidl_reply(r, 2);
   feed(r, "+OK 999 octets\r\nxx\r\n.\r\n");
   CHECK_INT(r->done, 1);
   CHECK_INT(r->done_err, P3_EDESYNC);
@@ -294,6 +303,7 @@ static void test_size_desync_mid_body(void) {
   take(r);
   list_msgs(r, 1);
   take(r);
+  uidl_reply(r, 1);
   feed(r, "+OK message follows\r\nline one\r\nline two\r\nline three\r\n.\r\n");
   CHECK_INT(r->done_err, P3_EDESYNC);
   CHECK_INT(r->aborted[0], 1);
@@ -330,6 +340,7 @@ static void test_retr_err(void) {
   list_msgs(r, 3);
   take(r);
   retr_reply(r, 1);
+  uidl_reply(r, 2);
   feed(r, "-ERR [SYS/TEMP] cannot read message\r\n");
   retr_reply(r, 3);
   session_saved(r->s, 0, 0);
@@ -435,13 +446,51 @@ static void test_window(void) {
   feed(r, "+OK\r\n+OK\r\n");
   take(r);
   list_msgs(r, 10);
-  CHECK_STR(take(r), "RETR 1\r\nRETR 2\r\nRETR 3\r\nRETR 4\r\n");
+  CHECK_STR(take(r), "UIDL 1\r\nRETR 1\r\nUIDL 2\r\nRETR 2\r\nUIDL 3\r\nRETR 3\r\nUIDL 4\r\n"
+                     "RETR 4\r\n");
   retr_reply(r, 1);
   CHECK_STR(take(r), "");
   session_saved(r->s, 0, 0);
   retr_reply(r, 2);
   /* Half the window drained: refill, with the ready DELE riding along. */
-  CHECK_STR(take(r), "RETR 5\r\nRETR 6\r\nDELE 1\r\n");
+  CHECK_STR(take(r), "UIDL 5\r\nRETR 5\r\nUIDL 6\r\nRETR 6\r\nDELE 1\r\n");
+  finish_rec(r);
+}
+
+/* A RETR reply that went missing shifts every later reply by one: the UIDL
+ * check before each RETR catches it at once, before anything is saved under
+ * the wrong UID, even when every message has the same size. */
+static void test_missing_reply_caught(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 3, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 3);
+  take(r);
+  retr_reply(r, 1);
+  /* UIDL 2's reply comes, RETR 2's is lost, and UIDL 3's reply arrives
+   * where RETR 2's belongs. */
+  feed(r, "+OK 2 uid-2\r\n");
+  feed(r, "+OK 3 uid-3\r\n");
+  CHECK_INT(r->done_err, P3_EDESYNC);
+  CHECK_INT(r->ended[1], 0);
+  take(r);
+  CHECK(strstr(r->sent, "DELE") == NULL);
+  finish_rec(r);
+
+  /* A duplicated reply: RETR 1's reply twice, read where UIDL 2's belongs. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 3, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 3);
+  take(r);
+  retr_reply(r, 1);
+  feed(r, "+OK 11 octets\r\nMessage 1\r\n.\r\n");
+  CHECK_INT(r->done_err, P3_EDESYNC);
+  CHECK_INT(r->begun[1], 0);
   finish_rec(r);
 }
 
@@ -468,6 +517,7 @@ static void test_eof_mid_body(void) {
   take(r);
   list_msgs(r, 1);
   take(r);
+  uidl_reply(r, 1);
   feed(r, "+OK 11 octets\r\nMess");
   session_connection_lost(r->s, 0);
   CHECK_INT(r->done_err, P3_EEOF);
@@ -502,6 +552,7 @@ int main(void) {
   test_starttls();
   test_window();
   test_empty_mailbox();
+  test_missing_reply_caught();
   test_eof_mid_body();
   test_injection();
   return check_result("test_session");
