@@ -365,7 +365,11 @@ static int cmd_dl(int argc, char **argv, int verbose) {
   if (r->left_for_space)
     fprintf(stderr, "pop3: %s: %zu messages (%" PRIu64 " bytes) left on the server: not enough "
             "disk space in %s\n", spec_text, r->left_for_space, r->left_for_space_bytes, maildir);
-  if (status == 0 && (r->stuck_count || r->left_for_space))
+  /* Messages left behind make the run partial: for lack of space that is a
+   * Maildir problem (73), for stuck messages a temporary failure (75). */
+  if (status == 0 && r->left_for_space)
+    status = 73;
+  if (status == 0 && r->stuck_count)
     status = 75;
   engine_free(run.engine);
   target_deinit(&target);

@@ -351,7 +351,7 @@ static void on_engine_done(struct engine *e, const struct engine_result *res, vo
   char buf[1024];
   /* Messages left behind make a run partial even when the session was fine. */
   if (err == 0 && (res->stuck_count || res->left_for_space)) {
-    err = P3_EPARTIAL;
+    err = res->left_for_space ? P3_ESAVE : P3_EPARTIAL;
     if (res->left_for_space)
       snprintf(buf, sizeof buf, "%zu messages (%llu bytes) left on the server: not enough disk "
                "space", res->left_for_space, (unsigned long long)res->left_for_space_bytes);

@@ -675,6 +675,12 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
       m->flags |= SESSION_MSG_FAILED;
       s->stats.failed++;
       set_server_error(s, st);
+      {
+        /* Name the message: the server's words rarely do. */
+        char text[sizeof s->errtext + 32];
+        snprintf(text, sizeof text, "message %lu: %s", m->num, s->errtext);
+        snprintf(s->errtext, sizeof s->errtext, "%.*s", (int)sizeof s->errtext - 1, text);
+      }
       s->partial_err = P3_EPARTIAL;
       if (s->ops.msg_failed)
         s->ops.msg_failed(s->data, (size_t)(m - s->msgs), s->errtext);
