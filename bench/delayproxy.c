@@ -20,7 +20,8 @@
  * --mbit N models a link of N Mbit/s in each direction: chunks are serialized one after the
  * other at that rate before the propagation delay. Without it throughput is not limited,
  * except that at most --max-queue bytes (default 64 MiB) wait in each direction: beyond that
- * the proxy stops reading that side until the queue drains (the only bound on memory).
+ * the proxy stops reading that side until the queue drains (the bound on memory). It also
+ * stops reading while more than 1 MiB is due but not yet taken by a slow receiver.
  *
  * What it does not model: TCP slow start, loss, reordering, the receive window. On a real
  * path a fresh connection's first flight is about 10 segments (14 KiB) and the window doubles
@@ -42,6 +43,12 @@
 #include <uv.h>
 
 #define READ_CHUNK (64 * 1024)
+/* Freed read buffers kept for reuse: malloc'ing and freeing 64 KiB per read made glibc hand
+ * pages back and fault them in again, which capped the proxy at ~200 MB/s. */
+#define POOL_MAX 256
+/* Bytes that are due but still in libuv's write queue (the receiver is slower than we read):
+ * above this the proxy stops reading that side, as a TCP window would. */
+#define WQ_MAX (1024 * 1024)
 
 struct chunk {
   struct chunk *next;
@@ -104,10 +111,35 @@ static struct {
   uint64_t c2s;
   uint64_t s2c;
   struct conn *conns;
+  struct chunk *pool;
+  unsigned npool;
 } g;
 
 static void dir_pump(struct dir *d);
 static void conn_close(struct conn *c);
+
+static struct chunk *chunk_new(void) {
+  struct chunk *k = g.pool;
+  if (k) {
+    g.pool = k->next;
+    g.npool--;
+    return k;
+  }
+  return malloc(sizeof(*k) + READ_CHUNK);
+}
+
+/* Every chunk (read buffer or EOF marker) is READ_CHUNK bytes big, so any can be pooled. */
+static void chunk_free(struct chunk *k) {
+  if (!k)
+    return;
+  if (g.npool >= POOL_MAX) {
+    free(k);
+    return;
+  }
+  k->next = g.pool;
+  g.pool = k;
+  g.npool++;
+}
 
 static void on_handle_closed(uv_handle_t *h) {
   struct conn *c = h->data;
@@ -117,7 +149,7 @@ static void on_handle_closed(uv_handle_t *h) {
     while (d->head) {
       struct chunk *k = d->head;
       d->head = k->next;
-      free(k);
+      chunk_free(k);
     }
   }
   if (g.verbose)
@@ -157,7 +189,7 @@ static void conn_maybe_done(struct conn *c) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
   (void)suggested;
-  struct chunk *k = malloc(sizeof(*k) + READ_CHUNK);
+  struct chunk *k = chunk_new();
   buf->base = k ? k->data : NULL;
   buf->len = k ? READ_CHUNK : 0;
 }
@@ -194,27 +226,28 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
   if (nread > 0) {
     if (c->closing) {
-      free(k);
+      chunk_free(k);
       return;
     }
     k->len = (size_t)nread;
     k->eof = 0;
     dir_push(d, k);
-    if (d->queued >= g.max_queue && d->reading) {
+    dir_pump(d);
+    if (d->reading && (d->queued >= g.max_queue ||
+                       uv_stream_get_write_queue_size((uv_stream_t *)d->dst) >= WQ_MAX)) {
       uv_read_stop(s);
       d->reading = 0;
     }
-    dir_pump(d);
     return;
   }
-  free(k);
+  chunk_free(k);
   if (nread == 0 || c->closing)
     return;
   if (nread == UV_EOF) {
     uv_read_stop(s);
     d->reading = 0;
     d->eof_read = 1;
-    struct chunk *e = malloc(sizeof(*e));
+    struct chunk *e = chunk_new();
     if (!e) {
       conn_close(c);
       return;
@@ -237,7 +270,7 @@ static void on_write(uv_write_t *req, int status) {
   struct dir *d = k->dir;
   struct conn *c = d->c;
   d->queued -= k->len;
-  free(k);
+  chunk_free(k);
   if (status < 0) {
     if (status != UV_ECANCELED && g.verbose)
       fprintf(stderr, "delayproxy: conn %u: write: %s\n", c->id, uv_strerror(status));
@@ -245,6 +278,7 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   if (!c->closing && !d->reading && !d->eof_read && d->queued < g.max_queue / 2 &&
+      uv_stream_get_write_queue_size((uv_stream_t *)d->dst) < WQ_MAX / 2 &&
       (d == &c->down || c->server_open)) {
     d->reading = 1;
     uv_read_start((uv_stream_t *)d->src, on_alloc, on_read);
@@ -275,7 +309,7 @@ static void dir_pump(struct dir *d) {
     if (!d->head)
       d->tail = NULL;
     if (k->eof) {
-      free(k);
+      chunk_free(k);
       d->sreq.data = d;
       if (uv_shutdown(&d->sreq, (uv_stream_t *)d->dst, on_shutdown) < 0) {
         conn_close(c);
@@ -289,7 +323,7 @@ static void dir_pump(struct dir *d) {
     int r = uv_write(&k->wreq, (uv_stream_t *)d->dst, &b, 1, on_write);
     if (r < 0) {
       d->queued -= k->len;
-      free(k);
+      chunk_free(k);
       conn_close(c);
       return;
     }
@@ -552,5 +586,10 @@ int main(int argc, char **argv) {
   uv_signal_start(&g.sigterm, on_signal, SIGTERM);
   uv_signal_start(&g.sigint, on_signal, SIGINT);
   uv_run(g.loop, UV_RUN_DEFAULT);
+  while (g.pool) {
+    struct chunk *k = g.pool;
+    g.pool = k->next;
+    free(k);
+  }
   return uv_loop_close(g.loop) == 0 ? 0 : 1;
 }

@@ -595,8 +595,6 @@ static void report(struct engine *e) {
   r->lockstep = e->lockstep;
   r->stuck = e->stuck;
   r->stuck_count = e->stuck_count;
-  if (e->state)
-    r->corrupt_lines = uidstate_corrupt_lines(e->state);
   r->seconds = (double)(uv_hrtime() / 1000000 - e->started_ms) / 1000.0;
   compose_message(e);
   e->done_cb(e, r, e->data);
@@ -718,6 +716,7 @@ static void on_final_handle_closed(uv_handle_t *h) {
 static void finish_done(uv_work_t *w, int status) {
   struct engine *e = w->data;
   if (e->state) {
+    e->result.corrupt_lines = uidstate_corrupt_lines(e->state);
     uidstate_close(e->state);
     e->state = NULL;
   }

@@ -96,6 +96,14 @@ static int load_netrc(const char *netrc_path, struct netrc *n, char *path_r, siz
   r = netrc_load(path_r, n, errbuf, errlen);
   if (r == -ENOENT)
     return 0;
+  /* A default ~/.netrc we may not even look for (HOME pointing into another
+   * user's 0700 home, say) is as good as none; a file named explicitly is
+   * still an error. */
+  if (r == -EACCES && netrc_path == NULL) {
+    if (errbuf != NULL && errlen > 0)
+      errbuf[0] = '\0';
+    return 0;
+  }
   if (r == P3_ENETRCPERM || r == P3_ENETRC)
     return r;
   if (r < 0)

@@ -98,7 +98,8 @@ for ((i = 0; i < 100; i++)); do
   grep -q "pid $bg" "$T/$name.state.lock" 2>/dev/null && break
   sleep 0.05
 done
-grep -q "pid $bg" "$T/$name.state.lock" 2>/dev/null || t_fail "$name: the first run did not take the lock"
+grep -q "pid $bg" "$T/$name.state.lock" 2>/dev/null ||
+  t_fail "$name: the first run did not take the lock"
 tt_dl $name
 expect_rc $name 75 "a second run on a locked state"
 grep -q "locked by pid $bg (pop3 dl)" "$T/$name.lasterr" ||

@@ -6,7 +6,7 @@
 #     tmp/ clean, every delivered file intact and recorded; after the tmpfs is enlarged, reruns
 #     deliver everything exactly once;
 #   - the free-space check: a Maildir file system with little room gets what fits, oldest
-#     first; the rest is "left on the server" (stderr), exit 75; then everything, once;
+#     first; the rest is "left on the server" (stderr), exit 73 or 75; then everything, once;
 #   - permissions (pop3 as nobody, since root ignores modes): a Maildir that is not writable:
 #     73, nothing deleted; a state directory that is not writable: an error naming the state
 #     path, nothing deleted; a state "file" that is a directory: an error naming it;
@@ -24,6 +24,13 @@ t_init torture-disk
 [ -n "$PYTHON" ] || t_skip "no python3"
 [ "$(id -u)" = 0 ] || t_skip "needs root (tmpfs mounts, running pop3 as nobody)"
 
+# later MSG: a failure that does not stop the other cases; the test fails at the end.
+LATER=0
+later() {
+  echo "FAIL (reported at the end): $*" >&2
+  LATER=$((LATER + 1))
+}
+
 expect_rc() { # expect_rc NAME RC WHAT
   [ "$TT_RC" = "$2" ] || tt_fail "$1" "$1: $3: pop3 exited $TT_RC, expected $2"
 }
@@ -34,6 +41,7 @@ mount_small() {
   mkdir -p "$T/$1.mnt"
   mount -t tmpfs -o "size=$2,mode=0700" tmpfs "$T/$1.mnt" 2>"$T/$1.mount.err" || return 1
   t_on_exit "umount -l '$T/$1.mnt' 2>/dev/null"
+  mkdir "$T/$1.mnt/Maildir"
   ln -sfn "$1.mnt/Maildir" "$T/$1.md"
 }
 
@@ -61,14 +69,15 @@ if mount_small $name 5m; then
     "$T/$name.md" </dev/null >"$T/$name.out" 2>"$T/$name.err" &
   pid=$!
   for ((i = 0; i < 200; i++)); do
-    grep -q "listing -> transfer" "$T/$name.err" && break
+    grep -q "listing -> transfer" "$T/$name.err" 2>/dev/null && break
     sleep 0.02
   done
   grep -q "listing -> transfer" "$T/$name.err" || t_fail "$name: no 'listing -> transfer' in -v"
   # Leave about 700 KiB: a few messages fit, then ENOSPC.
   avail=$(df -B1 --output=avail "$T/$name.mnt" | tail -1)
   fallocate -l $((avail - 700 * 1024)) "$T/$name.mnt/filler" ||
-    dd if=/dev/zero of="$T/$name.mnt/filler" bs=1k count=$(((avail - 700 * 1024) / 1024)) 2>/dev/null
+    dd if=/dev/zero of="$T/$name.mnt/filler" bs=1k count=$(((avail - 700 * 1024) / 1024)) \
+      2>/dev/null
   wait "$pid"
   TT_RC=$?
   echo "$TT_RC" >>"$T/$name.rcs"
@@ -79,7 +88,8 @@ if mount_small $name 5m; then
   [ "$saved" -gt 0 ] && [ "$saved" -lt 30 ] || tt_fail $name "$name: $saved saved of 30"
   tt_lost $name "$T/big"
   tt_verify deleted "$T/big" "$T/$name.md" "$T/$name.rec" || tt_fail $name "$name: deleted unsaved"
-  [ -z "$(ls -A "$T/$name.md/tmp")" ] || tt_fail $name "$name: tmp/ not clean: $(ls "$T/$name.md/tmp")"
+  [ -z "$(ls -A "$T/$name.md/tmp")" ] ||
+    tt_fail $name "$name: tmp/ not clean: $(ls "$T/$name.md/tmp")"
   recorded $name || tt_fail $name "$name: a delivered file has no record"
   t_log "$name: disk full after $saved messages: exit $TT_RC, $(tt_left $name) left on the server"
   rm -f "$T/$name.mnt/filler"
@@ -99,7 +109,9 @@ name=space
 if [ "$mounts" = 1 ] && mount_small $name 3m; then
   tt_serve $name "$T/big"
   tt_dl $name
-  expect_rc $name 75 "not enough room for every message"
+  # doc/pop3.1: 73 for "a full disk included", 75 for "any partial run": either is right.
+  [ "$TT_RC" = 73 ] || [ "$TT_RC" = 75 ] ||
+    tt_fail $name "$name: not enough room for every message: exit $TT_RC, expected 73 or 75"
   grep -q "left on the server: not enough disk space" "$T/$name.lasterr" ||
     tt_fail $name "$name: stderr does not say what was left: $(cat "$T/$name.lasterr")"
   k=$(t_maildir_count "$T/$name.md")
@@ -107,7 +119,8 @@ if [ "$mounts" = 1 ] && mount_small $name 3m; then
   # Oldest first: messages 1..k delivered and deleted, k+1..30 still on the server.
   mkdir -p "$T/space.first"
   (cd "$T/big" && cp $(ls | head -n "$k") "$T/space.first/")
-  tt_verify check "$T/space.first" "$T/$name.md" --state "$T/$name.state" --what "$name (first $k)" ||
+  tt_verify check "$T/space.first" "$T/$name.md" --state "$T/$name.state" \
+    --what "$name (first $k)" ||
     tt_fail $name "$name: not the $k oldest messages"
   t_assert_eq "$(ls "$T/$name.srv" | head -1)" "$(ls "$T/big" | sed -n "$((k + 1))p")" \
     "$name: the first message left on the server"
@@ -116,13 +129,14 @@ if [ "$mounts" = 1 ] && mount_small $name 3m; then
   tt_converge $name 3
   tt_check $name "$T/big"
   tt_unserve $name
-  t_log "$name: ok ($k of 30 fitted; $(grep 'left on the server' "$T/$name.err" | head -1))"
+  t_log "$name: ok (exit $(head -1 "$T/$name.rcs"); $k of 30 fitted;" \
+    "$(grep 'left on the server' "$T/$name.err" | head -1))"
 fi
 
 # ---- permissions: pop3 as nobody -------------------------------------------------------------
 cat >"$T/pop3-nobody" <<EOF
 #!/bin/sh
-exec setpriv --reuid=65534 --regid=65534 --clear-groups "$POP3" "\$@"
+HOME=$T/nb exec setpriv --reuid=65534 --regid=65534 --clear-groups "$POP3" "\$@"
 EOF
 chmod 755 "$T/pop3-nobody"
 chmod 711 "$T"
@@ -146,17 +160,17 @@ tt_serve $name "$T/orig"
 ln -s "nb/$name.state" "$T/$name.state"
 POP3=$T/pop3-nobody tt_dl $name
 expect_rc $name 73 "Maildir not writable"
-grep -q "$T/$name.md" "$T/$name.lasterr" || tt_fail $name "$name: the error does not name the Maildir"
+grep -q "$T/$name.md" "$T/$name.lasterr" ||
+  tt_fail $name "$name: the error does not name the Maildir"
 untouched $name
 tt_unserve $name
 t_log "$name: ok ($(grep -v '^====' "$T/$name.err" | head -1))"
 
 name=ro-statedir
 tt_serve $name "$T/orig"
-ln -s "nb/$name.md" "$T/$name.md"
 TT_RC=0
 timeout 60 "$T/pop3-nobody" dl "${TT_PW[@]}" --state "$T/rootonly/sub/$name.state" \
-  "tcp:test@127.0.0.1:$TT_PORT" "$T/$name.md" </dev/null >"$T/$name.out" 2>"$T/$name.lasterr" ||
+  "tcp:test@127.0.0.1:$TT_PORT" "$T/nb/$name.md" </dev/null >"$T/$name.out" 2>"$T/$name.lasterr" ||
   TT_RC=$?
 echo "$TT_RC" >>"$T/$name.rcs"
 cat "$T/$name.lasterr" >>"$T/$name.err"
@@ -199,10 +213,10 @@ EOF
 tt_dl $name
 expect_rc $name 0 "a state with 4 corrupt lines"
 grep -q "4 corrupt lines ignored" "$T/$name.lasterr" ||
-  tt_fail $name "$name: corrupt lines not reported: $(cat "$T/$name.lasterr")"
+  later "$name: the 4 corrupt lines are not reported on stderr: '$(cat "$T/$name.lasterr")'"
 tt_check $name "$T/orig" --allow-dups 3
 tt_unserve $name
-t_log "$name: ok ($(grep -c . <(ls "$T/$name.md/new")) files for 10 messages)"
+t_log "$name: ok ($(ls "$T/$name.md/new" | wc -l) files for 10 messages)"
 
 # All garbage: everything is fetched again, nothing lost.
 name=garbage-all
@@ -213,8 +227,9 @@ head -c 3000 /dev/urandom >"$T/$name.state"
 tt_dl $name
 expect_rc $name 0 "an all-garbage state"
 grep -q "corrupt lines ignored" "$T/$name.lasterr" ||
-  tt_fail $name "$name: corrupt lines not reported: $(cat "$T/$name.lasterr")"
+  later "$name: the corrupt lines are not reported on stderr: '$(cat "$T/$name.lasterr")'"
 tt_check $name "$T/orig" --allow-dups 10
 tt_unserve $name
 t_log "$name: ok ($(ls "$T/$name.md/new" | wc -l) files for 10 messages)"
+[ "$LATER" = 0 ] || t_fail "$LATER failures above"
 exit 0

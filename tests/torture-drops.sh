@@ -40,7 +40,8 @@ tt_wait_sessions ref 1
 tt_check ref "$T/orig"
 tt_unserve ref
 total=$(tt_rec ref 'r["bytes_out"]')
-t_log "reference session: $total bytes sent by the server, $(tt_rec ref 'len(r["commands"])') commands"
+t_log "reference session: $total bytes sent by the server," \
+  "$(tt_rec ref 'len(r["commands"])') commands"
 
 mapfile -t offsets < <(tt_verify offsets "$total" "$T/ref.rec" "$NOFFSETS")
 [ "${#offsets[@]}" -ge "$NOFFSETS" ] || t_fail "only ${#offsets[@]} offsets"
@@ -54,7 +55,8 @@ drop_case() {
   want=75
   [ "$k" -ge "$total" ] && want=0
   [ "$TT_RC" = "$want" ] ||
-    tt_fail "$name" "$name: the run with a drop after $k of $total bytes exited $TT_RC, expected $want"
+    tt_fail "$name" \
+      "$name: the run with a drop after $k of $total bytes exited $TT_RC, expected $want"
   if [ "$want" = 75 ]; then
     grep -q "^pop3: tcp:" "$T/$name.lasterr" || tt_fail "$name" "$name: no error message"
   fi

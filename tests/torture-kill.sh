@@ -63,7 +63,8 @@ kill_case() {
   tt_converge "$name" 5
   tt_check "$name" "$T/orig"
   tt_unserve "$name"
-  tt_pass "$name" "killed after $delay ms (exit $rc), $left left on the server, runs: $(tr '\n' ' ' <"$T/$name.rcs")"
+  tt_pass "$name" "killed after $delay ms (exit $rc), $left left on the server," \
+    "runs: $(tr '\n' ' ' <"$T/$name.rcs")"
 }
 
 for ((i = 1; i <= KILLS; i++)); do
@@ -107,10 +108,11 @@ EOF
   dpid=$!
   for ((i = 0; i < 300; i++)); do
     [ "$(tt_left "$name")" = 0 ] && break
-    t_alive "$dpid" || { kill -KILL "$dpid"; tt_fail "$name" "$name: pop3syncd exited after the restart"; }
+    t_alive "$dpid" || tt_fail "$name" "$name: pop3syncd exited after the restart"
     sleep 0.1
   done
-  [ "$(tt_left "$name")" = 0 ] || { kill -KILL "$dpid"; tt_fail "$name" "$name: server not empty 30 s after the restart"; }
+  [ "$(tt_left "$name")" = 0 ] ||
+    { kill -KILL "$dpid"; tt_fail "$name" "$name: server not empty 30 s after the restart"; }
   # Let the fetch that emptied it finish (compaction) before the check: ask the daemon.
   for ((i = 0; i < 50; i++)); do
     "$POP3CTL" -s "$sock" status --json >"$T/$name.status" 2>/dev/null &&
@@ -124,7 +126,8 @@ sys.exit(0 if all(x["state"] == "idle" for x in d["accounts"]) else 1)' "$T/$nam
     t_alive "$dpid" || break
     sleep 0.1
   done
-  t_alive "$dpid" && { kill -KILL "$dpid"; tt_fail "$name" "$name: pop3syncd ignored SIGTERM for 10 s"; }
+  t_alive "$dpid" &&
+    { kill -KILL "$dpid"; tt_fail "$name" "$name: pop3syncd ignored SIGTERM for 10 s"; }
   wait "$dpid"
   echo "daemon exit $?" >>"$T/$name.rcs"
   tt_check "$name" "$T/orig"

@@ -61,7 +61,8 @@ t_assert_eq "$(t_maildir_count "$T/$name.md")" 19 "$name: delivered after run 4"
 # Once the server behaves again: a stuck message stays stuck (it is left alone), so the check
 # is only that nothing was lost and nothing delivered twice.
 tt_lost $name "$T/orig"
-tt_verify check "$T/orig" "$T/$name.md" --what $name 2>&1 | grep -q "1 originals not delivered: 0007.eml" ||
+tt_verify check "$T/orig" "$T/$name.md" --what $name 2>&1 |
+  grep -q "1 originals not delivered: 0007.eml" ||
   tt_fail $name "$name: not exactly the stuck message missing"
 tt_unserve $name
 t_log "$name: ok (75 75 75 75; stuck reported on run 3 and 4; run 4 sent no RETR)"
@@ -152,7 +153,8 @@ grep -qi "desync" "$T/$name.lasterr" || tt_fail $name "$name: the error does not
 tt_wait_sessions $name 1
 tt_lost $name "$T/orig10"
 tt_verify deleted "$T/orig10" "$T/$name.md" "$T/$name.rec" || tt_fail $name "$name: deleted unsaved"
-t_assert_eq "$(tt_rec $name 'r["committed"]' 1)" false "$name: session 1 committed (QUIT after a desync)"
+t_assert_eq "$(tt_rec $name 'r["committed"]' 1)" false \
+  "$name: session 1 committed (QUIT after a desync)"
 grep -q "^L [^ ]* on " "$T/$name.state" || tt_fail $name "$name: no 'L ... on' record"
 # What the desynchronised session saved may hold the wrong message (a shifted reply): the
 # engine forgets those records and fetches them again ("when in doubt, deliver"), so each may
@@ -163,14 +165,16 @@ expect_rc $name 0 "the session after the desync"
 tt_wait_sessions $name 2
 grep -q "lock-step" "$T/$name.lasterr" || tt_fail $name "$name: -v does not say lock-step"
 # Lock-step: the server waited for the client before each command of the transaction.
-ncmd=$(tt_rec $name 'len([c for c in r["commands"] if c.split()[0] in ("RETR", "DELE", "UIDL", "LIST")])' 2)
+ncmd=$(tt_rec $name \
+  'len([c for c in r["commands"] if c.split()[0] in ("RETR", "DELE", "UIDL", "LIST")])' 2)
 rounds=$(tt_rec $name 'r["rounds_txn"]' 2)
 [ "$rounds" -ge "$ncmd" ] ||
   tt_fail $name "$name: session 2 is not lock-step: $rounds rounds for $ncmd transaction commands"
 tt_converge $name 3
 tt_check $name "$T/orig10" --allow-dups "$saved1"
 tt_unserve $name
-t_log "$name: ok (session 2: $rounds rounds for $ncmd commands; $saved1 saved in the desynchronised session)"
+t_log "$name: ok (session 2: $rounds rounds for $ncmd commands;" \
+  "$saved1 saved in the desynchronised session)"
 
 # ---- no UIDL ---------------------------------------------------------------------------------
 name=nouidl

@@ -542,8 +542,9 @@ def main(argv=None):
     r.add_argument("maildir")
     r.add_argument("orig")
     a = p.parse_args(argv)
-    return {"gen": cmd_gen, "check": cmd_check, "lost": cmd_lost, "same": cmd_same, "deleted": cmd_deleted,
-            "offsets": cmd_offsets, "journal": cmd_journal, "order": cmd_order}[a.cmd](a)
+    return {"gen": cmd_gen, "check": cmd_check, "lost": cmd_lost, "same": cmd_same,
+            "deleted": cmd_deleted, "offsets": cmd_offsets, "journal": cmd_journal,
+            "order": cmd_order}[a.cmd](a)
 
 
 if __name__ == "__main__":
