@@ -2,6 +2,8 @@
 
 #include "errors.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <uv.h>
 
@@ -50,4 +52,13 @@ int p3_exit_status(int err) {
   default:
     return 69;
   }
+}
+
+void p3_set_error(char *errbuf, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  if (errbuf == NULL || errlen == 0)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(errbuf, errlen, fmt, ap);
+  va_end(ap);
 }

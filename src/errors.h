@@ -8,6 +8,8 @@
 #ifndef P3_ERRORS_H
 #define P3_ERRORS_H
 
+#include <stddef.h>
+
 /* X(name, value, sysexits status, message) */
 #define P3_ERRORS(X)                                                              \
   X(P3_ESPEC, -4001, 64, "malformed connection spec")                             \
@@ -54,5 +56,10 @@ const char *p3_strerror(int err);
  * 73 (EX_CANTCREAT) when they come from the file system, 69 otherwise; callers
  * that know better map them themselves. */
 int p3_exit_status(int err);
+
+/* Formats one sentence into errbuf (a no-op when errbuf is NULL or errlen
+ * is 0): the shared way modules hand error details to their callers. */
+void p3_set_error(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

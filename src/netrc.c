@@ -24,16 +24,6 @@ struct tokenizer {
   int line;
 };
 
-__attribute__((format(printf, 3, 4))) static void set_error(char *errbuf, size_t errlen,
-                                                            const char *fmt, ...) {
-  va_list ap;
-
-  if (errbuf == NULL || errlen == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* Passwords pass through these buffers: wipe before freeing. */
 static void free_secret(char *s) {
@@ -82,7 +72,7 @@ static int next_token(struct tokenizer *tz, char **tok_r, int *line_r, char *err
       if (tz->p == tz->end) {
         *o = '\0';
         free_secret(tok);
-        set_error(errbuf, errlen, "unterminated quoted string");
+        p3_set_error(errbuf, errlen, "unterminated quoted string");
         return P3_ENETRC;
       }
       if (*tz->p == '"') {
@@ -96,7 +86,7 @@ static int next_token(struct tokenizer *tz, char **tok_r, int *line_r, char *err
       if (*tz->p == '\0') {
         *o = '\0';
         free_secret(tok);
-        set_error(errbuf, errlen, "NUL byte in the file");
+        p3_set_error(errbuf, errlen, "NUL byte in the file");
         return P3_ENETRC;
       }
       *o++ = *tz->p++;
@@ -109,7 +99,7 @@ static int next_token(struct tokenizer *tz, char **tok_r, int *line_r, char *err
   start = tz->p;
   while (tz->p < tz->end && !is_space(*tz->p)) {
     if (*tz->p == '\0') {
-      set_error(errbuf, errlen, "NUL byte in the file");
+      p3_set_error(errbuf, errlen, "NUL byte in the file");
       return P3_ENETRC;
     }
     tz->p++;
@@ -218,7 +208,7 @@ int netrc_parse(const char *buf, size_t len, struct netrc *n, int *errline_r, ch
         strcmp(kw, "account") != 0 && strcmp(kw, "macdef") != 0) {
       /* Not quoted back: a stray token is most often the second half of a
        * password that contains a space. */
-      set_error(errbuf, errlen,
+      p3_set_error(errbuf, errlen,
                 "unknown keyword or stray value (a value with spaces must be "
                 "written in double quotes)");
       r = P3_ENETRC;
@@ -229,7 +219,7 @@ int netrc_parse(const char *buf, size_t len, struct netrc *n, int *errline_r, ch
     if (r < 0)
       break;
     if (r == 0) {
-      set_error(errbuf, errlen, "missing value after `%s'", kw);
+      p3_set_error(errbuf, errlen, "missing value after `%s'", kw);
       r = P3_ENETRC;
       break;
     }
@@ -246,7 +236,7 @@ int netrc_parse(const char *buf, size_t len, struct netrc *n, int *errline_r, ch
     } else {
       struct netrc_entry *e;
       if (out.count == 0) {
-        set_error(errbuf, errlen, "`%s' before any `machine' or `default'", kw);
+        p3_set_error(errbuf, errlen, "`%s' before any `machine' or `default'", kw);
         r = P3_ENETRC;
         break;
       }
@@ -256,7 +246,7 @@ int netrc_parse(const char *buf, size_t len, struct netrc *n, int *errline_r, ch
                                            : &e->account;
       /* Two values for one field: refuse to guess which one is meant. */
       if (*slot != NULL) {
-        set_error(errbuf, errlen, "`%s' given twice for the entry of line %d", kw, e->line);
+        p3_set_error(errbuf, errlen, "`%s' given twice for the entry of line %d", kw, e->line);
         r = P3_ENETRC;
         break;
       }
@@ -274,7 +264,7 @@ int netrc_parse(const char *buf, size_t len, struct netrc *n, int *errline_r, ch
     if (errline_r != NULL)
       *errline_r = line;
     if (r == -ENOMEM)
-      set_error(errbuf, errlen, "out of memory");
+      p3_set_error(errbuf, errlen, "out of memory");
     return r;
   }
   *n = out;
@@ -291,30 +281,30 @@ int netrc_load(const char *path, struct netrc *n, char *errbuf, size_t errlen) {
   fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
     r = -errno;
-    set_error(errbuf, errlen, "%s: %s", path, strerror(-r));
+    p3_set_error(errbuf, errlen, "%s: %s", path, strerror(-r));
     return r;
   }
   if (fstat(fd, &st) < 0) {
     r = -errno;
-    set_error(errbuf, errlen, "%s: %s", path, strerror(-r));
+    p3_set_error(errbuf, errlen, "%s: %s", path, strerror(-r));
     close(fd);
     return r;
   }
   if (!S_ISREG(st.st_mode)) {
-    set_error(errbuf, errlen, "%s: not a regular file", path);
+    p3_set_error(errbuf, errlen, "%s: not a regular file", path);
     close(fd);
     return P3_ENETRC;
   }
   /* Checked on the open file, so a rename in between cannot swap it. */
   if (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)) {
-    set_error(errbuf, errlen, "%s: %s by group or others (mode 0%03o); chmod 600 it", path,
+    p3_set_error(errbuf, errlen, "%s: %s by group or others (mode 0%03o); chmod 600 it", path,
               st.st_mode & (S_IRGRP | S_IROTH) ? "readable" : "writable",
               (unsigned)(st.st_mode & 07777));
     close(fd);
     return P3_ENETRCPERM;
   }
   if (st.st_size > NETRC_MAX_SIZE) {
-    set_error(errbuf, errlen, "%s: larger than %d bytes", path, NETRC_MAX_SIZE);
+    p3_set_error(errbuf, errlen, "%s: larger than %d bytes", path, NETRC_MAX_SIZE);
     close(fd);
     return -EFBIG;
   }
@@ -322,7 +312,7 @@ int netrc_load(const char *path, struct netrc *n, char *errbuf, size_t errlen) {
   buf = malloc(NETRC_MAX_SIZE + 1);
   if (buf == NULL) {
     close(fd);
-    set_error(errbuf, errlen, "%s: out of memory", path);
+    p3_set_error(errbuf, errlen, "%s: out of memory", path);
     return -ENOMEM;
   }
   /* Read to the bound, not to st_size: the file may grow meanwhile. */
@@ -332,14 +322,14 @@ int netrc_load(const char *path, struct netrc *n, char *errbuf, size_t errlen) {
       continue;
     if (got < 0) {
       r = -errno;
-      set_error(errbuf, errlen, "%s: %s", path, strerror(-r));
+      p3_set_error(errbuf, errlen, "%s: %s", path, strerror(-r));
       goto out;
     }
     if (got == 0)
       break;
     len += (size_t)got;
     if (len > NETRC_MAX_SIZE) {
-      set_error(errbuf, errlen, "%s: larger than %d bytes", path, NETRC_MAX_SIZE);
+      p3_set_error(errbuf, errlen, "%s: larger than %d bytes", path, NETRC_MAX_SIZE);
       r = -EFBIG;
       goto out;
     }
@@ -347,7 +337,7 @@ int netrc_load(const char *path, struct netrc *n, char *errbuf, size_t errlen) {
 
   r = netrc_parse(buf, len, n, &errline, reason, sizeof(reason));
   if (r < 0)
-    set_error(errbuf, errlen, "%s:%d: %s", path, errline, reason);
+    p3_set_error(errbuf, errlen, "%s:%d: %s", path, errline, reason);
 
 out:
   explicit_bzero(buf, len);

@@ -24,16 +24,6 @@ extern char **environ;
 /* A password command prints a line, not a file. */
 #define PWCMD_MAX_OUTPUT (64 * 1024)
 
-__attribute__((format(printf, 3, 4))) static void set_error(char *errbuf, size_t errlen,
-                                                            const char *fmt, ...) {
-  va_list ap;
-
-  if (errbuf == NULL || errlen == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* The user name goes into `USER name\r\n': a space or a control character
  * would break (or inject into) the command. */
@@ -57,12 +47,12 @@ static int default_user(char *buf, size_t buflen, char *errbuf, size_t errlen) {
   struct passwd *pw = getpwuid(uid);
 
   if (pw == NULL || pw->pw_name == NULL || pw->pw_name[0] == '\0') {
-    set_error(errbuf, errlen, "cannot find a user name for uid %lu; write user@ in the spec",
+    p3_set_error(errbuf, errlen, "cannot find a user name for uid %lu; write user@ in the spec",
               (unsigned long)uid);
     return P3_ESPEC;
   }
   if (strlen(pw->pw_name) >= buflen) {
-    set_error(errbuf, errlen, "the user name of uid %lu is too long", (unsigned long)uid);
+    p3_set_error(errbuf, errlen, "the user name of uid %lu is too long", (unsigned long)uid);
     return P3_ESPEC;
   }
   strcpy(buf, pw->pw_name);
@@ -79,7 +69,7 @@ static int load_netrc(const char *netrc_path, struct netrc *n, char *path_r, siz
 
   if (netrc_path != NULL) {
     if ((size_t)snprintf(path_r, pathlen, "%s", netrc_path) >= pathlen) {
-      set_error(errbuf, errlen, "netrc path is too long");
+      p3_set_error(errbuf, errlen, "netrc path is too long");
       return P3_ENETRC;
     }
   } else {
@@ -89,7 +79,7 @@ static int load_netrc(const char *netrc_path, struct netrc *n, char *path_r, siz
       return 0;
     }
     if (r < 0) {
-      set_error(errbuf, errlen, "netrc path is too long");
+      p3_set_error(errbuf, errlen, "netrc path is too long");
       return P3_ENETRC;
     }
   }
@@ -121,14 +111,14 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
   int r;
 
   if (e->machine == NULL) {
-    set_error(errbuf, errlen,
+    p3_set_error(errbuf, errlen,
               "%s:%d: account `%s' is on the `default' entry, which names no server", path, e->line,
               acct);
     return P3_ENETRC;
   }
   r = spec_parse(e->machine, &s, reason, sizeof(reason));
   if (r < 0) {
-    set_error(errbuf, errlen, "%s:%d: machine of account `%s': %s", path, e->line, acct, reason);
+    p3_set_error(errbuf, errlen, "%s:%d: machine of account `%s': %s", path, e->line, acct, reason);
     return P3_ENETRC;
   }
   /* The prefix written on the command line beats one in the machine. */
@@ -145,7 +135,7 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
   if (at != NULL && at[1] != '\0') {
     r = spec_parse(at + 1, &host, reason, sizeof(reason));
     if (r < 0) {
-      set_error(errbuf, errlen, "%s:%d: host part of account `%s': %s", path, e->line, acct,
+      p3_set_error(errbuf, errlen, "%s:%d: host part of account `%s': %s", path, e->line, acct,
                 reason);
       return P3_ENETRC;
     }
@@ -154,7 +144,7 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
 
   if (e->login != NULL && e->login[0] != '\0') {
     if (strlen(e->login) >= sizeof(s.user) || !user_is_valid(e->login)) {
-      set_error(errbuf, errlen,
+      p3_set_error(errbuf, errlen,
                 "%s:%d: the login of account `%s' is too long or contains a space "
                 "or control character",
                 path, e->line, acct);
@@ -163,7 +153,7 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
     strcpy(s.user, e->login);
   } else if (s.user[0] == '\0' && at != NULL && at != acct) {
     if ((size_t)(at - acct) >= sizeof(s.user)) {
-      set_error(errbuf, errlen, "%s:%d: the user part of account `%s' is too long", path, e->line,
+      p3_set_error(errbuf, errlen, "%s:%d: the user part of account `%s' is too long", path, e->line,
                 acct);
       return P3_ENETRC;
     }
@@ -171,7 +161,7 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
     s.user[at - acct] = '\0';
   }
   if (s.user[0] != '\0' && !user_is_valid(s.user)) {
-    set_error(errbuf, errlen,
+    p3_set_error(errbuf, errlen,
               "%s:%d: the user of account `%s' contains a space or control character", path,
               e->line, acct);
     return P3_ENETRC;
@@ -179,13 +169,13 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
 
   if (e->password != NULL) {
     if (!password_is_valid(e->password)) {
-      set_error(errbuf, errlen, "%s:%d: the password of account `%s' contains a line break", path,
+      p3_set_error(errbuf, errlen, "%s:%d: the password of account `%s' contains a line break", path,
                 e->line, acct);
       return P3_ENETRC;
     }
     t->password = strdup(e->password);
     if (t->password == NULL) {
-      set_error(errbuf, errlen, "out of memory");
+      p3_set_error(errbuf, errlen, "out of memory");
       return -ENOMEM;
     }
   }
@@ -261,7 +251,7 @@ int target_password(struct p3_target *t, const char *netrc_path, const char *pas
 
   r = spec_identity(&t->spec, id, sizeof(id));
   if (r < 0) {
-    set_error(errbuf, errlen, "connection identity is too long");
+    p3_set_error(errbuf, errlen, "connection identity is too long");
     return P3_ENOPASS;
   }
   have = load_netrc(netrc_path, &n, path, sizeof(path), errbuf, errlen);
@@ -269,12 +259,12 @@ int target_password(struct p3_target *t, const char *netrc_path, const char *pas
     return have;
   e = have ? find_password(&n, &t->spec, id) : NULL;
   if (e == NULL) {
-    set_error(errbuf, errlen, "no password for %s in %s (and no --password-command)", id, path);
+    p3_set_error(errbuf, errlen, "no password for %s in %s (and no --password-command)", id, path);
     netrc_free(&n);
     return P3_ENOPASS;
   }
   if (!password_is_valid(e->password)) {
-    set_error(errbuf, errlen, "%s:%d: the password for %s contains a line break", path, e->line,
+    p3_set_error(errbuf, errlen, "%s:%d: the password for %s contains a line break", path, e->line,
               id);
     netrc_free(&n);
     return P3_ENETRC;
@@ -282,7 +272,7 @@ int target_password(struct p3_target *t, const char *netrc_path, const char *pas
   t->password = strdup(e->password);
   netrc_free(&n);
   if (t->password == NULL) {
-    set_error(errbuf, errlen, "out of memory");
+    p3_set_error(errbuf, errlen, "out of memory");
     return -ENOMEM;
   }
   return 0;
@@ -364,11 +354,11 @@ int password_from_command(const char *cmd, char **out_r, char *errbuf, size_t er
 
   buf = malloc(PWCMD_MAX_OUTPUT + 1);
   if (buf == NULL) {
-    set_error(errbuf, errlen, "out of memory");
+    p3_set_error(errbuf, errlen, "out of memory");
     return P3_EPWCMD;
   }
   if (pipe2(p, O_CLOEXEC) < 0 || move_above_stdio(&p[0]) < 0 || move_above_stdio(&p[1]) < 0) {
-    set_error(errbuf, errlen, "cannot run password command `%s': pipe: %s", cmd, strerror(errno));
+    p3_set_error(errbuf, errlen, "cannot run password command `%s': pipe: %s", cmd, strerror(errno));
     r = P3_EPWCMD;
     goto out;
   }
@@ -376,7 +366,7 @@ int password_from_command(const char *cmd, char **out_r, char *errbuf, size_t er
   close(p[1]);
   p[1] = -1;
   if (r < 0) {
-    set_error(errbuf, errlen, "cannot run password command `%s': /bin/sh: %s", cmd, strerror(-r));
+    p3_set_error(errbuf, errlen, "cannot run password command `%s': /bin/sh: %s", cmd, strerror(-r));
     r = P3_EPWCMD;
     goto out;
   }
@@ -400,28 +390,28 @@ int password_from_command(const char *cmd, char **out_r, char *errbuf, size_t er
 
   r = wait_child(pid, &status);
   if (r < 0) {
-    set_error(errbuf, errlen, "password command `%s': waitpid: %s", cmd, strerror(-r));
+    p3_set_error(errbuf, errlen, "password command `%s': waitpid: %s", cmd, strerror(-r));
     r = P3_EPWCMD;
     goto out;
   }
   r = P3_EPWCMD;
   if (too_much) {
-    set_error(errbuf, errlen, "password command `%s' printed more than %d bytes", cmd,
+    p3_set_error(errbuf, errlen, "password command `%s' printed more than %d bytes", cmd,
               PWCMD_MAX_OUTPUT);
     goto out;
   }
   if (WIFSIGNALED(status)) {
-    set_error(errbuf, errlen, "password command `%s' was killed by signal %d (%s)", cmd,
+    p3_set_error(errbuf, errlen, "password command `%s' was killed by signal %d (%s)", cmd,
               WTERMSIG(status), strsignal(WTERMSIG(status)));
     goto out;
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    set_error(errbuf, errlen, "password command `%s' exited with status %d", cmd,
+    p3_set_error(errbuf, errlen, "password command `%s' exited with status %d", cmd,
               WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     goto out;
   }
   if (len == 0) {
-    set_error(errbuf, errlen, "password command `%s' printed nothing", cmd);
+    p3_set_error(errbuf, errlen, "password command `%s' printed nothing", cmd);
     goto out;
   }
   nl = memchr(buf, '\n', len);
@@ -429,16 +419,16 @@ int password_from_command(const char *cmd, char **out_r, char *errbuf, size_t er
   if (linelen > 0 && buf[linelen - 1] == '\r')
     linelen--;
   if (linelen == 0) {
-    set_error(errbuf, errlen, "password command `%s' printed an empty line", cmd);
+    p3_set_error(errbuf, errlen, "password command `%s' printed an empty line", cmd);
     goto out;
   }
   if (memchr(buf, '\0', linelen) != NULL || memchr(buf, '\r', linelen) != NULL) {
-    set_error(errbuf, errlen, "password command `%s' printed a NUL byte or a carriage return", cmd);
+    p3_set_error(errbuf, errlen, "password command `%s' printed a NUL byte or a carriage return", cmd);
     goto out;
   }
   *out_r = malloc(linelen + 1);
   if (*out_r == NULL) {
-    set_error(errbuf, errlen, "out of memory");
+    p3_set_error(errbuf, errlen, "out of memory");
     goto out;
   }
   memcpy(*out_r, buf, linelen);

@@ -78,25 +78,13 @@ static const int tls_preferred_suites[] = {
     MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 };
 
-static void tls_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void tls_err(char *errbuf, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-
-  if (errbuf == NULL || errlen == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* mbedTLS's own words for code, e.g. "SSL - Processing of the ... (-0x7780)". */
 static void tls_err_mbed(char *errbuf, size_t errlen, const char *what, int code) {
   char text[160];
 
   mbedtls_strerror(code, text, sizeof(text));
-  tls_err(errbuf, errlen, "%s: %s (-0x%04x)", what, text, (unsigned)-code);
+  p3_set_error(errbuf, errlen, "%s: %s (-0x%04x)", what, text, (unsigned)-code);
 }
 
 static int tls_sha256(const unsigned char *data, size_t len, uint8_t out[32]) {
@@ -246,9 +234,9 @@ static int tls_load_ca(struct p3_tls *t, const char *file, char *errbuf, size_t 
   ret = mbedtls_x509_crt_parse_file(&t->ca, file);
   if (ret == MBEDTLS_ERR_X509_FILE_IO_ERROR || ret == MBEDTLS_ERR_PK_FILE_IO_ERROR) {
     if (errno != 0)
-      tls_err(errbuf, errlen, "cannot read CA file %s: %s", file, strerror(errno));
+      p3_set_error(errbuf, errlen, "cannot read CA file %s: %s", file, strerror(errno));
     else
-      tls_err(errbuf, errlen, "cannot read CA file %s", file);
+      p3_set_error(errbuf, errlen, "cannot read CA file %s", file);
     return P3_ETLSCONF;
   }
   if (ret < 0) {
@@ -261,7 +249,7 @@ static int tls_load_ca(struct p3_tls *t, const char *file, char *errbuf, size_t 
   /* ret > 0 counts certificates that did not parse; a system bundle may
    * hold a few the library cannot read, which is fine as long as some did. */
   if (t->ca.version == 0) {
-    tls_err(errbuf, errlen, "no usable certificate in CA file %s", file);
+    p3_set_error(errbuf, errlen, "no usable certificate in CA file %s", file);
     return P3_ETLSCONF;
   }
   t->have_ca = 1;
@@ -278,22 +266,22 @@ int tls_new(const struct p3_tls_options *opts, struct p3_tls **t_r, char *errbuf
   if (name != NULL && name[0] == '\0')
     name = NULL;
   if (opts->pin_count < 0 || opts->pin_count > P3_TLS_MAX_PINS) {
-    tls_err(errbuf, errlen, "bad pin count %d", opts->pin_count);
+    p3_set_error(errbuf, errlen, "bad pin count %d", opts->pin_count);
     return P3_ETLSCONF;
   }
   if (name == NULL && opts->pin_count == 0) {
-    tls_err(errbuf, errlen, "no name to verify");
+    p3_set_error(errbuf, errlen, "no name to verify");
     return P3_ETLSCONF;
   }
   if (name != NULL && strlen(name) >= sizeof(t->name)) {
-    tls_err(errbuf, errlen, "server name is too long");
+    p3_set_error(errbuf, errlen, "server name is too long");
     return P3_ETLSCONF;
   }
 
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
   /* 3.x uses PSA for TLS 1.3 and more; initialising twice is harmless. */
   if (psa_crypto_init() != PSA_SUCCESS) {
-    tls_err(errbuf, errlen, "cannot initialise PSA crypto");
+    p3_set_error(errbuf, errlen, "cannot initialise PSA crypto");
     return P3_ETLSCONF;
   }
 #endif
@@ -588,11 +576,11 @@ static int tls_verify(struct p3_tls *t, char *errbuf, size_t errlen) {
     int i;
 
     if (crt == NULL || crt->raw.p == NULL) {
-      tls_err(errbuf, errlen, "server sent no certificate");
+      p3_set_error(errbuf, errlen, "server sent no certificate");
       return P3_EPIN;
     }
     if (tls_sha256(crt->raw.p, crt->raw.len, fp) != 0) {
-      tls_err(errbuf, errlen, "cannot hash the server certificate");
+      p3_set_error(errbuf, errlen, "cannot hash the server certificate");
       return P3_EPIN;
     }
     for (i = 0; i < t->pin_count; i++) {
@@ -600,7 +588,7 @@ static int tls_verify(struct p3_tls *t, char *errbuf, size_t errlen) {
         return 0; /* a pin replaces the CA and name checks */
     }
     tls_format_fingerprint(fp, text, sizeof(text));
-    tls_err(errbuf, errlen, "server certificate is %s", text);
+    p3_set_error(errbuf, errlen, "server certificate is %s", text);
     return P3_EPIN;
   }
 
@@ -620,7 +608,7 @@ int tls_handshake(struct p3_tls *t, char *errbuf, size_t errlen) {
   if (t->state == TLS_OPEN)
     return 1;
   if (t->state == TLS_FAILED) {
-    tls_err(errbuf, errlen, "TLS session already failed");
+    p3_set_error(errbuf, errlen, "TLS session already failed");
     return P3_ETLS;
   }
   ret = mbedtls_ssl_handshake(&t->ssl);
@@ -647,7 +635,7 @@ int tls_read(struct p3_tls *t, char *buf, size_t len, char *errbuf, size_t errle
   int ret, empty = 0;
 
   if (t->state != TLS_OPEN) {
-    tls_err(errbuf, errlen, "TLS session is not open");
+    p3_set_error(errbuf, errlen, "TLS session is not open");
     return P3_ETLS;
   }
   if (len == 0)
@@ -683,7 +671,7 @@ int tls_write(struct p3_tls *t, const char *data, size_t len, char *errbuf, size
   const unsigned char *p = (const unsigned char *)data;
 
   if (t->state != TLS_OPEN) {
-    tls_err(errbuf, errlen, "TLS session is not open");
+    p3_set_error(errbuf, errlen, "TLS session is not open");
     return P3_ETLS;
   }
   while (len > 0) {

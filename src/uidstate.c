@@ -151,16 +151,6 @@ static uint64_t fnv1a(const char *s, size_t len, uint64_t h) {
 
 #define FNV_SEED 0xcbf29ce484222325ULL
 
-__attribute__((format(printf, 3, 4))) static void set_err(char *errbuf, size_t errlen,
-                                                          const char *fmt, ...) {
-  va_list ap;
-
-  if (errbuf == NULL || errlen == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static char *dup_mem(const char *s, size_t len) {
   char *p = malloc(len + 1);
@@ -976,7 +966,7 @@ static int make_parents(const char *path, char *errbuf, size_t errlen) {
     *p = '\0';
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
       int err = -errno;
-      set_err(errbuf, errlen, "cannot create directory %s: %s", dir, strerror(-err));
+      p3_set_error(errbuf, errlen, "cannot create directory %s: %s", dir, strerror(-err));
       return err;
     }
     if (last)
@@ -985,11 +975,11 @@ static int make_parents(const char *path, char *errbuf, size_t errlen) {
   }
   if (stat(dir, &sb) != 0) {
     int err = -errno;
-    set_err(errbuf, errlen, "cannot create directory %s: %s", dir, strerror(-err));
+    p3_set_error(errbuf, errlen, "cannot create directory %s: %s", dir, strerror(-err));
     return err;
   }
   if (!S_ISDIR(sb.st_mode)) {
-    set_err(errbuf, errlen, "cannot create directory %s: %s", dir, strerror(ENOTDIR));
+    p3_set_error(errbuf, errlen, "cannot create directory %s: %s", dir, strerror(ENOTDIR));
     return -ENOTDIR;
   }
   return 0;
@@ -1021,7 +1011,7 @@ static int take_lock(struct uidstate *st, const char *who, char *errbuf, size_t 
   st->lock_fd = open(st->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (st->lock_fd < 0) {
     err = -errno;
-    set_err(errbuf, errlen, "cannot open %s: %s", st->lock_path, strerror(-err));
+    p3_set_error(errbuf, errlen, "cannot open %s: %s", st->lock_path, strerror(-err));
     return err;
   }
   while (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
@@ -1031,12 +1021,12 @@ static int take_lock(struct uidstate *st, const char *who, char *errbuf, size_t 
     if (err == -EWOULDBLOCK) {
       read_holder(st->lock_fd, holder, sizeof(holder));
       if (holder[0] != '\0')
-        set_err(errbuf, errlen, "%s is locked by %s", st->path, holder);
+        p3_set_error(errbuf, errlen, "%s is locked by %s", st->path, holder);
       else
-        set_err(errbuf, errlen, "%s is locked by another process", st->path);
+        p3_set_error(errbuf, errlen, "%s is locked by another process", st->path);
       return P3_ELOCKED;
     }
-    set_err(errbuf, errlen, "cannot lock %s: %s", st->lock_path, strerror(-err));
+    p3_set_error(errbuf, errlen, "cannot lock %s: %s", st->lock_path, strerror(-err));
     return err;
   }
   st->locked = true;
@@ -1052,7 +1042,7 @@ static int take_lock(struct uidstate *st, const char *who, char *errbuf, size_t 
     err = w < 0 ? -errno : (size_t)w != n ? -EIO : 0;
   }
   if (err < 0) {
-    set_err(errbuf, errlen, "cannot write %s: %s", st->lock_path, strerror(-err));
+    p3_set_error(errbuf, errlen, "cannot write %s: %s", st->lock_path, strerror(-err));
     return err;
   }
   return 0;
@@ -1068,15 +1058,15 @@ static int read_journal(struct uidstate *st, char **buf_r, size_t *len_r, char *
 
   if (fstat(st->fd, &sb) != 0) {
     err = -errno;
-    set_err(errbuf, errlen, "cannot stat %s: %s", st->path, strerror(-err));
+    p3_set_error(errbuf, errlen, "cannot stat %s: %s", st->path, strerror(-err));
     return err;
   }
   if (!S_ISREG(sb.st_mode)) {
-    set_err(errbuf, errlen, "%s is not a regular file", st->path);
+    p3_set_error(errbuf, errlen, "%s is not a regular file", st->path);
     return -EINVAL;
   }
   if (sb.st_size > FILE_CAP) {
-    set_err(errbuf, errlen, "%s is too large (%lld bytes; at most %lld)", st->path,
+    p3_set_error(errbuf, errlen, "%s is too large (%lld bytes; at most %lld)", st->path,
             (long long)sb.st_size, (long long)FILE_CAP);
     return -EFBIG;
   }
@@ -1084,7 +1074,7 @@ static int read_journal(struct uidstate *st, char **buf_r, size_t *len_r, char *
    * not: we hold the lock) and stays bounded. */
   cap = (size_t)sb.st_size + 1;
   if ((buf = malloc(cap)) == NULL) {
-    set_err(errbuf, errlen, "cannot read %s: %s", st->path, strerror(ENOMEM));
+    p3_set_error(errbuf, errlen, "cannot read %s: %s", st->path, strerror(ENOMEM));
     return -ENOMEM;
   }
   for (;;) {
@@ -1094,7 +1084,7 @@ static int read_journal(struct uidstate *st, char **buf_r, size_t *len_r, char *
     if (n < 0) {
       err = -errno;
       free(buf);
-      set_err(errbuf, errlen, "cannot read %s: %s", st->path, strerror(-err));
+      p3_set_error(errbuf, errlen, "cannot read %s: %s", st->path, strerror(-err));
       return err;
     }
     if (n == 0)
@@ -1104,14 +1094,14 @@ static int read_journal(struct uidstate *st, char **buf_r, size_t *len_r, char *
       char *more;
       if ((off_t)cap > FILE_CAP) {
         free(buf);
-        set_err(errbuf, errlen, "%s is too large (more than %lld bytes)", st->path,
+        p3_set_error(errbuf, errlen, "%s is too large (more than %lld bytes)", st->path,
                 (long long)FILE_CAP);
         return -EFBIG;
       }
       cap = cap * 2 > (size_t)FILE_CAP + 1 ? (size_t)FILE_CAP + 1 : cap * 2;
       if ((more = realloc(buf, cap)) == NULL) {
         free(buf);
-        set_err(errbuf, errlen, "cannot read %s: %s", st->path, strerror(ENOMEM));
+        p3_set_error(errbuf, errlen, "cannot read %s: %s", st->path, strerror(ENOMEM));
         return -ENOMEM;
       }
       buf = more;
@@ -1179,7 +1169,7 @@ static int repair_journal(struct uidstate *st, const char *buf, size_t len, char
   if (keep < len) {
     err = ftruncate(st->fd, (off_t)keep) != 0 ? -errno : fsync_retry(st->fd);
     if (err < 0) {
-      set_err(errbuf, errlen, "cannot truncate the torn last line of %s: %s", st->path,
+      p3_set_error(errbuf, errlen, "cannot truncate the torn last line of %s: %s", st->path,
               strerror(-err));
       return err;
     }
@@ -1188,7 +1178,7 @@ static int repair_journal(struct uidstate *st, const char *buf, size_t len, char
     static const char header[] = HEADER "\n";
     if ((err = write_all(st->fd, header, sizeof(header) - 1)) < 0 ||
         (err = fsync_retry(st->fd)) < 0 || (err = fsync_parent(st->path)) < 0) {
-      set_err(errbuf, errlen, "cannot write %s: %s", st->path, strerror(-err));
+      p3_set_error(errbuf, errlen, "cannot write %s: %s", st->path, strerror(-err));
       return err;
     }
   }
@@ -1207,12 +1197,12 @@ int uidstate_open(const char *path, const char *who, struct uidstate **st_r, cha
   if (errbuf != NULL && errlen > 0)
     errbuf[0] = '\0';
   if (path == NULL || path[0] == '\0') {
-    set_err(errbuf, errlen, "cannot open the UID state: empty path");
+    p3_set_error(errbuf, errlen, "cannot open the UID state: empty path");
     return -EINVAL;
   }
   plen = strlen(path);
   if (plen + sizeof(".lock") >= PATH_MAX) {
-    set_err(errbuf, errlen, "cannot open %.64s...: %s", path, strerror(ENAMETOOLONG));
+    p3_set_error(errbuf, errlen, "cannot open %.64s...: %s", path, strerror(ENAMETOOLONG));
     return -ENAMETOOLONG;
   }
   if (who == NULL)
@@ -1221,13 +1211,13 @@ int uidstate_open(const char *path, const char *who, struct uidstate **st_r, cha
     return err;
   /* Before creating PATH.lock beside it. */
   if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-    set_err(errbuf, errlen, "%s is a directory", path);
+    p3_set_error(errbuf, errlen, "%s is a directory", path);
     return -EISDIR;
   }
   if ((st = uidstate_new_memory()) == NULL || (st->path = dup_mem(path, plen)) == NULL ||
       (st->lock_path = malloc(plen + sizeof(".lock"))) == NULL) {
     uidstate_close(st);
-    set_err(errbuf, errlen, "cannot open %s: %s", path, strerror(ENOMEM));
+    p3_set_error(errbuf, errlen, "cannot open %s: %s", path, strerror(ENOMEM));
     return -ENOMEM;
   }
   memcpy(st->lock_path, path, plen);
@@ -1238,15 +1228,15 @@ int uidstate_open(const char *path, const char *who, struct uidstate **st_r, cha
   if (st->fd < 0) {
     err = -errno;
     if (err == -EISDIR)
-      set_err(errbuf, errlen, "%s is a directory", path);
+      p3_set_error(errbuf, errlen, "%s is a directory", path);
     else
-      set_err(errbuf, errlen, "cannot open %s: %s", path, strerror(-err));
+      p3_set_error(errbuf, errlen, "cannot open %s: %s", path, strerror(-err));
     goto fail;
   }
   if ((err = read_journal(st, &buf, &len, errbuf, errlen)) < 0)
     goto fail;
   if ((err = uidstate_parse(st, buf, len)) < 0) {
-    set_err(errbuf, errlen, "cannot read %s: %s", path, strerror(-err));
+    p3_set_error(errbuf, errlen, "cannot read %s: %s", path, strerror(-err));
     goto fail;
   }
   if ((err = repair_journal(st, buf, len, errbuf, errlen)) < 0)
