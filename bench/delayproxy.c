@@ -33,7 +33,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -544,7 +543,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "delayproxy: bad --listen %s\n", listen_s);
     return 64;
   }
-  g.half_rtt_ns = (uint64_t)llround(rtt_ms * 1e6 / 2);
+  g.half_rtt_ns = (uint64_t)(rtt_ms * 1e6 / 2 + 0.5);
   g.connect_ns = rtt_ms > 0 ? 3 * g.half_rtt_ns : 0;
 
   signal(SIGPIPE, SIG_IGN);

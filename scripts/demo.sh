@@ -23,11 +23,15 @@ port=$(awk '/^PORT /{print $2; exit}' "$portfile")
 [ -n "$port" ] || { echo "demo: the test server did not start" >&2; cat "$demo/server.log" >&2; exit 1; }
 echo "demo: test POP3 server on 127.0.0.1:$port with 40 messages, 100 ms one-way latency"
 echo "demo: pop3 dl tcp:demo@127.0.0.1:$port $demo/Maildir"
-"$top/build/pop3" dl --password-command 'echo demo-secret' "tcp:demo@127.0.0.1:$port" "$demo/Maildir"
+"$top/build/pop3" dl --password-command 'echo demo-secret' --state "$demo/state" \
+  "tcp:demo@127.0.0.1:$port" "$demo/Maildir"
 echo
 echo "demo: delivered into $demo/Maildir/new:"
 for f in "$demo"/Maildir/new/*; do
   subj=$(grep -m1 '^Subject:' "$f" | cut -c1-60)
   printf '  %-58s %s\n' "$(basename "$f" | cut -c1-58)" "$subj"
 done | head -50
-echo "demo: $(ls "$demo/Maildir/new" | wc -l) files in new/, server mailbox now empty"
+echo "demo: $(ls "$demo/Maildir/new" | wc -l) files in new/"
+echo "demo: a second run finds the server mailbox empty:"
+"$top/build/pop3" dl --password-command 'echo demo-secret' --state "$demo/state" \
+  "tcp:demo@127.0.0.1:$port" "$demo/Maildir"
