@@ -12,7 +12,6 @@ Output: RESULTS.md, results.json and rtt.png in --out. See bench/run.sh for the 
 """
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -23,6 +22,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -397,6 +397,13 @@ def pop3_sink(port, n, use_tls):
     c = raw
     if use_tls:
         ctx = ssl.create_default_context(cafile=env("DOVECOT_CA"))
+        # The suite pop3 gets (TLS 1.2, ChaCha20-Poly1305), so that Dovecot does the same
+        # encryption work as in the client runs.
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.set_ciphers("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+        except ssl.SSLError:
+            pass
         c = ctx.wrap_socket(raw, server_hostname="localhost")
     t0 = time.monotonic()
     cmds = "USER %s\r\nPASS %s\r\n" % (USER, PASS)
@@ -437,6 +444,8 @@ class Bench:
         self.calib = {}
 
     def elapsed(self):
+        if getattr(self, "elapsed_fixed", None) is not None:
+            return self.elapsed_fixed
         return time.monotonic() - self.t_start
 
     def source(self, n, size):
@@ -720,6 +729,9 @@ def write_markdown(b, cells, path, started, targets):
       "small RTT no client comes near it." % (ROUND_TRIPS["tcp"], ROUND_TRIPS["ssl"],
                                               cal.get("loopback_proxy", 0) / 1e6))
     w("")
+    w("**÷ RTT**: the time counted in round trips (where RTT > 0); a pipelined client needs "
+      "a fixed number, a lock-step one about two or three per message.")
+    w("")
     w("**vs best other**: time divided by the fastest *other program* in the same cell "
       "(for `pop3 dl` rows: the fastest of mpop, fetchmail, getmail6; for the others: the "
       "fastest of the rest, `pop3 dl` included). Below 1 means faster than all of them.")
@@ -749,22 +761,25 @@ def write_markdown(b, cells, path, started, targets):
             w("| client | seconds | MB/s | msgs/s | × LB | vs best other | peak RSS | CPU s | n |")
             w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         else:
-            w("| client | seconds | msgs/s | × LB | vs best other | peak RSS | CPU s | n |")
-            w("|---|---:|---:|---:|---:|---:|---:|---:|")
+            w("| client | seconds | msgs/s | × LB | vs best other | ÷ RTT | peak RSS | CPU s | n |")
+            w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in c["rows"]:
             label = dict((k, v) for k, v, _ in CLIENTS)[r["client"]]
             if r.get("skipped"):
-                w("| %s | skipped: %s |%s" % (label, r["skipped"], " |" * (7 if big else 6)))
+                w("| %s | skipped: %s |%s" % (label, r["skipped"], " |" * 7))
                 continue
             if r.get("failed"):
-                w("| %s | **failed**: %s |%s" % (label, r["failed"].replace("|", "/"),
-                                                 " |" * (7 if big else 6)))
+                w("| %s | **failed**: %s |%s" % (label, r["failed"].replace("|", "/"), " |" * 7))
                 continue
             cols = [label, fmt(r["time"], "%.3f")]
             if big:
                 cols.append(fmt(r["mb_s"], "%.1f"))
             cols += [fmt(r["msgs_s"], "%.1f"), fmt(r["vs_lb"], "%.2f"),
-                     fmt(r["vs_best_other"], "%.3f"), "%.1f MiB" % (r["rss_kib"] / 1024.0),
+                     fmt(r["vs_best_other"], "%.3f")]
+            if not big:
+                cols.append(fmt(r["time"] / (cell["rtt"] / 1000.0) if cell["rtt"] else None,
+                                "%.1f"))
+            cols += ["%.1f MiB" % (r["rss_kib"] / 1024.0),
                      fmt(r["cpu"], "%.2f"), str(r["n_runs"])]
             w("| " + " | ".join(cols) + " |")
         if "server_bound" in cell:
@@ -775,6 +790,8 @@ def write_markdown(b, cells, path, started, targets):
                   ", OpenSSL decrypting %s" % sb["openssl_suite"] if sb["openssl_suite"] else "",
                   sb["seconds"], sb["rate"] / 1e6))
     w("")
+    for line in notes(b, cells):
+        w(line)
     w("## Calibration (same run)")
     w("")
     w("| RTT set | request/response median (min–max) | connect + greeting (ideal 2 RTT) |")
@@ -797,6 +814,121 @@ def write_markdown(b, cells, path, started, targets):
     w("Client versions: %s." % "; ".join("%s: %s" % (c, client_version(c)) for c in b.clients))
     with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
+
+
+def notes(b, cells):
+    """How the clients were set up, what bounds each kind of cell, what the proxy leaves out."""
+    cal = b.calib
+    L = [""]
+    w = L.append
+
+    def row(mode, rtt, n, size, client):
+        for c in cells:
+            cl = c["cell"]
+            if (cl["mode"], cl["rtt"], cl["n"], cl["size"]) == (mode, rtt, n, size):
+                for r in c["rows"]:
+                    if r["client"] == client and r.get("time") is not None:
+                        return c, r
+                return c, None
+        return None, None
+
+    w("## How each client was configured")
+    w("")
+    w("Every client gets a fresh Maildir and fresh state files (UIDL lists, journal) per run, "
+      "connects to the proxy's port on 127.0.0.1, logs in with USER/PASS and deletes what it "
+      "downloaded. Exact files: `client_argv()` in bench/bench.py.")
+    w("")
+    w("- **pop3 dl**: `pop3 dl --state STATE --password-command 'echo secret' "
+      "tcp:test@127.0.0.1:PORT MAILDIR`; over TLS `ssl:test@127.0.0.1!localhost:PORT "
+      "--ca-file CA`. Each message is written to tmp/, fsync'ed and renamed into new/; new/ "
+      "and the UID journal are fsync'ed before QUIT (the durability barrier, always on).")
+    w("- **pop3 dl --pipelining=off**: the same with one command at a time: what pipelining "
+      "itself is worth.")
+    w("- **mpop**: an mpoprc with `auth user`, `tls off` (or `tls on`, `tls_starttls off`, "
+      "`tls_trust_file CA`, `tls_host_override localhost`), `keep off`, a per-run "
+      "`uidls_file` and `delivery maildir MAILDIR`; `pipelining` left at its default "
+      "(auto: Dovecot advertises PIPELINING). mpop's Maildir delivery is its own (tmp/, then "
+      "new/).")
+    w("- **fetchmail**: a fetchmailrc `poll 127.0.0.1 service PORT protocol pop3 auth "
+      "password`, `no keep fetchall`, `sslproto ''` in plaintext (no opportunistic STLS), "
+      "`ssl sslcertck sslcertfile CA sslcommonname localhost` over TLS, and `mda "
+      "\"procmail -m RC\"` with `DEFAULT=MAILDIR/` in RC: fetchmail has no Maildir writer of "
+      "its own, and procmail is the delivery agent it is usually paired with (one procmail "
+      "process per message; it writes tmp/, fsyncs, links into new/). Runs as root, with "
+      "`--idfile` and `--pidfile` in the run's directory.")
+    w("- **getmail6**: `SimplePOP3Retriever` (or `SimplePOP3SSLRetriever` with `ca_certs` "
+      "and `ssl_cert_hostname = localhost`), destination `type = Maildir`, options `delete = "
+      "true`, `read_all = true`. getmail refuses to deliver as root, so it runs as the user "
+      "nobody (setpriv), as an ordinary user would run it; it forks a child per message to "
+      "write the Maildir file.")
+    w("")
+    w("## What bounds each cell")
+    w("")
+    rt = []
+    for rtt in (200, 600):
+        c, r = row("tcp", rtt, 100, 4 * KIB, "pop3")
+        if r:
+            rt.append("%.2f RTT at %d ms" % (r["time"] / (rtt / 1000.0), rtt))
+    w("- **RTT 200 and 600 ms, 100 messages**: round trips. A pipelined client pays a fixed "
+      "number per session: LB counts %d in plaintext; `pop3 dl` took %s. A lock-step client "
+      "pays one per command and message: RETR, then DELE (fetchmail also waits for its MDA "
+      "between them; getmail6 also asks for each message's UIDL/LIST), which is what the "
+      "÷ RTT column shows." % (ROUND_TRIPS["tcp"], " and ".join(rt) if rt else "–"))
+    c, r = row("tcp", 50, 1000, 4 * KIB, "pop3")
+    c0, r0 = row("tcp", 0, 1000, 4 * KIB, "pop3")
+    w("- **RTT 50 ms, 1,000 messages**: for a pipelined client, the round trips (%s) plus "
+      "the server's own work on 1,000 RETRs and DELEs and the client's 1,000 fsyncs, which "
+      "the RTT 0 cell measures (`pop3 dl`: %s s there). LB leaves both out." % (
+          c and "%.2f s of LB" % c["lb"] or "–", r0 and "%.3f" % r0["time"] or "–"))
+    w("- **RTT 0, 1,000 × 4 KiB**: per-message costs: Dovecot's work per RETR and DELE "
+      "(and the expunge of 1,000 files at QUIT), the client's per-message CPU, and one "
+      "fsync per file for the clients that make each message durable (`pop3 dl`, procmail "
+      "for fetchmail, getmail6). fetchmail pays a procmail process per message, getmail6 a "
+      "fork per message. The wire bytes are negligible (LB is milliseconds); on two shared "
+      "cores the spread between runs is large.")
+    for mode in ("tcp", "ssl"):
+        c, r = row(mode, 0, 20, 5 * MIB, "pop3")
+        if not c:
+            continue
+        sbd = c["cell"].get("server_bound")
+        parts = []
+        if sbd:
+            parts.append("Dovecot alone serves the 20 messages at %.0f MB/s (a reader that "
+                         "pipelines RETR 1..20 and discards the bytes%s)" % (
+                             sbd["rate"] / 1e6, ", decrypting with OpenSSL " +
+                             sbd["openssl_suite"] if sbd.get("openssl_suite") else ""))
+        parts.append("the proxy forwards %.0f MB/s" % (cal.get("loopback_proxy", 0) / 1e6))
+        if mode == "ssl":
+            cipher = suite_cipher(cal.get("suite", ""))
+            rate = cal.get("mbedtls_decrypt", {}).get(cipher)
+            if rate:
+                parts.append("mbedTLS decrypts %s at %.0f MB/s on one core" % (cipher,
+                                                                               rate / 1e6))
+        if r:
+            parts.append("`pop3 dl` reached %.0f MB/s using %.2f s of CPU for %.2f s of wall "
+                         "time" % (r["mb_s"], r["cpu"], r["time"]))
+        w("- **5 MiB × 20, %s**: %s. With two cores shared by Dovecot (%s), the proxy and "
+          "the client, the transfer is bounded by whichever of these is slowest plus the "
+          "competition for the cores; writing 100 MiB and fsyncing it costs the same for "
+          "every client that fsyncs." % (
+              "plaintext" if mode == "tcp" else "TLS", "; ".join(parts),
+              "its pop3 process, and over TLS its login process that does the TLS"))
+    w("")
+    w("## What the proxy does not model")
+    w("")
+    w("bench/delayproxy delays every byte by RTT/2 each way and charges a connect one RTT, "
+      "but it has no TCP slow start, loss or receive window. On a real path a new "
+      "connection starts with a congestion window of 10 segments (about 14 KiB) that "
+      "doubles every round trip, so a batch reply of B bytes takes about log2(B / 14 KiB) "
+      "round trips instead of one: for 100 × 4 KiB (about 420 KB) that is about 4 more "
+      "RTTs (2.4 s at 600 ms) and for 1,000 × 4 KiB (4.2 MB) about 8 more (0.4 s at 50 ms); "
+      "the throughput cells run at RTT 0, where it costs nothing. Lock-step clients hardly notice (each "
+      "of their flights is one small message), so on a real path the pipelined clients' "
+      "advantage shrinks by those few RTTs, and with loss a lost segment costs at least "
+      "one more RTT. The bandwidth is not limited either (`--mbit` can; the benchmark does "
+      "not use it).")
+    w("")
+    return L
 
 
 def suite_cipher(suite):
@@ -895,7 +1027,7 @@ def write_plot(b, cells, outdir):
     if not shutil.which("gnuplot"):
         log("gnuplot not installed: no plot")
         return False
-    datf = os.path.join(b.work, "plot.dat")
+    datf = os.path.join(tempfile.mkdtemp(prefix="bench-plot."), "plot.dat")
     series = []
     lbs = {}
     with open(datf, "w") as f:
@@ -953,6 +1085,33 @@ def write_plot(b, cells, outdir):
     return True
 
 
+def report_only(a):
+    with open(a.from_json) as f:
+        j = json.load(f)
+    meta = j.get("meta", {})
+    for k, v in meta.items():
+        if k not in ("elapsed", "clients", "missing"):
+            setattr(a, k, v)
+    b = Bench(a)
+    b.work = meta.get("work", a.work)
+    b.results = j["results"]
+    b.calib = j["calibration"]
+    b.elapsed_fixed = meta.get("elapsed", a.elapsed)
+    seen = []
+    for r in b.results:
+        if r["client"] not in seen:
+            seen.append(r["client"])
+    b.clients = meta.get("clients", seen)
+    b.missing = meta.get("missing", [])
+    cells = summarize(b)
+    targets = check_targets(b, cells)
+    write_plot(b, cells, a.out)
+    write_markdown(b, cells, os.path.join(a.out, "RESULTS.md"), j["started"], targets)
+    for line in targets:
+        print("target: " + line)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
@@ -972,9 +1131,13 @@ def main():
     ap.add_argument("--fstype", default="?")
     ap.add_argument("--dovecot-version", default="2.3")
     ap.add_argument("--mbedtls-version", default="2.28")
+    ap.add_argument("--from-json", help="rewrite RESULTS.md and rtt.png from a results.json")
+    ap.add_argument("--elapsed", type=float, help="with --from-json: total seconds to print")
     a = ap.parse_args()
     a.clients = a.clients.split(",")
     os.makedirs(a.out, exist_ok=True)
+    if a.from_json:
+        return report_only(a)
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     b = Bench(a)
     b.calibrate()
@@ -1007,8 +1170,12 @@ def main():
         b.run_cell(cell, b.clients)
     cells = summarize(b)
     targets = check_targets(b, cells)
+    meta = {k: getattr(a, k) for k in ("load", "fstype", "dovecot_version", "mbedtls_version",
+                                       "runs", "single_over", "bulk_mib", "budget", "work")}
+    meta.update({"elapsed": b.elapsed(), "clients": b.clients, "missing": b.missing})
     with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump({"started": started, "calibration": b.calib, "results": b.results,
+        json.dump({"started": started, "meta": meta, "calibration": b.calib,
+                   "results": b.results,
                    "cells": [{k: v for k, v in c.items() if k != "key"} for c in cells]},
                   f, indent=1, default=str)
     write_plot(b, cells, a.out)
