@@ -2,7 +2,8 @@
 # Installs what the tests need (Dovecot included), builds pop3sync, and runs
 # every test: the normal build with -Werror, then the same suite under
 # AddressSanitizer + UndefinedBehaviorSanitizer, then each libFuzzer target
-# for 15 s.  SKIP_ASAN=1 / SKIP_FUZZ=1 skip those steps.
+# for 15 s, then `make distcheck'.  SKIP_ASAN=1 / SKIP_FUZZ=1 /
+# SKIP_DISTCHECK=1 skip those steps.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 bash "$top/scripts/deps.sh" test
@@ -23,5 +24,10 @@ if [ -z "${SKIP_FUZZ:-}" ]; then
   else
     status=1
   fi
+fi
+# The release tarball builds, installs, and passes the suite on its own.
+if [ -z "${SKIP_DISTCHECK:-}" ]; then
+  make -C "$top/build" -j2 distcheck >"$top/build/distcheck.out" 2>&1 ||
+    { status=1; tail -60 "$top/build/distcheck.out"; }
 fi
 exit $status
