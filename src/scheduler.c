@@ -667,11 +667,9 @@ static void status_account(const struct acct *a, struct jbuf *b) {
     jbuf_null(b);
   jbuf_key(b, "auth_failed");
   jbuf_bool(b, a->auth_failed);
+  /* true|false as documented: false until a session has listed. */
   jbuf_key(b, "uidl");
-  if (a->uidl < 0)
-    jbuf_null(b);
-  else
-    jbuf_bool(b, a->uidl);
+  jbuf_bool(b, a->uidl > 0);
   jbuf_key(b, "lockstep");
   jbuf_bool(b, a->lockstep);
   jbuf_key(b, "stuck");
