@@ -529,6 +529,36 @@ static void fill_row(const struct json *acc, time_t now, struct row *row) {
 }
 
 /* Prints the status document as a table.  Returns an exit status. */
+/* Below the table: what the columns cannot say (no UIDL, lock-step after a
+ * desync, messages stuck on the server). */
+static void print_status_notes(const struct json *accounts) {
+  char name[300], text[ERROR_COLUMN_MAX * 4 + 8];
+  for (size_t i = 0; i < accounts->count; i++) {
+    const struct json *a = &accounts->items[i];
+    const struct json *uidl = json_get(a, "uidl");
+    const struct json *lockstep = json_get(a, "lockstep");
+    const struct json *stuck = json_get(a, "stuck");
+    const struct json *last = json_get(a, "last_run");
+    sanitize(json_get_str(a, "name") ? json_get_str(a, "name") : "?", name, sizeof name, 64, 0);
+    const char *result = last && last->type == JSON_OBJECT ? json_get_str(last, "result") : NULL;
+    /* uidl is only known once a session got as far as the listing. */
+    if (uidl && uidl->type == JSON_BOOL && !uidl->boolean && result && !strcmp(result, "ok"))
+      printf("%s: the server has no UIDL: messages are fetched without a UID state\n", name);
+    if (lockstep && lockstep->type == JSON_BOOL && lockstep->boolean)
+      printf("%s: lock-step: an earlier session with this server desynchronised\n", name);
+    if (stuck && stuck->type == JSON_ARRAY) {
+      for (size_t j = 0; j < stuck->count; j++) {
+        const struct json *m = &stuck->items[j];
+        const char *err = json_get_str(m, "last_error");
+        sanitize(err ? err : "", text, sizeof text, ERROR_COLUMN_MAX, 0);
+        printf("%s: message %.0f (UID %s) stuck after %.0f attempts: %s\n", name,
+               json_get_num(m, "number", 0), json_get_str(m, "uid") ? json_get_str(m, "uid") : "?",
+               json_get_num(m, "attempts", 0), text);
+      }
+    }
+  }
+}
+
 static int print_status_table(const struct json *doc) {
   const struct json *accounts = json_get(doc, "accounts");
   if (accounts == NULL || accounts->type != JSON_ARRAY) {
@@ -561,6 +591,7 @@ static int print_status_table(const struct json *doc) {
     }
   }
   free(rows);
+  print_status_notes(accounts);
   return 0;
 }
 
