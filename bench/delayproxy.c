@@ -73,8 +73,8 @@ struct dir {
   uint64_t link_free_ns; /* --mbit: when the modelled link is idle again */
   uint64_t bytes;        /* total bytes written to dst */
   int reading;
-  int eof_read;          /* EOF seen on src */
-  int eof_done;          /* shutdown of dst completed */
+  int eof_read; /* EOF seen on src */
+  int eof_done; /* shutdown of dst completed */
   uv_shutdown_t sreq;
 };
 
@@ -90,7 +90,7 @@ struct conn {
   unsigned id;
   int server_open; /* upstream connected */
   int closing;
-  int handles;     /* open handles left; freed at 0 */
+  int handles; /* open handles left; freed at 0 */
   uint64_t t_accept;
 };
 
@@ -259,8 +259,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   /* A reset or another error: no delayed replay of a RST, the connection just goes. */
   if (g.verbose)
-    fprintf(stderr, "delayproxy: conn %u: read from %s: %s\n", c->id, d == &c->up ? "client" :
-            "server", uv_strerror((int)nread));
+    fprintf(stderr, "delayproxy: conn %u: read from %s: %s\n", c->id,
+            d == &c->up ? "client" : "server", uv_strerror((int)nread));
   conn_close(c);
 }
 
@@ -355,8 +355,8 @@ static void on_server_connect(uv_connect_t *req, int status) {
 static void on_connect_timer(uv_timer_t *t) {
   struct conn *c = t->data;
   c->creq.data = c;
-  int r = uv_tcp_connect(&c->creq, &c->server, (const struct sockaddr *)&g.target,
-                         on_server_connect);
+  int r =
+      uv_tcp_connect(&c->creq, &c->server, (const struct sockaddr *)&g.target, on_server_connect);
   if (r < 0) {
     fprintf(stderr, "delayproxy: conn %u: connect to target: %s\n", c->id, uv_strerror(r));
     conn_close(c);
@@ -473,12 +473,15 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"listen", required_argument, NULL, 'l'}, {"rtt", required_argument, NULL, 'r'},
-      {"mbit", required_argument, NULL, 'b'},   {"port-file", required_argument, NULL, 'p'},
-      {"stats", required_argument, NULL, 's'},  {"max-queue", required_argument, NULL, 'q'},
-      {"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                       {"rtt", required_argument, NULL, 'r'},
+                                       {"mbit", required_argument, NULL, 'b'},
+                                       {"port-file", required_argument, NULL, 'p'},
+                                       {"stats", required_argument, NULL, 's'},
+                                       {"max-queue", required_argument, NULL, 'q'},
+                                       {"verbose", no_argument, NULL, 'v'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
   const char *listen_s = "127.0.0.1:0", *port_file = NULL;
   double rtt_ms = 0;
   char *end;
@@ -560,7 +563,7 @@ int main(int argc, char **argv) {
   int blen = sizeof(bound);
   uv_tcp_getsockname(&g.listener, (struct sockaddr *)&bound, &blen);
   int port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                : ((struct sockaddr_in *)&bound)->sin_port);
+                                               : ((struct sockaddr_in *)&bound)->sin_port);
   if (port_file) {
     /* Written whole under a temporary name, then renamed: a reader never sees half a port. */
     char tmp[4096];
@@ -577,8 +580,8 @@ int main(int argc, char **argv) {
   printf("%d\n", port);
   fflush(stdout);
   if (g.verbose)
-    fprintf(stderr, "delayproxy: 127.0.0.1:%d -> %s, rtt %.1f ms, %s\n", port, argv[optind],
-            rtt_ms, g.mbit > 0 ? "bandwidth limited" : "no bandwidth limit");
+    fprintf(stderr, "delayproxy: 127.0.0.1:%d -> %s, rtt %.1f ms, %s\n", port, argv[optind], rtt_ms,
+            g.mbit > 0 ? "bandwidth limited" : "no bandwidth limit");
 
   uv_signal_init(g.loop, &g.sigterm);
   uv_signal_init(g.loop, &g.sigint);

@@ -54,13 +54,13 @@ static double measure(mbedtls_cipher_type_t type, size_t keybits, size_t total) 
   if (mbedtls_cipher_setup(&enc, info) != 0 || mbedtls_cipher_setup(&dec, info) != 0 ||
       mbedtls_cipher_setkey(&enc, key, (int)keybits, MBEDTLS_ENCRYPT) != 0 ||
       mbedtls_cipher_setkey(&dec, key, (int)keybits, MBEDTLS_DECRYPT) != 0 ||
-      mbedtls_cipher_auth_encrypt_ext(&enc, iv, sizeof(iv), ad, sizeof(ad), plain, RECORD,
-                                      cipher, RECORD + 16, &olen, 16) != 0)
+      mbedtls_cipher_auth_encrypt_ext(&enc, iv, sizeof(iv), ad, sizeof(ad), plain, RECORD, cipher,
+                                      RECORD + 16, &olen, 16) != 0)
     goto done;
   t0 = now_s();
   for (i = 0; i < n; i++) {
-    if (mbedtls_cipher_auth_decrypt_ext(&dec, iv, sizeof(iv), ad, sizeof(ad), cipher,
-                                        RECORD + 16, out, RECORD, &olen, 16) != 0 ||
+    if (mbedtls_cipher_auth_decrypt_ext(&dec, iv, sizeof(iv), ad, sizeof(ad), cipher, RECORD + 16,
+                                        out, RECORD, &olen, 16) != 0 ||
         olen != RECORD)
       goto done;
   }

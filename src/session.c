@@ -380,10 +380,24 @@ static void start_barrier(struct session *s) {
   s->ops.barrier(s->data);
 }
 
-/* QUIT goes out only once every earlier reply has been read and checked and
- * the renames are durable: POP3 applies the DELEs at QUIT. */
+/* Whether only DELE replies are outstanding. */
+static int only_deles_pending(const struct session *s) {
+  for (size_t i = 0; i < s->fifo.len; i++)
+    if (s->fifo.v[(s->fifo.head + i) % s->fifo.cap].kind != C_DELE)
+      return 0;
+  return 1;
+}
+
+/* QUIT goes out once the renames are durable (POP3 applies the DELEs at
+ * QUIT) and every earlier reply has been read and checked.  One exception
+ * saves a round trip: when every RETR was preceded by a UIDL n whose reply
+ * named its message, the replies still missing are DELE replies only, and
+ * each of those DELEs names a message whose UID and size were checked and
+ * whose file and record are durable: QUIT may follow them at once. */
 static void maybe_quit(struct session *s) {
-  if (s->state != ST_BARRIER || !s->barrier_done || s->fifo.len != 0)
+  if (s->state != ST_BARRIER || !s->barrier_done)
+    return;
+  if (s->fifo.len != 0 && !(s->pipelined && s->uidl_ok && only_deles_pending(s)))
     return;
   if (s->no_quit) {
     finish(s, s->partial_err ? s->partial_err : P3_ESAVE);

@@ -199,6 +199,47 @@ static void test_pipelined_happy(void) {
   finish_rec(r);
 }
 
+/* With every RETR verified by UIDL n, QUIT need not wait for the DELE
+ * replies (one round trip less); it still waits for the barrier. */
+static void test_quit_after_verified_deles(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 2, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 2);
+  take(r);
+  retr_reply(r, 1);
+  retr_reply(r, 2);
+  session_saved(r->s, 0, 0);
+  session_saved(r->s, 1, 0);
+  CHECK_STR(take(r), "DELE 1\r\nDELE 2\r\n");
+  CHECK_STR(take(r), "");
+  session_barrier_done(r->s, 0);
+  CHECK_STR(take(r), "QUIT\r\n");
+  feed(r, "+OK\r\n+OK\r\n+OK bye\r\n");
+  CHECK_INT(r->done_err, 0);
+  CHECK_INT(session_stats(r->s)->deleted, 2);
+  finish_rec(r);
+
+  /* Without UIDL nothing verified the RETRs: QUIT waits for every reply. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 1, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  feed(r, "-ERR no UIDL\r\n+OK\r\n1 11\r\n.\r\n");
+  CHECK_STR(take(r), "RETR 1\r\n");
+  feed(r, "+OK 11 octets\r\nMessage 1\r\n.\r\n");
+  session_saved(r->s, 0, 0);
+  CHECK_STR(take(r), "DELE 1\r\n");
+  session_barrier_done(r->s, 0);
+  CHECK_STR(take(r), "");
+  feed(r, "+OK\r\n");
+  CHECK_STR(take(r), "QUIT\r\n");
+  finish_rec(r);
+}
+
 static void test_burst_count(void) {
   /* 100 messages, plaintext, PIPELINING: at most 8 writes, no clock. */
   struct rec *r = start(SESSION_PIPELINING_AUTO, 0, 0);
@@ -540,6 +581,7 @@ static void test_injection(void) {
 int main(void) {
   test_pipelined_happy();
   test_burst_count();
+  test_quit_after_verified_deles();
   test_lockstep();
   test_auto_without_pipelining();
   test_no_capa();
