@@ -66,6 +66,8 @@ struct engine {
   int err;
   int lockstep;
   int stop_requested;
+  int fs_known;            /* statvfs of the Maildir, taken while preparing */
+  uint64_t fs_total, fs_avail;
   char conn_detail[256];
   char save_detail[256];
 
@@ -457,11 +459,11 @@ static void on_listed(void *data) {
             rec->attempts);
     }
   }
-  /* Fetch what fits on the disk, oldest first; leave the rest. */
-  struct statvfs sv;
-  if (statvfs(e->md.path, &sv) == 0) {
-    uint64_t total = (uint64_t)sv.f_blocks * sv.f_frsize;
-    uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+  /* Fetch what fits on the disk, oldest first; leave the rest.  The figures
+   * were read on the thread pool when the run started. */
+  if (e->fs_known) {
+    uint64_t total = e->fs_total;
+    uint64_t avail = e->fs_avail;
     uint64_t margin = total / 100 > (1u << 20) ? total / 100 : (1u << 20);
     uint64_t budget = avail > margin ? avail - margin : 0, need = 0;
     for (size_t i = 0; i < n; i++) {
@@ -808,6 +810,12 @@ static void prepare_work(uv_work_t *w) {
     e->lockstep = uidstate_lockstep(e->state, e->server);
   }
   clean_tmp(e);
+  struct statvfs sv;
+  if (statvfs(e->md.path, &sv) == 0) {
+    e->fs_known = 1;
+    e->fs_total = (uint64_t)sv.f_blocks * sv.f_frsize;
+    e->fs_avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+  }
 }
 
 static void begin_session(struct engine *e);

@@ -363,9 +363,12 @@ static void on_engine_done(struct engine *e, const struct engine_result *res, vo
   finish_run(r->a, err, message, res->delivered, res->bytes, res->login_delay, res);
 }
 
-/* Thread pool: netrc and password commands block. */
+/* Thread pool: netrc, password commands and stat() block. */
+static void maildir_owner(struct engine_options *eo, const char *maildir);
+
 static void resolve_work(uv_work_t *w) {
   struct run *r = w->data;
+  maildir_owner(&r->eo, r->maildir); /* stat()s: not on the loop thread */
   r->err = target_resolve(r->server, r->netrc, &r->target, r->errbuf, sizeof r->errbuf);
   if (r->err)
     return;
@@ -461,7 +464,6 @@ static void start_run(struct acct *a) {
   }
   snprintf(r->state_path, splen, "%s/%s.state", s->cfg->state_dir, c->name);
   r->eo.state_path = r->state_path;
-  maildir_owner(&r->eo, r->maildir);
   a->run = r;
   a->next_run = 0;
   s->running++;
