@@ -96,7 +96,9 @@ static int ensure_dir(const struct maildir *md, const char *path, char *errbuf, 
   struct stat st;
 
   if (mkdir(path, 0700) == 0) {
-    if (md->chown_to_owner && chown(path, md->owner_uid, md->owner_gid) != 0) {
+    /* lchown: the directory sits in the user's tree, and a symlink swapped
+     * in after the mkdir must not make root chown its target. */
+    if (md->chown_to_owner && lchown(path, md->owner_uid, md->owner_gid) != 0) {
       int err = -errno;
       set_err(errbuf, errlen, "cannot chown", path, err);
       return err;

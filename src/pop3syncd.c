@@ -291,43 +291,81 @@ static void handle_fetch(struct daemon *d, struct control_req *req, int argc, ch
   jbuf_free(&started);
 }
 
-static int do_reload(struct daemon *d, struct cfg_errors *errs) {
+/* A reload reads the file and creates Maildirs: that runs on the thread
+ * pool, and the new config is swapped in on the loop thread afterwards.
+ * req is the control request to answer, or NULL for SIGHUP. */
+struct reload_job {
+  uv_work_t work;
+  struct daemon *d;
+  struct control_req *req;
   struct cfg *cfg;
-  int err = load_config(d->config_path, &cfg, errs);
-  if (err) {
-    log_err("reload: %s is invalid; keeping the old configuration", d->config_path);
-    for (size_t i = 0; i < errs->count; i++)
-      log_err("%s", errs->lines[i]);
-    return err;
-  }
-  if (strcmp(cfg->control_socket, sched_config(d->sched)->control_socket) != 0)
-    log_warning("reload: control_socket changed; it takes effect at the next restart");
-  sched_reload(d->sched, cfg);
-  log_info("reloaded %s: %zu accounts", d->config_path, cfg->account_count);
-  return 0;
+  struct cfg_errors errs;
+  int err;
+};
+
+static void reload_work(uv_work_t *w) {
+  struct reload_job *job = w->data;
+  job->err = load_config(job->d->config_path, &job->cfg, &job->errs);
 }
 
-static void handle_reload(struct daemon *d, struct control_req *req, int argc, char **argv) {
-  struct cfg_errors errs = {0};
-  int err = do_reload(d, &errs);
+static void reload_reply(struct reload_job *job) {
   struct jbuf b;
   jbuf_init(&b);
   jbuf_obj_begin(&b);
   jbuf_key(&b, "ok");
-  jbuf_bool(&b, err == 0);
-  if (err) {
+  jbuf_bool(&b, job->err == 0);
+  if (job->err) {
     jbuf_key(&b, "errors");
     jbuf_arr_begin(&b);
-    for (size_t i = 0; i < errs.count; i++)
-      jbuf_str(&b, errs.lines[i]);
+    for (size_t i = 0; i < job->errs.count; i++)
+      jbuf_str(&b, job->errs.lines[i]);
     jbuf_arr_end(&b);
   }
   jbuf_key(&b, "exit");
-  jbuf_int(&b, err ? EX_CONFIG : 0);
+  jbuf_int(&b, job->err ? EX_CONFIG : 0);
   jbuf_obj_end(&b);
-  control_reply(req, b.err ? "{\"error\":\"out of memory\",\"exit\":75}" : b.data);
+  control_reply(job->req, b.err ? "{\"error\":\"out of memory\",\"exit\":75}" : b.data);
   jbuf_free(&b);
-  cfg_errors_free(&errs);
+}
+
+static void reload_done(uv_work_t *w, int status) {
+  struct reload_job *job = w->data;
+  struct daemon *d = job->d;
+  if (job->err) {
+    log_err("reload: %s is invalid; keeping the old configuration", d->config_path);
+    for (size_t i = 0; i < job->errs.count; i++)
+      log_err("%s", job->errs.lines[i]);
+  } else if (d->stopping) {
+    cfg_free(job->cfg);
+  } else {
+    if (strcmp(job->cfg->control_socket, sched_config(d->sched)->control_socket) != 0)
+      log_warning("reload: control_socket changed; it takes effect at the next restart");
+    log_info("reloaded %s: %zu accounts", d->config_path, job->cfg->account_count);
+    sched_reload(d->sched, job->cfg);
+  }
+  if (job->req)
+    reload_reply(job);
+  cfg_errors_free(&job->errs);
+  free(job);
+}
+
+static void start_reload(struct daemon *d, struct control_req *req) {
+  struct reload_job *job = calloc(1, sizeof *job);
+  if (job != NULL) {
+    job->d = d;
+    job->req = req;
+    job->work.data = job;
+    if (uv_queue_work(d->loop, &job->work, reload_work, reload_done) == 0)
+      return;
+    free(job);
+  }
+  log_err("reload: cannot queue the work");
+  if (req)
+    reply_error(req, "cannot reload: out of resources", EX_TEMPFAIL);
+}
+
+static void handle_reload(struct daemon *d, struct control_req *req, int argc, char **argv) {
+  start_reload(d, req);
 }
 
 static const struct {
@@ -394,9 +432,7 @@ static void begin_shutdown(struct daemon *d, const char *why) {
 static void on_signal(uv_signal_t *h, int signum) {
   struct daemon *d = h->data;
   if (signum == SIGHUP) {
-    struct cfg_errors errs = {0};
-    do_reload(d, &errs);
-    cfg_errors_free(&errs);
+    start_reload(d, NULL);
     return;
   }
   begin_shutdown(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");

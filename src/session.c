@@ -246,6 +246,8 @@ static int send_cmd(struct session *s, enum cmd_kind kind, size_t idx, const cha
   int err = fifo_push(s, kind, idx);
   if (err)
     return err;
+  if (kind == C_DELE)
+    s->deles_sent++;
   if (buf_append(&s->out, line, (size_t)n) != 0)
     return -ENOMEM;
   if (s->ops.trace) {
@@ -276,7 +278,6 @@ static int flush_deles(struct session *s) {
     int err = send_cmd(s, C_DELE, s->dele_ready[i], NULL);
     if (err)
       return err;
-    s->deles_sent++;
   }
   s->dele_ready_len = 0;
   return 0;
@@ -304,7 +305,6 @@ static void pump(struct session *s) {
     if (s->fifo.len == 0) {
       if (s->dele_ready_len && !s->no_dele) {
         err = send_cmd(s, C_DELE, s->dele_ready[--s->dele_ready_len], NULL);
-        s->deles_sent++;
       } else if (!s->stopping) {
         while (s->next_retr < s->msg_count && !want_retr(s, s->next_retr)) {
           s->next_retr++;
@@ -314,7 +314,6 @@ static void pump(struct session *s) {
         }
         if (s->dele_ready_len && !s->no_dele) {
           err = send_cmd(s, C_DELE, s->dele_ready[--s->dele_ready_len], NULL);
-          s->deles_sent++;
         } else if (s->next_retr < s->msg_count) {
           err = send_cmd(s, C_RETR, s->next_retr, NULL);
           s->next_retr++;
