@@ -21,6 +21,8 @@ struct cfg_account {
                               spec_valid is 0 then) */
   int spec_valid;
   char *maildir;           /* absolute path */
+  char *user;              /* the local user the run acts as; NULL: the daemon's own */
+  unsigned long uid, gid;  /* of `user' (resolved at load time) */
   unsigned interval;       /* seconds, >= 1 (the global default when not set) */
   char *password_command;  /* NULL when not set */
   char *password;          /* plaintext `password`, NULL when not set */
@@ -59,7 +61,9 @@ struct cfg_errors {
  * semantic error found (for a syntax error, the first one only, since
  * libconfig stops there); a file that cannot be read is one error
  * "FILE: cannot read: REASON".  check_maildirs: also create each maildir
- * (and report the ones that cannot be created). */
+ * (and report the ones that cannot be created); never used as root, which
+ * does not touch a user's files.  `user' is required when the process runs
+ * as root, and must be absent or its own user otherwise. */
 int cfg_load(const char *path, int check_maildirs, struct cfg **cfg_r, struct cfg_errors *errs);
 void cfg_free(struct cfg *cfg);
 void cfg_errors_free(struct cfg_errors *errs);

@@ -441,35 +441,13 @@ static int get_pins(struct loader *ld, const config_setting_t *s, struct cfg_acc
   }
 }
 
-/* mkdir(path, 0700) unless it exists as a directory.  Root creating a
- * directory under somebody's home hands it to the owner of the directory
- * above (as maildir_init_as does), so that the daemon never leaves a
- * root-owned Maildir that its user cannot write to.  lchown: that owner
- * could swap the new directory for a symlink before we get to it. */
+/* mkdir(path, 0700) unless it exists as a directory.  Only a daemon that
+ * runs as the Maildir's user gets here: root never creates a user's files. */
 static int ensure_dir(char *path) {
   struct stat st;
 
-  if (mkdir(path, 0700) == 0) {
-    if (geteuid() == 0) {
-      char *slash = strrchr(path, '/');
-      struct stat pst;
-      int r;
-
-      if (slash == NULL)
-        return 0;
-      if (slash == path)
-        r = stat("/", &pst);
-      else {
-        *slash = '\0';
-        r = stat(path, &pst);
-        *slash = '/';
-      }
-      if (r == 0 && (pst.st_uid != 0 || pst.st_gid != 0) &&
-          lchown(path, pst.st_uid, pst.st_gid) != 0)
-        return -errno;
-    }
+  if (mkdir(path, 0700) == 0)
     return 0;
-  }
   if (errno != EEXIST)
     return -errno;
   if (stat(path, &st) != 0)
@@ -539,6 +517,47 @@ static void wipe_setting_string(const config_setting_t *s) {
     explicit_bzero((char *)v, strlen(v));
 }
 
+/* Root runs each account as its user (privilege separation), so it must
+ * know which; anybody else can only run accounts as themselves. */
+static void check_user(struct loader *ld, const config_setting_t *g, const config_setting_t *user_s,
+                       struct cfg_account *a) {
+  const char *name = a->name ? a->name : "?";
+  struct passwd pw, *res = NULL;
+  char buf[4096];
+
+  if (geteuid() == 0 && user_s == NULL) {
+    add_error(ld, g, "account `%s': set user = \"NAME\" (the local user whose Maildir this is)",
+              name);
+    return;
+  }
+  if (user_s == NULL) {
+    a->uid = geteuid();
+    a->gid = getegid();
+    return;
+  }
+  if (a->user == NULL)
+    return; /* not a string: reported already */
+  if (getpwnam_r(a->user, &pw, buf, sizeof(buf), &res) != 0 || res == NULL) {
+    add_error(ld, user_s, "account `%s': no local user named \"%.*s\"", name, QUOTE_MAX,
+              a->user);
+    return;
+  }
+  if (geteuid() != 0 && pw.pw_uid != geteuid()) {
+    add_error(ld, user_s, "account `%s': user = \"%.*s\" needs a daemon running as root", name,
+              QUOTE_MAX, a->user);
+    return;
+  }
+  if (pw.pw_uid == 0) {
+    add_error(ld, user_s,
+              "account `%s': user = \"%.*s\" is root; name the unprivileged local user whose "
+              "Maildir this is",
+              name, QUOTE_MAX, a->user);
+    return;
+  }
+  a->uid = pw.pw_uid;
+  a->gid = pw.pw_gid;
+}
+
 /* "account `work' has no `server'", or without the name when it has none. */
 static void missing_key(struct loader *ld, const config_setting_t *g, const struct cfg_account *a,
                         const char *key) {
@@ -553,7 +572,7 @@ static void missing_key(struct loader *ld, const config_setting_t *g, const stru
 static void load_account(struct loader *ld, const struct cfg *cfg, const config_setting_t *g,
                          struct cfg_account *a, const config_setting_t **name_s_r) {
   const config_setting_t *name_s = NULL, *server_s = NULL, *maildir_s = NULL, *password_s = NULL,
-                         *password_cmd_s = NULL;
+                         *password_cmd_s = NULL, *user_s = NULL;
   int interval_set = 0, timeout_set = 0, pipelining_set = 0, pins_bad = 0;
   int n = config_setting_length(g), i;
   char reason[256];
@@ -579,6 +598,9 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
     } else if (strcmp(key, "maildir") == 0) {
       maildir_s = s;
       get_path(ld, s, &a->maildir);
+    } else if (strcmp(key, "user") == 0) {
+      user_s = s;
+      get_dup(ld, s, &a->user);
     } else if (strcmp(key, "interval") == 0) {
       interval_set = 1;
       get_uint(ld, s, 1, UINT_MAX, &a->interval);
@@ -645,8 +667,10 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
     }
   }
 
+  check_user(ld, g, user_s, a);
+
   /* A disabled account is not polled, and its disk may well be absent. */
-  if (a->maildir != NULL && ld->check_maildirs && a->enabled) {
+  if (a->maildir != NULL && ld->check_maildirs && a->enabled && geteuid() != 0) {
     int err = make_maildir(a->maildir);
     if (err < 0)
       add_error(ld, maildir_s, "maildir %s: cannot create: %s", a->maildir, strerror(-err));
@@ -887,6 +911,7 @@ void cfg_free(struct cfg *cfg) {
     free(a->name);
     free(a->server);
     free(a->maildir);
+    free(a->user);
     wipe_free(a->password_command);
     wipe_free(a->password);
     free(a->netrc);

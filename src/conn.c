@@ -2,6 +2,7 @@
 
 #include "conn.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -56,23 +57,49 @@ static void drop_tcp(struct conn *c) {
   c->tcp = NULL;
 }
 
-static void on_timeout(uv_timer_t *t) {
-  struct conn *c = t->data;
-  const char *what = !c->connected ? "connecting"
-                     : c->handshaking ? "during the TLS handshake"
-                                      : "waiting for a reply";
-  char detail[96];
-  snprintf(detail, sizeof detail, "no answer for %u s %s", c->opts.timeout_ms / 1000, what);
-  fail(c, P3_ETIMEOUT, detail);
+static void arm_timer(struct conn *c);
+
+/* The connect attempt or handshake starting now must end within timeout. */
+static void set_deadline(struct conn *c) {
+  c->deadline = uv_now(c->loop) + c->opts.timeout_ms;
 }
 
+static void on_timeout(uv_timer_t *t) {
+  struct conn *c = t->data;
+  uint64_t now = uv_now(c->loop);
+  char detail[128];
+  if (!c->connected || c->handshaking) {
+    if (now < c->deadline) {
+      arm_timer(c);
+      return;
+    }
+    if (!c->connected)
+      snprintf(detail, sizeof detail, "no answer for %u s connecting", c->opts.timeout_ms / 1000);
+    else
+      snprintf(detail, sizeof detail, "the TLS handshake did not complete within %u s",
+               c->opts.timeout_ms / 1000);
+    fail(c, P3_ETIMEOUT, detail);
+    return;
+  }
+  enum progress_verdict v = progress_check(&c->progress, now);
+  if (v == PROGRESS_OK) {
+    arm_timer(c); /* a body window closed in time: judge the next one */
+    return;
+  }
+  fail(c, P3_ETIMEOUT, progress_describe(&c->progress, v, detail, sizeof detail));
+}
+
+/* Sets the timer to the nearest bound: the connect attempt's or the
+ * handshake's deadline, else the reply bound's (none while idle or paused). */
 static void arm_timer(struct conn *c) {
   if (c->closing || c->failed)
     return;
-  if (c->timer_wanted || c->handshaking || !c->connected)
-    uv_timer_start(&c->timer, on_timeout, c->opts.timeout_ms, 0);
-  else
+  uint64_t now = uv_now(c->loop);
+  uint64_t due = !c->connected || c->handshaking ? c->deadline : progress_deadline(&c->progress);
+  if (due == UINT64_MAX)
     uv_timer_stop(&c->timer);
+  else
+    uv_timer_start(&c->timer, on_timeout, due > now ? due - now : 0, 0);
 }
 
 static void fail(struct conn *c, int err, const char *detail) {
@@ -191,7 +218,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     fail(c, (int)nread, "receiving from the server failed");
     return;
   }
-  arm_timer(c);
+  /* Bytes do not restart any bound: the owner's conn_expect() moves the
+   * reply bounds on, and a handshake must end within its deadline. */
   if (c->tls) {
     int err = tls_feed(c->tls, buf->base, (size_t)nread);
     if (err) {
@@ -222,6 +250,7 @@ static int begin_tls(struct conn *c, int kind) {
     return err;
   }
   c->handshaking = kind;
+  set_deadline(c);
   arm_timer(c);
   pump_tls(c);
   return 0;
@@ -278,6 +307,7 @@ static void try_next_addr(struct conn *c) {
     int err = uv_tcp_connect(&c->connect_req, c->tcp, ai->ai_addr, on_connect);
     if (err == 0) {
       c->pending++;
+      set_deadline(c);
       arm_timer(c);
       return;
     }
@@ -324,6 +354,7 @@ int conn_start(struct conn *c, uv_loop_t *loop, const struct conn_options *opts,
   c->opts.host = c->host;
   if (c->opts.timeout_ms == 0)
     c->opts.timeout_ms = 120000;
+  progress_init(&c->progress, c->opts.timeout_ms);
   uv_timer_init(loop, &c->timer);
   c->timer.data = c;
   c->pending++; /* the timer handle */
@@ -340,6 +371,7 @@ int conn_start(struct conn *c, uv_loop_t *loop, const struct conn_options *opts,
     return err;
   c->pending++;
   c->gai_pending = 1;
+  set_deadline(c);
   arm_timer(c);
   return 0;
 }
@@ -370,14 +402,16 @@ void conn_pause(struct conn *c) {
   c->paused = 1;
   if (c->tcp && !c->closing)
     uv_read_stop((uv_stream_t *)c->tcp);
-  /* The server is not the slow party now. */
-  uv_timer_stop(&c->timer);
+  /* The server is not the slow party now: the reply clocks stop. */
+  progress_pause(&c->progress, uv_now(c->loop));
+  arm_timer(c);
 }
 
 void conn_resume(struct conn *c) {
   if (!c->paused)
     return;
   c->paused = 0;
+  progress_resume(&c->progress, uv_now(c->loop));
   if (c->failed || c->closing)
     return;
   arm_timer(c);
@@ -386,12 +420,33 @@ void conn_resume(struct conn *c) {
   start_reading(c);
 }
 
-void conn_watch(struct conn *c, int on) {
-  if (c->timer_wanted == on)
+void conn_expect(struct conn *c, enum progress_wait wait, uint64_t lines, uint64_t body_octets) {
+  if (c->failed || c->closing)
     return;
-  c->timer_wanted = on;
-  if (!c->paused)
-    arm_timer(c);
+  struct progress *p = &c->progress;
+  uint64_t now = uv_now(c->loop);
+  assert(lines >= c->seen_lines && body_octets >= c->seen_body);
+  if (!c->connected || c->handshaking)
+    wait = PROGRESS_IDLE; /* the connect or handshake deadline applies instead */
+  if (lines != c->seen_lines)
+    progress_line_done(p, now);
+  switch (wait) {
+  case PROGRESS_IDLE:
+    progress_idle(p, now);
+    break;
+  case PROGRESS_LINE:
+    progress_line_wait(p, now);
+    break;
+  case PROGRESS_BODY:
+    progress_body_wait(p, now);
+    break;
+  }
+  /* After the wait state: octets of a body that began in this chunk count
+   * for its first window (and those of a body that ended, for nothing). */
+  progress_body_bytes(p, now, body_octets - c->seen_body);
+  c->seen_lines = lines;
+  c->seen_body = body_octets;
+  arm_timer(c);
 }
 
 void conn_close(struct conn *c) {

@@ -1,7 +1,11 @@
 /* The transport: a libuv TCP connection, optionally wrapped in TLS (tls.h),
  * moving bytes between the socket and its owner (the engine).  It resolves
  * the host and tries every address in turn, bounds connect, handshake and
- * reply waits with a timer, and supports STLS upgrades and read back-pressure.
+ * reply waits with one timer, and supports STLS upgrades and read
+ * back-pressure.  Bounds, with T = timeout_ms: each connect attempt and the
+ * TLS handshake as a whole within T (bytes dripping in do not extend them);
+ * replies as progress.h says (a whole status line within T, bodies at least
+ * PROGRESS_FLOOR octets/s), fed by the owner through conn_expect().
  * Ownership: struct conn is embedded in its owner, which must not free it
  * before the `closed` callback. */
 #ifndef P3_CONN_H
@@ -10,6 +14,7 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "progress.h"
 #include "tls.h"
 
 struct conn_ops {
@@ -35,7 +40,7 @@ struct conn_options {
   unsigned port;
   int implicit_tls;         /* handshake right after connect */
   struct p3_tls_options tls; /* used for implicit TLS and STLS */
-  unsigned timeout_ms;      /* connect, handshake, and silent waits for a reply */
+  unsigned timeout_ms;      /* connect, handshake, status lines, body windows */
 };
 
 struct conn {
@@ -54,7 +59,9 @@ struct conn {
   int handshaking;          /* 1: implicit, 2: STLS */
   int connected;
   int paused;
-  int timer_wanted;
+  uint64_t deadline;        /* loop time the connect attempt or handshake ends */
+  struct progress progress; /* the reply bounds, once connected */
+  uint64_t seen_lines, seen_body; /* the owner's counters at the last conn_expect */
   int failed;
   int closing;
   int pending;              /* handles/requests whose callbacks are still owed */
@@ -79,13 +86,20 @@ int conn_write(struct conn *c, char *buf, size_t len);
  * the session, and from here on reads go through TLS. */
 int conn_start_tls(struct conn *c);
 
-/* Back-pressure: stop and restart reading from the socket. */
+/* Back-pressure: stop and restart reading from the socket.  The reply
+ * bounds stand still meanwhile (the server is not the slow party). */
 void conn_pause(struct conn *c);
 void conn_resume(struct conn *c);
 
-/* Whether the reply timeout applies now (a reply is outstanding).  Each
- * received byte restarts it. */
-void conn_watch(struct conn *c, int on);
+/* What the owner waits for now, told after every call into the session
+ * (after each received chunk and each write): wait is PROGRESS_IDLE (no
+ * reply outstanding), PROGRESS_LINE or PROGRESS_BODY; lines and body_octets
+ * are the session's monotonic counters (session_wire_counts()).  Received
+ * bytes never restart a bound by themselves; a completed line starts the
+ * next line's clock.  When a bound expires the `error` callback gets
+ * P3_ETIMEOUT with a phrase saying which (from the timer, never from inside
+ * this call). */
+void conn_expect(struct conn *c, enum progress_wait wait, uint64_t lines, uint64_t body_octets);
 
 /* Closes everything; `closed` follows.  Idempotent. */
 void conn_close(struct conn *c);

@@ -5,6 +5,7 @@
 #include "errors.h"
 #include "log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -31,17 +32,29 @@
 /* Replies queued to a client that does not read them: above this, no more
  * requests are dispatched until the queue drains. */
 #define WRITE_QUEUE_MAX (256 * 1024)
-/* Clients served at once. */
+/* Clients served at once, and how many of them may wait for a run: the
+ * rest of the table stays free for quick requests (pop3ctl status). */
 #define CLIENTS_MAX 64
-/* Connections held at once, counting those being refused; beyond this a new
- * connection is closed without a word so that a flood cannot pin memory. */
-#define CONNS_MAX (CLIENTS_MAX + 16)
+#define WAITING_MAX 32
+/* A client with nothing outstanding must send a complete request within
+ * IDLE_MS; a reply must be written completely within WRITE_MS. */
+#define IDLE_MS 10000
+#define WRITE_MS 30000
+/* Connections held beyond the served ones: newcomers waiting for a slot and
+ * peers being refused.  Beyond that a new connection is closed without a
+ * word, so that a flood cannot pin memory. */
+#define CONNS_EXTRA 16
 #define LISTEN_BACKLOG 16
+/* Split like the daemon's on_request: it looks at this many words only. */
+#define REQUEST_WORDS_MAX 16
 
 #define REPLY_DENIED "{\"error\":\"permission denied\",\"exit\":77}"
 #define REPLY_BUSY "{\"error\":\"too many control connections\",\"exit\":75}"
 #define REPLY_TOO_LONG "{\"error\":\"request too long\",\"exit\":64}"
 #define REPLY_NUL "{\"error\":\"request contains a NUL byte\",\"exit\":64}"
+#define REPLY_WAITING_FULL                                                                   \
+  "{\"error\":\"too many control clients waiting for a run (%u); try again later, "          \
+  "or use fetch --no-wait\",\"exit\":75}"
 
 struct client;
 
@@ -50,11 +63,19 @@ struct control {
   uv_pipe_t server;
   const struct control_ops *ops;
   void *data;
+  uv_timer_t timer;       /* the earliest deadline of any client */
+  uint64_t timer_due;     /* loop time the timer is set for; 0: stopped */
+  struct control_limits lim;
   struct client *clients; /* every client whose handle is not yet closed */
-  unsigned nconns;        /* clients in the list, refused ones included */
-  unsigned nserved;       /* clients in the list that may send requests */
+  /* The counts below leave out clients whose handle is closing. */
+  unsigned nlive;    /* all of them, refused and queued ones included */
+  unsigned nserved;  /* served: may send requests */
+  unsigned nwaiting; /* served and waiting for a run */
+  unsigned nqueued;  /* waiting for a slot */
+  uint64_t seq;      /* orders arrivals and idle periods */
   bool closing;
   bool server_closed;
+  bool timer_closed;
   void (*close_cb)(void *data);
   void *close_data;
   char path[];
@@ -68,11 +89,17 @@ struct client {
   struct client *prev, *next;
   uv_pipe_t pipe;
   int refs;
-  bool served;      /* passed the credential check and the cap */
+  bool served;      /* passed the credential check and holds a slot */
+  bool queued;      /* passed the credential check, waits for a slot */
   bool closing;     /* uv_close called, or close requested after a write */
   bool reading;     /* uv_read_start in effect */
   bool busy;        /* a request awaits control_reply */
+  bool waiting;     /* that request waits for a run (control_request_waits) */
+  bool idle;        /* served, nothing outstanding: may be evicted */
   bool dispatching; /* inside client_process: a reply must not recurse */
+  uint64_t since;   /* queued: when accepted; idle: since when */
+  uint64_t seq;     /* queued: arrival order; idle: order of becoming idle */
+  struct write_req *wq_head, *wq_tail; /* replies not yet written, oldest first */
   size_t len;       /* bytes in buf */
   char buf[CLIENT_BUF_MAX];
 };
@@ -85,11 +112,15 @@ struct control_req {
 struct write_req {
   uv_write_t req;
   struct client *cl;
+  struct write_req *prev, *next; /* in cl's queue */
+  uint64_t queued_at;            /* loop time */
   bool close_after; /* the last word to this client: close once written */
   char data[];
 };
 
 static void client_process(struct client *cl);
+static void control_update(struct control *c);
+static void timer_cb(uv_timer_t *t);
 
 static int set_err(char *errbuf, size_t errlen, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -259,7 +290,7 @@ static void control_maybe_done(struct control *c) {
   void (*cb)(void *data);
   void *data;
 
-  if (!c->closing || !c->server_closed || c->clients != NULL)
+  if (!c->closing || !c->server_closed || !c->timer_closed || c->clients != NULL)
     return;
   cb = c->close_cb;
   data = c->close_data;
@@ -278,19 +309,28 @@ static void client_close_cb(uv_handle_t *h) {
     c->clients = cl->next;
   if (cl->next != NULL)
     cl->next->prev = cl->prev;
-  c->nconns--;
-  if (cl->served)
-    c->nserved--;
   cl->c = NULL;
   control_maybe_done(c);
   client_unref(cl);
 }
 
+/* Closes the handle and gives up the client's slot at once (the handle
+ * itself goes in a later loop phase).  The caller runs control_update. */
 static void client_close(struct client *cl) {
+  struct control *c = cl->c;
+
   if (uv_is_closing((uv_handle_t *)&cl->pipe))
     return;
   cl->closing = true;
   cl->reading = false;
+  c->nlive--;
+  if (cl->served)
+    c->nserved--;
+  if (cl->queued)
+    c->nqueued--;
+  if (cl->waiting)
+    c->nwaiting--;
+  cl->served = cl->queued = cl->waiting = cl->idle = false;
   uv_close((uv_handle_t *)&cl->pipe, client_close_cb);
 }
 
@@ -299,16 +339,22 @@ static void write_cb(uv_write_t *req, int status) {
   struct client *cl = w->cl;
   bool close_after = w->close_after;
 
+  if (w->prev != NULL)
+    w->prev->next = w->next;
+  else
+    cl->wq_head = w->next;
+  if (w->next != NULL)
+    w->next->prev = w->prev;
+  else
+    cl->wq_tail = w->prev;
   free(w);
   /* The handle is open until its close_cb, which libuv runs only after the
    * callbacks of every queued write (cancelled ones get UV_ECANCELED). */
-  if (status < 0 || close_after) {
+  if (status < 0 || close_after)
     client_close(cl);
-    return;
-  }
-  /* A client that stopped reading its replies may have held up requests. */
-  if (!cl->busy)
+  else if (!cl->busy) /* a client that stopped reading may have held up requests */
     client_process(cl);
+  control_update(cl->c);
 }
 
 /* Queues line + "\n".  close_after: close the client once it is written.
@@ -335,13 +381,22 @@ static void client_write(struct client *cl, const char *line, bool close_after) 
   }
   w->cl = cl;
   w->close_after = close_after;
+  w->queued_at = uv_now(cl->c->loop);
   memcpy(w->data, line, n);
   w->data[n] = '\n';
   buf = uv_buf_init(w->data, (unsigned)(n + 1));
   if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &buf, 1, write_cb) != 0) {
     free(w);
     client_close(cl);
+    return;
   }
+  w->next = NULL;
+  w->prev = cl->wq_tail;
+  if (cl->wq_tail != NULL)
+    cl->wq_tail->next = w;
+  else
+    cl->wq_head = w;
+  cl->wq_tail = w;
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -369,6 +424,8 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     client_close(cl);
   }
   /* nread == 0: nothing read (EAGAIN); libuv asks again. */
+  if (cl->c != NULL)
+    control_update(cl->c);
 }
 
 /* Reads only while there is room, no request holds the line up beyond the
@@ -435,9 +492,23 @@ static void client_process(struct client *cl) {
     memmove(cl->buf, cl->buf + used, cl->len - used);
     cl->len -= used;
 
+    c = cl->c;
+    if (control_request_waits(req->line)) {
+      if (c->nwaiting >= c->lim.waiting_max) {
+        /* Refused before the handler sees it, so that no run starts for a
+         * reply that could not be waited for. */
+        char msg[sizeof(REPLY_WAITING_FULL) + 16];
+
+        snprintf(msg, sizeof(msg), REPLY_WAITING_FULL, c->lim.waiting_max);
+        free(req);
+        client_write(cl, msg, false);
+        continue;
+      }
+      cl->waiting = true;
+      c->nwaiting++;
+    }
     cl->busy = true;
     cl->refs++;
-    c = cl->c;
     c->ops->request(c->data, req, req->line);
   }
   cl->dispatching = false;
@@ -463,6 +534,195 @@ static bool peer_allowed(struct client *cl) {
   return false;
 }
 
+/* ---- limits and timeouts */
+
+void control_limits_default(struct control_limits *lim_r) {
+  lim_r->clients_max = CLIENTS_MAX;
+  lim_r->waiting_max = WAITING_MAX;
+  lim_r->idle_ms = IDLE_MS;
+  lim_r->write_ms = WRITE_MS;
+}
+
+void control_set_limits(struct control *c, const struct control_limits *lim) {
+  assert(lim->waiting_max > 0 && lim->waiting_max < lim->clients_max);
+  assert(lim->idle_ms > 0 && lim->write_ms > 0);
+  c->lim = *lim;
+  control_update(c);
+}
+
+int control_request_waits(const char *line) {
+  static const char seps[] = " \t";
+  const char *p = line;
+  size_t n;
+  int words = 0, fetch = 0;
+
+  for (;;) {
+    p += strspn(p, seps);
+    if (*p == '\0' || words == REQUEST_WORDS_MAX)
+      break;
+    n = strcspn(p, seps);
+    if (words == 0)
+      fetch = n == 5 && memcmp(p, "fetch", 5) == 0;
+    else if (n == 9 && memcmp(p, "--no-wait", 9) == 0)
+      return 0;
+    words++;
+    p += n;
+  }
+  return fetch;
+}
+
+uint64_t control_deadline(const struct control_clock *k, const struct control_limits *lim) {
+  /* An unread reply is dropped whatever else goes on: a client cannot hold
+   * its slot by pipelining requests it never reads the answers to. */
+  if (k->writing)
+    return k->write_since + lim->write_ms;
+  if (k->queued)
+    return k->queued_since + lim->idle_ms;
+  if (k->busy)
+    return 0;
+  return k->idle_since + lim->idle_ms;
+}
+
+static void client_clock(const struct client *cl, struct control_clock *k) {
+  memset(k, 0, sizeof(*k));
+  k->busy = cl->busy;
+  k->writing = cl->wq_head != NULL;
+  k->queued = cl->queued;
+  k->idle_since = cl->since;
+  k->queued_since = cl->since;
+  if (cl->wq_head != NULL)
+    k->write_since = cl->wq_head->queued_at;
+}
+
+static bool client_live(const struct client *cl) {
+  return !uv_is_closing((const uv_handle_t *)&cl->pipe);
+}
+
+/* Gives a queued client a slot: from now on it is read, and it has the
+ * idle timeout to send its request. */
+static void client_serve(struct client *cl) {
+  struct control *c = cl->c;
+
+  cl->queued = false;
+  c->nqueued--;
+  cl->served = true;
+  c->nserved++;
+  cl->idle = true;
+  cl->since = uv_now(c->loop);
+  cl->seq = ++c->seq;
+  client_update_reading(cl);
+}
+
+/* Serves queued clients, oldest first, while there is a slot or a client
+ * to evict for one: the served client idle the longest.  One that waits for
+ * a reply, or has one still being written, is never evicted (the write
+ * timeout bounds the latter).  A newcomer that finds neither stays queued;
+ * control_update's timer answers it within the idle timeout. */
+static void control_admit(struct control *c) {
+  struct client *cl, *next, *victim;
+  uint64_t now = uv_now(c->loop);
+
+  while (c->nqueued > 0) {
+    next = victim = NULL;
+    for (cl = c->clients; cl != NULL; cl = cl->next) {
+      if (!client_live(cl))
+        continue;
+      if (cl->queued && (next == NULL || cl->seq < next->seq))
+        next = cl;
+      if (cl->idle && (victim == NULL || cl->seq < victim->seq))
+        victim = cl;
+    }
+    assert(next != NULL);
+    if (c->nserved >= c->lim.clients_max) {
+      if (victim == NULL)
+        break;
+      log_info("control: %u clients connected; closing the one idle for %llu ms to serve a new one",
+               c->nserved, (unsigned long long)(now - victim->since));
+      client_close(victim);
+    }
+    client_serve(next);
+  }
+}
+
+/* Brings the bookkeeping up to date after anything happened to any client:
+ * notes which clients became idle (and since when), serves queued ones,
+ * and sets the timer for the earliest deadline.  Runs at the end of every
+ * callback that changes a client; a scan of at most clients_max +
+ * CONNS_EXTRA clients is cheaper than keeping them sorted. */
+static void control_update(struct control *c) {
+  struct control_clock k;
+  struct client *cl;
+  uint64_t now, due = 0, d;
+  bool idle;
+
+  if (c->closing)
+    return;
+  now = uv_now(c->loop);
+  for (cl = c->clients; cl != NULL; cl = cl->next) {
+    if (!client_live(cl))
+      continue;
+    idle = cl->served && !cl->closing && !cl->busy && cl->wq_head == NULL;
+    if (idle && !cl->idle) {
+      cl->since = now;
+      cl->seq = ++c->seq;
+    }
+    cl->idle = idle;
+  }
+  control_admit(c);
+  for (cl = c->clients; cl != NULL; cl = cl->next) {
+    if (!client_live(cl))
+      continue;
+    client_clock(cl, &k);
+    d = control_deadline(&k, &c->lim);
+    if (d != 0 && (due == 0 || d < due))
+      due = d;
+  }
+  if (due == c->timer_due)
+    return;
+  c->timer_due = due;
+  if (due == 0)
+    uv_timer_stop(&c->timer);
+  else
+    uv_timer_start(&c->timer, timer_cb, due > now ? due - now : 0, 0);
+}
+
+/* Drops the clients whose deadline has passed: an idle one or one that
+ * does not read its reply is closed without a word (it asked for nothing,
+ * or will not read it); a queued one is told the table is full. */
+static void timer_cb(uv_timer_t *t) {
+  struct control *c = t->data;
+  struct control_clock k;
+  struct client *cl;
+  uint64_t now = uv_now(c->loop), d;
+
+  c->timer_due = 0;
+  for (cl = c->clients; cl != NULL; cl = cl->next) {
+    if (!client_live(cl))
+      continue;
+    client_clock(cl, &k);
+    d = control_deadline(&k, &c->lim);
+    if (d == 0 || d > now)
+      continue;
+    if (k.writing) {
+      log_info("control: a client left a reply unread for %llu ms; disconnecting it",
+               (unsigned long long)(now - k.write_since));
+      client_close(cl);
+    } else if (k.queued) {
+      log_warning("control: no free slot for a new client within %llu ms "
+                  "(%u clients, %u waiting for a run); refusing it",
+                  (unsigned long long)c->lim.idle_ms, c->nserved, c->nwaiting);
+      cl->queued = false;
+      c->nqueued--;
+      client_write(cl, REPLY_BUSY, true);
+    } else {
+      log_debug("control: closing a client idle for %llu ms",
+                (unsigned long long)(now - k.idle_since));
+      client_close(cl);
+    }
+  }
+  control_update(c);
+}
+
 static void connection_cb(uv_stream_t *server, int status) {
   struct control *c = server->data;
   struct client *cl;
@@ -484,34 +744,32 @@ static void connection_cb(uv_stream_t *server, int status) {
   }
   cl->c = c;
   cl->refs = 1;
+  cl->since = uv_now(c->loop);
+  cl->seq = ++c->seq;
   uv_pipe_init(c->loop, &cl->pipe, 0);
   cl->pipe.data = cl;
   cl->next = c->clients;
   if (c->clients != NULL)
     c->clients->prev = cl;
   c->clients = cl;
-  c->nconns++;
+  c->nlive++;
 
-  if (uv_accept(server, (uv_stream_t *)&cl->pipe) != 0) {
+  if (uv_accept(server, (uv_stream_t *)&cl->pipe) != 0 ||
+      c->nlive > c->lim.clients_max + CONNS_EXTRA) {
     client_close(cl);
-    return;
-  }
-  if (c->nconns > CONNS_MAX) {
-    client_close(cl);
-    return;
-  }
-  if (!peer_allowed(cl)) {
+  } else if (!peer_allowed(cl)) {
     client_write(cl, REPLY_DENIED, true);
-    return;
+  } else {
+    /* Every newcomer queues; control_admit serves it at once when a slot
+     * is free or an idle client can make room. */
+    cl->queued = true;
+    c->nqueued++;
   }
-  if (c->nserved >= CLIENTS_MAX) {
-    log_warning("control: %d clients connected, refusing another", CLIENTS_MAX);
-    client_write(cl, REPLY_BUSY, true);
-    return;
-  }
-  cl->served = true;
-  c->nserved++;
-  client_update_reading(cl);
+  control_update(c);
+  if (cl->queued)
+    log_warning("control: %u clients connected, none idle (%u waiting for a run); "
+                "a new one waits for a slot",
+                c->nserved, c->nwaiting);
 }
 
 int control_listen(uv_loop_t *loop, const char *path, const struct control_ops *ops, void *data,
@@ -558,7 +816,10 @@ int control_listen(uv_loop_t *loop, const char *path, const struct control_ops *
   c->loop = loop;
   c->ops = ops;
   c->data = data;
+  control_limits_default(&c->lim);
   memcpy(c->path, path, n + 1);
+  uv_timer_init(loop, &c->timer);
+  c->timer.data = c;
   uv_pipe_init(loop, &c->server, 0);
   c->server.data = c;
   /* uv_pipe_open cannot fail on a fresh socket, and listen(2) has already
@@ -584,12 +845,18 @@ void control_reply(struct control_req *req, const char *json) {
 
   free(req);
   cl->busy = false;
+  if (cl->waiting) { /* still counted: the client is still connected */
+    cl->waiting = false;
+    cl->c->nwaiting--;
+  }
   if (alive) {
     client_write(cl, json, false);
     /* Inside client_process (a reply from the handler) the loop there
      * goes on; otherwise the next buffered request starts now. */
     client_process(cl);
   }
+  if (cl->c != NULL)
+    control_update(cl->c);
   client_unref(cl);
 }
 
@@ -606,6 +873,13 @@ static void server_close_cb(uv_handle_t *h) {
   control_maybe_done(c);
 }
 
+static void timer_close_cb(uv_handle_t *h) {
+  struct control *c = h->data;
+
+  c->timer_closed = true;
+  control_maybe_done(c);
+}
+
 void control_close(struct control *c, void (*cb)(void *data), void *data) {
   struct client *cl;
 
@@ -618,6 +892,7 @@ void control_close(struct control *c, void (*cb)(void *data), void *data) {
   if (unlink(c->path) != 0 && errno != ENOENT)
     log_warning("control: cannot remove %s: %s", c->path, strerror(errno));
   uv_close((uv_handle_t *)&c->server, server_close_cb);
+  uv_close((uv_handle_t *)&c->timer, timer_close_cb);
   for (cl = c->clients; cl != NULL; cl = cl->next)
     client_close(cl);
 }

@@ -114,8 +114,16 @@ static void flush(struct engine *e) {
     if (has_quit)
       P3_CRASH_POINT("after-quit");
   }
-  if (!e->conn.closing)
-    conn_watch(&e->conn, session_awaiting_reply(e->session));
+  if (!e->conn.closing) {
+    /* The reply bounds (progress.h): what the session waits for, and how far
+     * it got. */
+    uint64_t lines, body;
+    session_wire_counts(e->session, &lines, &body);
+    enum progress_wait wait = !session_awaiting_reply(e->session) ? PROGRESS_IDLE
+                              : session_in_body(e->session)       ? PROGRESS_BODY
+                                                                  : PROGRESS_LINE;
+    conn_expect(&e->conn, wait, lines, body);
+  }
 }
 
 /* ---- UID records */
@@ -748,46 +756,21 @@ static void on_grace_timeout(uv_timer_t *t) {
 
 /* ---- preparing: Maildir, state, tmp hygiene (thread pool) */
 
-/* Removes files in tmp/ left by an interrupted delivery of ours (our host
- * name, the pid of a process that no longer exists), and any file older
- * than 36 hours. */
+static void on_tmp_removed(void *arg, const char *name) {
+  trace(arg, "removed tmp/%s left by an interrupted delivery", name);
+}
+
+/* Removes files in tmp/ left by an interrupted delivery of ours (our name
+ * scheme, our host name, the pid of a process that no longer exists) and
+ * files of ours older than 36 hours; anything else is left alone.  All of
+ * it relative to the tmp/ fd (maildir_clean_tmp). */
 static void clean_tmp(struct engine *e) {
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s/tmp", e->md.path);
-  DIR *d = opendir(dir);
-  if (d == NULL)
-    return;
-  time_t now = time(NULL);
-  struct dirent *de;
-  while ((de = readdir(d)) != NULL) {
-    if (de->d_name[0] == '.')
-      continue;
-    char path[4096 + 256];
-    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-    struct stat st;
-    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
-      continue;
-    int remove_it = now - st.st_mtime > TMP_MAX_AGE_S;
-    const char *p = strchr(de->d_name, 'P');
-    const char *host = strchr(de->d_name, '.');
-    host = host ? strchr(host + 1, '.') : NULL;
-    if (!remove_it && p && host && strcmp(host + 1, e->md.hostname) == 0) {
-      long pid = strtol(p + 1, NULL, 10);
-      if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
-        remove_it = 1;
-    }
-    if (remove_it && unlink(path) == 0)
-      trace(e, "removed tmp/%s left by an interrupted delivery", de->d_name);
-  }
-  closedir(d);
+  maildir_clean_tmp(&e->md, time(NULL), TMP_MAX_AGE_S, on_tmp_removed, e);
 }
 
 static void prepare_work(uv_work_t *w) {
   struct engine *e = w->data;
-  int err = maildir_init_as(&e->md, e->loop, e->opts.maildir,
-                            e->opts.chown_maildir ? e->opts.owner_uid : (uid_t)-1,
-                            e->opts.chown_maildir ? e->opts.owner_gid : (gid_t)-1, e->work_msg,
-                            sizeof e->work_msg);
+  int err = maildir_init(&e->md, e->loop, e->opts.maildir, e->work_msg, sizeof e->work_msg);
   if (err) {
     e->work_err = err;
     return;
@@ -797,21 +780,18 @@ static void prepare_work(uv_work_t *w) {
     err = uidstate_open(e->opts.state_path, e->opts.who ? e->opts.who : "pop3sync", &e->state,
                         e->work_msg, sizeof e->work_msg);
     if (err) {
-      e->work_err = err == P3_ELOCKED ? err : P3_ESTATE;
+      /* A refused (unsafe) file keeps its own code: a configuration
+       * problem (78), not a passing one. */
+      e->work_err = err == P3_ELOCKED || err == P3_EUNSAFE ? err : P3_ESTATE;
       return;
     }
-    if (e->opts.chown_maildir) {
-      /* The state belongs to the Maildir's owner too. */
-      if (fchown(uidstate_fd(e->state), e->opts.owner_uid, e->opts.owner_gid) != 0) {
-        /* not fatal: root can still use it */
-      }
-    }
-    uidstate_check_files(e->state, e->md.path);
+    uidstate_check_files(e->state, maildir_dirfd(&e->md, MAILDIR_NEW),
+                         maildir_dirfd(&e->md, MAILDIR_CUR));
     e->lockstep = uidstate_lockstep(e->state, e->server);
   }
   clean_tmp(e);
   struct statvfs sv;
-  if (statvfs(e->md.path, &sv) == 0) {
+  if (fstatvfs(maildir_dirfd(&e->md, MAILDIR_NEW), &sv) == 0) {
     e->fs_known = 1;
     e->fs_total = (uint64_t)sv.f_blocks * sv.f_frsize;
     e->fs_avail = (uint64_t)sv.f_bavail * sv.f_frsize;

@@ -34,10 +34,6 @@ struct engine_options {
   unsigned timeout_s;             /* 0: 120 */
   enum session_pipelining pipelining;
   unsigned window;                /* 0: SESSION_DEFAULT_WINDOW */
-  /* Root delivering for a user: chown what is created in the Maildir. */
-  int chown_maildir;
-  uid_t owner_uid;
-  gid_t owner_gid;
   /* UID state journal (locked for the run); NULL runs without one. */
   const char *state_path;
   const char *who;                /* named in the lock file: "pop3 dl", "pop3syncd" */

@@ -46,6 +46,7 @@ int p3_exit_status(int err) {
   case UV_EIO:
   case UV_EEXIST:
   case UV_ENOENT:
+  case UV_ELOOP: /* a symlinked tmp/, new/ or cur/, refused */
     return 73;
   case UV_ETIMEDOUT:
     return 75;

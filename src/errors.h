@@ -21,6 +21,8 @@
   X(P3_ECONFIG, -4014, 78, "invalid configuration")                               \
   X(P3_EKEEP, -4015, 78, "keep mode is not possible with this server")            \
   X(P3_ESTATE, -4016, 73, "cannot use the UID state file")                        \
+  X(P3_EUNSAFE, -4017, 78, "refusing an unsafe UID state or lock file")           \
+  X(P3_EROOTUSER, -4018, 77, "refusing to work as root in another user's Maildir") \
   X(P3_EDNS, -4020, 69, "host name lookup failed")                                \
   X(P3_ECONNECT, -4021, 69, "could not connect")                                  \
   X(P3_ETLS, -4022, 69, "TLS handshake failed")                                   \
@@ -40,6 +42,8 @@
   X(P3_EPARTIAL, -4038, 75, "some messages could not be retrieved")               \
   X(P3_ECANCELED, -4039, 75, "session stopped before it finished")                \
   X(P3_EAUTH, -4040, 77, "server refused the login")                              \
+  X(P3_EPRIV, -4070, 71, "cannot drop privileges to the account's user")        \
+  X(P3_EWORKER, -4071, 75, "the run's worker process failed")                   \
   X(P3_ESAVE, -4050, 73, "could not save a message to the Maildir")               \
   X(P3_ELOCKED, -4060, 75, "another run holds the account")
 

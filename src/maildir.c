@@ -3,10 +3,14 @@
 #include "maildir.h"
 
 #include "crash.h"
+#include "errors.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +29,7 @@
 #define WRITE_IOV_MAX 64
 /* Bytes of one chunk handed to one uv_fs_write. */
 #define WRITE_BUF_MAX (1U << 30)
-/* Room left in paths for "/tmp/" + a base name + ",S=" + a size. */
+/* Room for a base name + ",S=" + a size. */
 #define NAME_ROOM 256
 
 struct chunk {
@@ -37,7 +41,7 @@ struct chunk {
 };
 
 enum delivery_state {
-  D_OPENING,   /* uv_fs_open in flight */
+  D_OPENING,   /* the openat work in flight */
   D_IDLE,      /* nothing in flight */
   D_WRITING,   /* uv_fs_write in flight */
   D_FINISHING, /* the final uv_queue_work (commit or discard) in flight */
@@ -61,11 +65,9 @@ struct maildir_delivery {
   size_t head_off; /* bytes of head already in the file */
   size_t next_cap;
   uv_fs_t req;
-  uv_work_t work;
-  char *tmp_path; /* into paths[] */
-  char *new_path; /* into paths[], filled at commit */
-  char new_name[NAME_ROOM];
-  char paths[];
+  uv_work_t work;  /* the open, then the final work */
+  char tmp_name[NAME_ROOM]; /* in tmp/ */
+  char new_name[NAME_ROOM]; /* in new/, filled at commit */
 };
 
 struct maildir_barrier {
@@ -74,7 +76,6 @@ struct maildir_barrier {
   void *data;
   int err;
   uv_work_t work;
-  char path[];
 };
 
 /* Process-wide so that two maildirs (or two accounts into one) never mint
@@ -85,25 +86,19 @@ static void delivery_step(struct maildir_delivery *d);
 
 /* ---- init */
 
+static const char *const subdir_names[] = {"tmp", "new", "cur"};
+
 static void set_err(char *errbuf, size_t errlen, const char *what, const char *path, int err) {
-  if (errbuf != NULL && errlen > 0)
-    snprintf(errbuf, errlen, "%s %s: %s", what, path, strerror(-err));
+  p3_set_error(errbuf, errlen, "%s %s: %s", what, path, strerror(-err));
 }
 
 /* mkdir(path, 0700) unless it exists; either way it must end up a
- * directory we can create files in. */
-static int ensure_dir(const struct maildir *md, const char *path, char *errbuf, size_t errlen) {
+ * directory.  Used only for the Maildir and its parents, resolved as the
+ * user who runs us, so following a symlink here is that user's choice. */
+static int ensure_dir(const char *path, char *errbuf, size_t errlen) {
   struct stat st;
 
-  if (mkdir(path, 0700) == 0) {
-    /* lchown: the directory sits in the user's tree, and a symlink swapped
-     * in after the mkdir must not make root chown its target. */
-    if (md->chown_to_owner && lchown(path, md->owner_uid, md->owner_gid) != 0) {
-      int err = -errno;
-      set_err(errbuf, errlen, "cannot chown", path, err);
-      return err;
-    }
-  } else if (errno != EEXIST) {
+  if (mkdir(path, 0700) != 0 && errno != EEXIST) {
     int err = -errno;
     set_err(errbuf, errlen, "cannot create", path, err);
     return err;
@@ -121,7 +116,7 @@ static int ensure_dir(const struct maildir *md, const char *path, char *errbuf, 
 }
 
 /* mkdir -p: every missing component is created with mode 0700. */
-static int ensure_path(const struct maildir *md, char *path, char *errbuf, size_t errlen) {
+static int ensure_path(char *path, char *errbuf, size_t errlen) {
   char *p;
   int err;
 
@@ -129,12 +124,47 @@ static int ensure_path(const struct maildir *md, char *path, char *errbuf, size_
     if (*p != '/' || p[-1] == '/')
       continue;
     *p = '\0';
-    err = ensure_dir(md, path, errbuf, errlen);
+    err = ensure_dir(path, errbuf, errlen);
     *p = '/';
     if (err < 0)
       return err;
   }
-  return ensure_dir(md, path, errbuf, errlen);
+  return ensure_dir(path, errbuf, errlen);
+}
+
+/* Creates (0700, if missing) and opens one of tmp/ new/ cur/ below dirfd
+ * without following a symlink; returns the fd or a negative errno. */
+static int open_subdir(int dirfd, const char *mdpath, const char *name, char *errbuf,
+                       size_t errlen) {
+  struct stat st;
+  int fd, err;
+
+  if (mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST) {
+    err = -errno;
+    p3_set_error(errbuf, errlen, "cannot create %s/%s: %s", mdpath, name, strerror(-err));
+    return err;
+  }
+  fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    err = -errno;
+    /* O_NOFOLLOW says ELOOP (or ENOTDIR with O_DIRECTORY) for a symlink:
+     * name it plainly, whatever the kernel chose. */
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+      p3_set_error(errbuf, errlen, "%s/%s is a symbolic link; refusing to follow it", mdpath,
+                   name);
+      return UV_ELOOP;
+    }
+    p3_set_error(errbuf, errlen, "cannot use %s/%s: %s", mdpath, name, strerror(-err));
+    return err;
+  }
+  /* Root passes this, but a read-only mount does not. */
+  if (faccessat(fd, ".", W_OK | X_OK, 0) != 0) {
+    err = -errno;
+    p3_set_error(errbuf, errlen, "cannot write to %s/%s: %s", mdpath, name, strerror(-err));
+    close(fd);
+    return err;
+  }
+  return fd;
 }
 
 /* The Maildir spec's escapes, so that a host name never adds a directory
@@ -164,25 +194,17 @@ static void sanitize_hostname(char *dst, size_t dstlen, const char *src) {
 
 int maildir_init(struct maildir *md, uv_loop_t *loop, const char *path, char *errbuf,
                  size_t errlen) {
-  return maildir_init_as(md, loop, path, (uid_t)-1, (gid_t)-1, errbuf, errlen);
-}
-
-int maildir_init_as(struct maildir *md, uv_loop_t *loop, const char *path, uid_t uid, gid_t gid,
-                    char *errbuf, size_t errlen) {
-  static const char *const subdirs[] = {"tmp", "new", "cur"};
   char host[256];
-  char *sub;
   size_t len, i;
-  int err;
+  int dirfd, err = 0;
 
   if (errbuf != NULL && errlen > 0)
     errbuf[0] = '\0';
   memset(md, 0, sizeof(*md));
-  md->chown_to_owner = uid != (uid_t)-1;
-  md->owner_uid = uid;
-  md->owner_gid = gid;
+  for (i = 0; i < 3; i++)
+    md->fds[i] = -1;
   len = strlen(path);
-  /* Trailing slashes would only double up in the paths we build. */
+  /* Trailing slashes would only double up in the paths we name. */
   while (len > 1 && path[len - 1] == '/')
     len--;
   if (len == 0 || len + NAME_ROOM + 32 >= PATH_MAX) {
@@ -190,33 +212,41 @@ int maildir_init_as(struct maildir *md, uv_loop_t *loop, const char *path, uid_t
     set_err(errbuf, errlen, "cannot use", len == 0 ? "\"\"" : path, err);
     return err;
   }
-  md->path = malloc(len + 1);
-  sub = malloc(len + 5);
-  if (md->path == NULL || sub == NULL) {
-    free(md->path);
-    free(sub);
-    md->path = NULL;
+  if ((md->path = malloc(len + 1)) == NULL) {
     set_err(errbuf, errlen, "cannot use", path, UV_ENOMEM);
     return UV_ENOMEM;
   }
   memcpy(md->path, path, len);
   md->path[len] = '\0';
 
-  memcpy(sub, md->path, len + 1);
-  err = ensure_path(md, sub, errbuf, errlen);
-  for (i = 0; err == 0 && i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-    snprintf(sub, len + 5, "%s/%s", md->path, subdirs[i]);
-    err = ensure_dir(md, sub, errbuf, errlen);
-    /* Root passes access(), but a read-only mount does not. */
-    if (err == 0 && access(sub, W_OK | X_OK) != 0) {
-      err = -errno;
-      set_err(errbuf, errlen, "cannot write to", sub, err);
+  /* ensure_path writes into its argument: a copy. */
+  {
+    char *tmp = strdup(md->path);
+    if (tmp == NULL) {
+      err = UV_ENOMEM;
+      set_err(errbuf, errlen, "cannot use", md->path, err);
+    } else {
+      err = ensure_path(tmp, errbuf, errlen);
+      free(tmp);
     }
   }
-  free(sub);
+  /* The one lookup of the configured path; all else is relative. */
+  if (err == 0 && (dirfd = open(md->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    err = -errno;
+    set_err(errbuf, errlen, "cannot open", md->path, err);
+  }
+  if (err == 0) {
+    for (i = 0; err == 0 && i < 3; i++) {
+      int fd = open_subdir(dirfd, md->path, subdir_names[i], errbuf, errlen);
+      if (fd < 0)
+        err = fd;
+      else
+        md->fds[i] = fd;
+    }
+    close(dirfd);
+  }
   if (err < 0) {
-    free(md->path);
-    md->path = NULL;
+    maildir_deinit(md);
     return err;
   }
 
@@ -230,8 +260,19 @@ int maildir_init_as(struct maildir *md, uv_loop_t *loop, const char *path, uid_t
 }
 
 void maildir_deinit(struct maildir *md) {
+  size_t i;
+
+  for (i = 0; i < 3; i++) {
+    if (md->fds[i] >= 0)
+      close(md->fds[i]);
+    md->fds[i] = -1;
+  }
   free(md->path);
   md->path = NULL;
+}
+
+int maildir_dirfd(const struct maildir *md, enum maildir_sub sub) {
+  return md->fds[sub];
 }
 
 int maildir_unique_name(struct maildir *md, char *buf, size_t buflen) {
@@ -247,6 +288,152 @@ int maildir_unique_name(struct maildir *md, char *buf, size_t buflen) {
   if (n < 0 || (size_t)n >= buflen)
     return UV_ENOBUFS;
   return 0;
+}
+
+/* ---- tmp/ hygiene */
+
+/* One or more decimal digits at *p, at most maxlen; advances *p. */
+static bool take_digits(const char **p, size_t maxlen, long *v_r) {
+  const char *s = *p;
+  long v = 0;
+  size_t n = 0;
+
+  while (*s >= '0' && *s <= '9') {
+    if (++n > maxlen)
+      return false;
+    v = v * 10 + (*s++ - '0');
+  }
+  if (n == 0)
+    return false;
+  *p = s;
+  *v_r = v;
+  return true;
+}
+
+int maildir_parse_name(const char *name, long *pid_r, const char **host_r) {
+  const char *p = name, *h;
+  long v, pid;
+
+  /* Exactly what maildir_unique_name prints: "%lld.M%ldP%ldQ%lu.%s",
+   * the host sanitized (no '/' or ':'); tmp/ names carry no ",S=". */
+  if (!take_digits(&p, 20, &v) || strncmp(p, ".M", 2) != 0)
+    return 0;
+  p += 2;
+  if (!take_digits(&p, 6, &v) || *p++ != 'P')
+    return 0;
+  if (!take_digits(&p, 10, &pid) || pid <= 0 || *p++ != 'Q')
+    return 0;
+  if (!take_digits(&p, 20, &v) || *p++ != '.')
+    return 0;
+  h = p;
+  if (*h == '\0' || strchr(h, ':') != NULL || strchr(h, '/') != NULL || strstr(h, ",S=") != NULL)
+    return 0;
+  *pid_r = pid;
+  *host_r = h;
+  return 1;
+}
+
+int maildir_clean_tmp(struct maildir *md, time_t now, time_t max_age,
+                      void (*removed)(void *arg, const char *name), void *arg) {
+  int tmpfd = md->fds[MAILDIR_TMP];
+  struct dirent *de;
+  struct stat st;
+  int fd, n = 0;
+  DIR *dir;
+
+  /* A dup shares the file offset with tmpfd: rewind before reading. */
+  if ((fd = fcntl(tmpfd, F_DUPFD_CLOEXEC, 0)) < 0)
+    return -errno;
+  if ((dir = fdopendir(fd)) == NULL) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  rewinddir(dir);
+  while ((de = readdir(dir)) != NULL) {
+    const char *host;
+    long pid;
+    bool old, dead = false;
+
+    if (!maildir_parse_name(de->d_name, &pid, &host))
+      continue;
+    if (fstatat(tmpfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+      continue;
+    old = now - st.st_mtime > max_age;
+    if (!old && strcmp(host, md->hostname) == 0 && pid != (long)getpid())
+      dead = kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    if ((old || dead) && unlinkat(tmpfd, de->d_name, 0) == 0) {
+      n++;
+      if (removed != NULL)
+        removed(arg, de->d_name);
+    }
+  }
+  closedir(dir);
+  return n;
+}
+
+/* ---- root and a user's Maildir */
+
+/* "alice", or "uid 1234" when there is no such user. */
+static void user_name(uid_t uid, char *buf, size_t len) {
+  struct passwd pw, *res = NULL;
+  char pwbuf[1024];
+
+  if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res != NULL)
+    snprintf(buf, len, "%s", pw.pw_name);
+  else
+    snprintf(buf, len, "uid %lu", (unsigned long)uid);
+}
+
+int maildir_check_owner(const char *path, char *errbuf, size_t errlen) {
+  char buf[PATH_MAX], who[128];
+  struct stat st;
+  bool first = true;
+  size_t len;
+
+  if (geteuid() != 0)
+    return 0;
+  len = strlen(path);
+  if (len == 0 || len >= sizeof(buf))
+    return 0; /* maildir_init reports it */
+  memcpy(buf, path, len + 1);
+  /* path itself (if it exists) and every existing directory above it: a
+   * user who owns any of them can swap what lies below.  A symlink counts
+   * by its own owner and by its target's. */
+  for (;; first = false) {
+    char *slash;
+
+    while (len > 1 && buf[len - 1] == '/')
+      buf[--len] = '\0';
+    if (lstat(buf, &st) == 0) {
+      struct stat target;
+      uid_t owner = st.st_uid;
+
+      if (owner == 0 && S_ISLNK(st.st_mode) && stat(buf, &target) == 0)
+        owner = target.st_uid;
+      if (owner != 0) {
+        user_name(owner, who, sizeof(who));
+        if (first)
+          p3_set_error(errbuf, errlen, "%s belongs to %s; run pop3 as %s", path, who, who);
+        else
+          p3_set_error(errbuf, errlen, "%s is in %s, which belongs to %s; run pop3 as %s", path,
+                       buf, who, who);
+        return P3_EROOTUSER;
+      }
+    }
+    slash = strrchr(buf, '/');
+    if (slash == NULL) {
+      /* A relative path: what is left lies in the working directory. */
+      if (getcwd(buf, sizeof(buf)) == NULL)
+        return 0;
+      len = strlen(buf);
+      continue;
+    }
+    if (slash == buf)
+      return 0; /* "/" itself: root's */
+    *slash = '\0';
+    len = (size_t)(slash - buf);
+  }
 }
 
 /* ---- chunks */
@@ -274,39 +461,40 @@ static void delivery_fail(struct maildir_delivery *d, int err) {
 
 /* ---- thread pool work (these run off the loop thread) */
 
-/* rename() would silently replace a message that already has this name;
+/* renameat() would silently replace a message that already has this name;
  * refuse instead.  Falls back to link+unlink, then to rename, on file
- * systems that support neither RENAME_NOREPLACE nor hard links. */
-static int rename_noreplace(const char *from, const char *to) {
+ * systems that support neither RENAME_NOREPLACE nor hard links.  Both
+ * names are plain base names relative to the tmp/ and new/ fds. */
+static int rename_noreplace(int fromfd, const char *from, int tofd, const char *to) {
 #ifdef RENAME_NOREPLACE
-  if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+  if (renameat2(fromfd, from, tofd, to, RENAME_NOREPLACE) == 0)
     return 0;
   if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
     return -errno;
 #endif
-  if (link(from, to) == 0) {
+  /* flags 0: linkat never follows a symlink at from. */
+  if (linkat(fromfd, from, tofd, to, 0) == 0) {
     /* The message is in new/ now; a stale tmp/ entry is harmless. */
-    unlink(from);
+    unlinkat(fromfd, from, 0);
     return 0;
   }
   if (errno != EPERM && errno != ENOTSUP && errno != ENOSYS)
     return -errno;
-  if (rename(from, to) != 0)
+  if (renameat(fromfd, from, tofd, to) != 0)
     return -errno;
   return 0;
 }
 
 static void finish_work(uv_work_t *w) {
   struct maildir_delivery *d = w->data;
+  int tmpfd = d->md->fds[MAILDIR_TMP];
   int err = 0;
 
   if (d->commit_work) {
     /* fsync before rename: the name in new/ must never point at data that
      * is not on disk. */
-    if (d->md->chown_to_owner && fchown(d->fd, d->md->owner_uid, d->md->owner_gid) != 0)
-      err = -errno;
     P3_CRASH_POINT("after-write");
-    if (err == 0 && fsync(d->fd) != 0)
+    if (fsync(d->fd) != 0)
       err = -errno;
     if (close(d->fd) != 0 && err == 0)
       err = -errno;
@@ -315,15 +503,15 @@ static void finish_work(uv_work_t *w) {
     if (err == 0 && d->prerename)
       err = d->prerename(d->prerename_arg, d->new_name);
     if (err == 0)
-      err = rename_noreplace(d->tmp_path, d->new_path);
+      err = rename_noreplace(tmpfd, d->tmp_name, d->md->fds[MAILDIR_NEW], d->new_name);
     if (err == 0)
       P3_CRASH_POINT("after-rename");
     if (err < 0)
-      unlink(d->tmp_path);
+      unlinkat(tmpfd, d->tmp_name, 0);
   } else if (d->fd >= 0) {
     close(d->fd);
     d->fd = -1;
-    unlink(d->tmp_path);
+    unlinkat(tmpfd, d->tmp_name, 0);
   }
   d->work_err = err;
 }
@@ -354,16 +542,12 @@ static void start_finish(struct maildir_delivery *d) {
 
   d->commit_work = d->committed && !d->aborted && d->err == 0 && d->fd >= 0;
   if (d->commit_work) {
-    size_t dirlen = strlen(d->md->path);
-    int n = snprintf(d->new_name, sizeof(d->new_name), "%s,S=%llu", d->tmp_path + dirlen + 5,
+    int n = snprintf(d->new_name, sizeof(d->new_name), "%s,S=%llu", d->tmp_name,
                      (unsigned long long)d->written);
 
     if (n < 0 || (size_t)n >= sizeof(d->new_name)) {
       d->err = UV_ENAMETOOLONG;
       d->commit_work = false;
-    } else {
-      snprintf(d->new_path, dirlen + 5 + sizeof(d->new_name), "%s/new/%s", d->md->path,
-               d->new_name);
     }
   }
   d->state = D_FINISHING;
@@ -373,7 +557,7 @@ static void start_finish(struct maildir_delivery *d) {
     /* Cannot happen with a live loop; still keep done_cb's promise. */
     if (d->fd >= 0) {
       close(d->fd);
-      unlink(d->tmp_path);
+      unlinkat(d->md->fds[MAILDIR_TMP], d->tmp_name, 0);
       d->fd = -1;
     }
     if (d->err == 0)
@@ -469,51 +653,53 @@ static void delivery_step(struct maildir_delivery *d) {
     start_finish(d);
 }
 
-static void open_cb(uv_fs_t *req) {
-  struct maildir_delivery *d = req->data;
-  ssize_t res = req->result;
+/* The tmp file is created relative to the tmp/ fd, never through a path
+ * and never through a symlink; libuv's uv_fs_open takes only paths, so
+ * this is plain work on the same thread pool. */
+static void open_work(uv_work_t *w) {
+  struct maildir_delivery *d = w->data;
+  int fd = openat(d->md->fds[MAILDIR_TMP], d->tmp_name,
+                  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 
-  uv_fs_req_cleanup(req);
+  d->work_err = fd < 0 ? -errno : 0;
+  d->fd = fd;
+}
+
+static void open_done(uv_work_t *w, int status) {
+  struct maildir_delivery *d = w->data;
+
+  (void)status; /* never canceled: we do not call uv_cancel */
   d->state = D_IDLE;
-  if (res < 0)
-    delivery_fail(d, (int)res); /* EEXIST included: that file is not ours */
-  else
-    d->fd = (uv_file)res;
+  if (d->work_err < 0)
+    delivery_fail(d, d->work_err); /* EEXIST included: that file is not ours */
+  d->work_err = 0;
   delivery_step(d);
 }
 
 int maildir_open(struct maildir *md, maildir_done_cb done_cb, void *data,
                  struct maildir_delivery **d_r) {
   struct maildir_delivery *d;
-  char base[NAME_ROOM];
-  size_t dirlen = strlen(md->path);
-  size_t tmplen, newlen;
   int err;
 
   *d_r = NULL;
-  err = maildir_unique_name(md, base, sizeof(base));
-  if (err < 0)
-    return err;
-  tmplen = dirlen + 5 + strlen(base) + 1;
-  newlen = dirlen + 5 + NAME_ROOM;
-  d = calloc(1, sizeof(*d) + tmplen + newlen);
+  d = calloc(1, sizeof(*d));
   if (d == NULL)
     return UV_ENOMEM;
+  err = maildir_unique_name(md, d->tmp_name, sizeof(d->tmp_name));
+  if (err < 0) {
+    free(d);
+    return err;
+  }
   d->md = md;
   d->done_cb = done_cb;
   d->data = data;
   d->fd = -1;
   d->next_cap = CHUNK_FIRST;
-  d->tmp_path = d->paths;
-  d->new_path = d->paths + tmplen;
-  snprintf(d->tmp_path, tmplen, "%s/tmp/%s", md->path, base);
 
   d->state = D_OPENING;
-  d->req.data = d;
-  err = uv_fs_open(md->loop, &d->req, d->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600,
-                   open_cb);
+  d->work.data = d;
+  err = uv_queue_work(md->loop, &d->work, open_work, open_done);
   if (err < 0) {
-    uv_fs_req_cleanup(&d->req);
     free(d);
     return err;
   }
@@ -603,17 +789,8 @@ int maildir_delivery_error(const struct maildir_delivery *d) {
 
 static void barrier_work(uv_work_t *w) {
   struct maildir_barrier *b = w->data;
-  int fd, err = 0;
 
-  fd = open(b->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    b->err = -errno;
-    return;
-  }
-  if (fsync(fd) != 0)
-    err = -errno;
-  close(fd);
-  b->err = err;
+  b->err = fsync(b->md->fds[MAILDIR_NEW]) != 0 ? -errno : 0;
 }
 
 static void barrier_done(uv_work_t *w, int status) {
@@ -626,8 +803,7 @@ static void barrier_done(uv_work_t *w, int status) {
 }
 
 int maildir_barrier(struct maildir *md, maildir_barrier_cb cb, void *data) {
-  size_t len = strlen(md->path) + sizeof("/new");
-  struct maildir_barrier *b = malloc(sizeof(*b) + len);
+  struct maildir_barrier *b = malloc(sizeof(*b));
   int err;
 
   if (b == NULL)
@@ -636,7 +812,6 @@ int maildir_barrier(struct maildir *md, maildir_barrier_cb cb, void *data) {
   b->cb = cb;
   b->data = data;
   b->err = 0;
-  snprintf(b->path, len, "%s/new", md->path);
   b->work.data = b;
   err = uv_queue_work(md->loop, &b->work, barrier_work, barrier_done);
   if (err < 0) {

@@ -5,25 +5,36 @@
  * thread pool; the loop thread only queues.  Commit order for a message:
  * every write done -> fsync(file) -> close -> rename(tmp/X, new/X,S=size);
  * only then does the done callback report success.  maildir_barrier
- * fsyncs new/ so that the renames themselves are durable. */
+ * fsyncs new/ so that the renames themselves are durable.
+ *
+ * The Maildir's path is resolved once, by maildir_init, and only as the
+ * user who runs us (a symlink there is the user's own choice); tmp/, new/
+ * and cur/ are opened O_NOFOLLOW below it and every later file operation
+ * is relative to those directory fds (openat, renameat2, unlinkat,
+ * fstatat), so no symlink planted in the Maildir is ever followed and a
+ * directory swapped in after init is never written to.  Nothing here
+ * chowns: a root process never delivers into a user's Maildir
+ * (maildir_check_owner). */
 #ifndef P3_MAILDIR_H
 #define P3_MAILDIR_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 #include <uv.h>
+
+/* The subdirectories, for maildir_dirfd. */
+enum maildir_sub { MAILDIR_TMP, MAILDIR_NEW, MAILDIR_CUR };
 
 struct maildir {
   uv_loop_t *loop;
-  char *path;            /* owned */
+  char *path;            /* owned; for messages only, never opened again */
   char hostname[128];    /* sanitized for file names (/ -> \057, : -> \072) */
   unsigned long counter; /* per-process delivery counter (shared by all maildirs) */
   size_t queued_bytes;   /* body bytes accepted by maildir_write and not yet written */
   unsigned active;       /* deliveries and barriers not yet finished */
-  int chown_to_owner;    /* root delivering for a user: chown what we create */
-  uid_t owner_uid;
-  gid_t owner_gid;
+  int fds[3];            /* owned: tmp/, new/, cur/ (O_DIRECTORY), by enum maildir_sub */
 };
 
 struct maildir_delivery; /* opaque; owned by the maildir module until done_cb */
@@ -34,22 +45,52 @@ typedef void (*maildir_done_cb)(struct maildir_delivery *d, int err, const char 
                                 uint64_t bytes, void *data);
 typedef void (*maildir_barrier_cb)(int err, void *data);
 
-/* Creates path and its tmp/, new/, cur/ (mode 0700) if missing, then fills
- * *md.  Blocking (run it before the session, or on the thread pool).
- * Returns 0 or a negative errno (errbuf names the directory). */
+/* Creates path (mkdir -p, missing components 0700, as the current user)
+ * and its tmp/, new/, cur/ (0700) if missing, opens path once (following
+ * a symlink there) and tmp/, new/, cur/ below it with O_NOFOLLOW, checks
+ * that they are writable, and fills *md.  Blocking (run it before the
+ * session, or on the thread pool).  Returns 0 or a negative errno with
+ * errbuf naming the directory: UV_ELOOP for a tmp/, new/ or cur/ that is a
+ * symbolic link ("MAILDIR/new is a symbolic link; refusing to follow
+ * it"), UV_ENOTDIR for one that is not a directory.  On failure nothing
+ * is left open and *md need not be deinitialised. */
 int maildir_init(struct maildir *md, uv_loop_t *loop, const char *path, char *errbuf,
                  size_t errlen);
-/* As maildir_init, but every directory and file it creates is chowned to
- * uid:gid (root delivering into a user's Maildir never leaves root-owned
- * files there).  uid == (uid_t)-1 means no chown. */
-int maildir_init_as(struct maildir *md, uv_loop_t *loop, const char *path, uid_t uid, gid_t gid,
-                    char *errbuf, size_t errlen);
+/* Closes the directory fds and frees the path. */
 void maildir_deinit(struct maildir *md);
+
+/* The fd of tmp/, new/ or cur/ (owned by md: do not close it), for
+ * callers that look at files relative to it (fstatat AT_SYMLINK_NOFOLLOW,
+ * fdopendir of a dup, fstatvfs). */
+int maildir_dirfd(const struct maildir *md, enum maildir_sub sub);
+
+/* Root refuses to act in a Maildir that a user controls: when the
+ * effective uid is 0 and path (or, while it does not exist, its nearest
+ * existing parent) or any existing directory above it belongs to another
+ * user, returns P3_EROOTUSER with errbuf "PATH belongs to alice; run pop3
+ * as alice".  Returns 0 otherwise (always, for a non-root caller).
+ * Blocking: stat()s each component. */
+int maildir_check_owner(const char *path, char *errbuf, size_t errlen);
+
+/* Removes debris from tmp/: a regular file (fstatat AT_SYMLINK_NOFOLLOW)
+ * whose name is exactly one of ours ("SECONDS.M<usec>P<pid>Q<counter>.<host>",
+ * see maildir_unique_name) and that is older than max_age seconds at now,
+ * or was left by a pid that no longer exists on this host (our host
+ * name).  Anything else in tmp/ is left alone.  removed(arg, name), when
+ * not NULL, is told each name removed.  Blocking (thread pool).  Returns
+ * the number removed, or a negative errno when tmp/ cannot be read. */
+int maildir_clean_tmp(struct maildir *md, time_t now, time_t max_age,
+                      void (*removed)(void *arg, const char *name), void *arg);
+
+/* 1 when name is exactly one of our unique names, with its pid in *pid_r
+ * and its host part in *host_r (pointing into name); 0 otherwise. */
+int maildir_parse_name(const char *name, long *pid_r, const char **host_r);
 
 /* Makes a unique base name "SECONDS.M<usec>P<pid>Q<counter>.<host>" into buf. */
 int maildir_unique_name(struct maildir *md, char *buf, size_t buflen);
 
-/* Starts a delivery: a new file in tmp/ (O_CREAT|O_EXCL, 0600).  Data may be
+/* Starts a delivery: a new file in tmp/ (openat O_CREAT|O_EXCL|O_NOFOLLOW,
+ * 0600).  Data may be
  * written at once; it is queued until the open completes.  Returns 0 or
  * -ENOMEM. */
 int maildir_open(struct maildir *md, maildir_done_cb done_cb, void *data,
@@ -82,7 +123,8 @@ void maildir_abort(struct maildir_delivery *d);
  * feeding a message early, e.g. on ENOSPC.  done_cb still reports it. */
 int maildir_delivery_error(const struct maildir_delivery *d);
 
-/* fsyncs new/ (after every commit reported so far).  cb runs on the loop. */
+/* fsyncs new/ (the fd opened by maildir_init; after every commit reported
+ * so far).  cb runs on the loop. */
 int maildir_barrier(struct maildir *md, maildir_barrier_cb cb, void *data);
 
 #endif

@@ -271,6 +271,66 @@ int netrc_parse(const char *buf, size_t len, struct netrc *n, int *errline_r, ch
   return 0;
 }
 
+/* Opens path for reading if it is ours: a regular file owned by the
+ * effective uid, reached either directly (opened O_NOFOLLOW, so it cannot be
+ * swapped for a symlink after the lstat) or through a symlink that is itself
+ * ours.  Returns the descriptor with *st filled from fstat, or a negative
+ * error with errbuf set: -errno (-ENOENT for a missing file or a dangling
+ * link of ours), P3_ENETRCPERM, P3_ENETRC (not a regular file). */
+static int open_own_file(const char *path, struct stat *st, char *errbuf, size_t errlen) {
+  unsigned long me = (unsigned long)geteuid();
+  struct stat lst;
+  int fd, r, via_link;
+
+  if (lstat(path, &lst) < 0) {
+    r = -errno;
+    p3_set_error(errbuf, errlen, "%s: %s", path, strerror(-r));
+    return r;
+  }
+  via_link = S_ISLNK(lst.st_mode);
+  /* Someone else's link could be pointed anywhere, at any time. */
+  if (via_link && lst.st_uid != me) {
+    p3_set_error(errbuf, errlen, "%s is a symbolic link owned by uid %lu, not by you (uid %lu)",
+                 path, (unsigned long)lst.st_uid, me);
+    return P3_ENETRCPERM;
+  }
+  /* O_NONBLOCK: a FIFO planted here must not hang us; read() of a regular
+   * file ignores it. */
+  fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (via_link ? 0 : O_NOFOLLOW));
+  if (fd < 0) {
+    r = -errno;
+    if (r == -ELOOP && !via_link)
+      p3_set_error(errbuf, errlen, "%s: became a symbolic link while being opened", path);
+    else
+      p3_set_error(errbuf, errlen, "%s: %s", path, strerror(-r));
+    return r;
+  }
+  if (fstat(fd, st) < 0) {
+    r = -errno;
+    p3_set_error(errbuf, errlen, "%s: %s", path, strerror(-r));
+    close(fd);
+    return r;
+  }
+  if (!S_ISREG(st->st_mode)) {
+    p3_set_error(errbuf, errlen, "%s: not a regular file", path);
+    close(fd);
+    return P3_ENETRC;
+  }
+  /* Checked on the open file, so a rename in between cannot swap it: a file
+   * another user can rewrite (or wrote for us) could send our login anywhere. */
+  if (st->st_uid != me) {
+    if (via_link)
+      p3_set_error(errbuf, errlen, "%s links to a file owned by uid %lu, not by you (uid %lu)",
+                   path, (unsigned long)st->st_uid, me);
+    else
+      p3_set_error(errbuf, errlen, "%s is owned by uid %lu, not by you (uid %lu)", path,
+                   (unsigned long)st->st_uid, me);
+    close(fd);
+    return P3_ENETRCPERM;
+  }
+  return fd;
+}
+
 int netrc_load(const char *path, struct netrc *n, char *errbuf, size_t errlen) {
   struct stat st;
   char *buf;
@@ -278,28 +338,13 @@ int netrc_load(const char *path, struct netrc *n, char *errbuf, size_t errlen) {
   char reason[256];
   int fd, r, errline = 0;
 
-  fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) {
-    r = -errno;
-    p3_set_error(errbuf, errlen, "%s: %s", path, strerror(-r));
-    return r;
-  }
-  if (fstat(fd, &st) < 0) {
-    r = -errno;
-    p3_set_error(errbuf, errlen, "%s: %s", path, strerror(-r));
-    close(fd);
-    return r;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    p3_set_error(errbuf, errlen, "%s: not a regular file", path);
-    close(fd);
-    return P3_ENETRC;
-  }
-  /* Checked on the open file, so a rename in between cannot swap it. */
+  fd = open_own_file(path, &st, errbuf, errlen);
+  if (fd < 0)
+    return fd;
   if (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)) {
     p3_set_error(errbuf, errlen, "%s: %s by group or others (mode 0%03o); chmod 600 it", path,
-              st.st_mode & (S_IRGRP | S_IROTH) ? "readable" : "writable",
-              (unsigned)(st.st_mode & 07777));
+                 st.st_mode & (S_IRGRP | S_IROTH) ? "readable" : "writable",
+                 (unsigned)(st.st_mode & 07777));
     close(fd);
     return P3_ENETRCPERM;
   }

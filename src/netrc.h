@@ -27,10 +27,14 @@ struct netrc {
 int netrc_parse(const char *buf, size_t len, struct netrc *n, int *errline_r,
                 char *errbuf, size_t errlen);
 
-/* Reads and parses path.  Refuses (P3_ENETRCPERM) a file readable or
- * writable by group or others, like ftp(1) does.  A missing file is -ENOENT.
- * errbuf receives one sentence naming the file (and the line for syntax
- * errors), e.g. "/root/.netrc:3: missing value after `login'". */
+/* Reads and parses path.  Refuses (P3_ENETRCPERM) a file that is not owned
+ * by the effective uid, a symbolic link that is not (a link of ours to a file
+ * of ours is fine), and a file readable or writable by group or others, like
+ * ftp(1) does.  Anything but a regular file is P3_ENETRC.  A missing file (or
+ * a dangling link of ours) is -ENOENT.  errbuf receives one sentence naming
+ * the file (and the line for syntax errors), e.g.
+ * "/root/.netrc:3: missing value after `login'" or
+ * "/home/me/.netrc is owned by uid 0, not by you (uid 1000)". */
 int netrc_load(const char *path, struct netrc *n, char *errbuf, size_t errlen);
 
 void netrc_free(struct netrc *n);

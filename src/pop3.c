@@ -18,6 +18,8 @@
 #include "engine.h"
 #include "errors.h"
 #include "log.h"
+#include "maildir.h"
+#include "pwcmd.h"
 #include "target.h"
 #include "tls.h"
 
@@ -42,7 +44,8 @@ static const char dl_usage[] =
     "                             fingerprint instead of CA and name checks (repeatable)\n"
     "      --password-command CMD run CMD and use its first output line as password\n"
     "      --netrc FILE           read passwords from FILE (default $NETRC, ~/.netrc)\n"
-    "      --timeout SECONDS      connect, handshake and reply timeout (default 120)\n"
+    "      --timeout SECONDS      bound connect, TLS handshake, password command,\n"
+    "                             each status line; bodies need 1 KiB/s (default 120)\n"
     "      --window N             RETR commands in flight (default 1000)\n"
     "      --state FILE           the UID state journal (default\n"
     "                             $XDG_STATE_HOME/pop3sync/USER@HOST:PORT.state)\n"
@@ -129,6 +132,62 @@ static void on_signal(uv_signal_t *h, int signum) {
   fprintf(stderr, "%spop3: %s: stopping after the messages in flight\n",
           run->progress_on ? "\n" : "", run->spec_text);
   engine_stop(run->engine, 8000);
+}
+
+/* The --password-command phase: the command runs as a child on the loop,
+ * bounded by the run's timeout; SIGINT/SIGTERM cancel it. */
+struct pw_run {
+  struct pwcmd *pwcmd; /* NULL once done */
+  uv_signal_t sigint, sigterm;
+  int err;
+  char *password; /* owned until handed to the target */
+  char message[512];
+};
+
+static void on_password(void *data, int err, char *password, const char *message) {
+  struct pw_run *pr = data;
+  pr->pwcmd = NULL;
+  pr->err = err;
+  pr->password = password;
+  snprintf(pr->message, sizeof pr->message, "%s", message);
+  uv_close((uv_handle_t *)&pr->sigint, NULL);
+  uv_close((uv_handle_t *)&pr->sigterm, NULL);
+}
+
+static void on_password_signal(uv_signal_t *h, int signum) {
+  struct pw_run *pr = h->data;
+  (void)signum;
+  if (pr->pwcmd)
+    pwcmd_cancel(pr->pwcmd);
+}
+
+/* Runs cmd on loop (a prompt on our terminal is allowed when stdin is one)
+ * and stores its first output line in t->password.  Returns 0, or P3_EPWCMD /
+ * P3_ETIMEOUT / P3_ECANCELED / a libuv error with errbuf naming the command. */
+static int dl_password_command(uv_loop_t *loop, const char *cmd, unsigned timeout_s,
+                               struct p3_target *t, char *errbuf, size_t errlen) {
+  struct pw_run pr;
+  memset(&pr, 0, sizeof pr);
+  uv_signal_init(loop, &pr.sigint);
+  uv_signal_init(loop, &pr.sigterm);
+  pr.sigint.data = pr.sigterm.data = &pr;
+  uv_signal_start(&pr.sigint, on_password_signal, SIGINT);
+  uv_signal_start(&pr.sigterm, on_password_signal, SIGTERM);
+  int err = pwcmd_start(loop, cmd, timeout_s, isatty(0), on_password, &pr, &pr.pwcmd);
+  if (err) {
+    snprintf(pr.message, sizeof pr.message, "password command `%s' could not be started: %s", cmd,
+             uv_strerror(err));
+    pr.err = P3_EPWCMD;
+    uv_close((uv_handle_t *)&pr.sigint, NULL);
+    uv_close((uv_handle_t *)&pr.sigterm, NULL);
+  }
+  uv_run(loop, UV_RUN_DEFAULT); /* until the command is reaped and the signals closed */
+  if (pr.err) {
+    snprintf(errbuf, errlen, "%s", pr.message);
+    return pr.err;
+  }
+  t->password = pr.password;
+  return 0;
 }
 
 static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *v) {
@@ -279,13 +338,22 @@ static int cmd_dl(int argc, char **argv, int verbose) {
   const char *spec_text = argv[optind];
   const char *maildir = argv[optind + 1];
   log_set_verbose(verbose);
+  /* Root never works in a user's Maildir (not even to chown): 77. */
+  char owner_err[PATH_MAX + 256];
+  int owner_rc = maildir_check_owner(maildir, owner_err, sizeof owner_err);
+  if (owner_rc) {
+    fprintf(stderr, "pop3: %s\n", owner_err);
+    return p3_exit_status(owner_rc);
+  }
 
   char errbuf[512];
   struct p3_target target;
   memset(&target, 0, sizeof target);
   int err = target_resolve(spec_text, netrc, &target, errbuf, sizeof errbuf);
-  if (err == 0)
-    err = target_password(&target, netrc, pwcmd, errbuf, sizeof errbuf);
+  /* A password from a netrc account entry wins; else the command, run on the
+   * loop below; else the netrc machine entries. */
+  if (err == 0 && pwcmd == NULL)
+    err = target_password(&target, netrc, errbuf, sizeof errbuf);
   if (err) {
     fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
     target_deinit(&target);
@@ -312,6 +380,16 @@ static int cmd_dl(int argc, char **argv, int verbose) {
 
   uv_loop_t loop;
   uv_loop_init(&loop);
+  if (pwcmd != NULL && target.password == NULL) {
+    err = dl_password_command(&loop, pwcmd, eo.timeout_s ? eo.timeout_s : 120, &target, errbuf,
+                              sizeof errbuf);
+    if (err) {
+      fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
+      target_deinit(&target);
+      uv_loop_close(&loop);
+      return p3_exit_status(err);
+    }
+  }
   struct dl_run run;
   memset(&run, 0, sizeof run);
   run.spec_text = spec_text;

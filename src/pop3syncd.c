@@ -22,6 +22,7 @@
 #include "log.h"
 #include "notify.h"
 #include "scheduler.h"
+#include "worker.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/usr/local/etc"
@@ -69,9 +70,10 @@ static void print_errors(const struct cfg_errors *errs) {
 }
 
 static int load_config(const char *path, struct cfg **cfg_r, struct cfg_errors *errs) {
-  /* Creates missing Maildirs (as the owner of the directory above when run
-   * as root), so that one that cannot be created is a config error. */
-  return cfg_load(path, 1, cfg_r, errs);
+  /* A daemon running as its user creates missing Maildirs now, so that one
+   * that cannot be created is a config error.  Root never touches a user's
+   * files: there the worker creates the Maildir as the user at its first run. */
+  return cfg_load(path, geteuid() != 0, cfg_r, errs);
 }
 
 /* ---- control requests */
@@ -463,6 +465,23 @@ static int mkdir_p(const char *path, mode_t mode) {
   return 0;
 }
 
+/* As root, state_dir holds one directory per user (USER/, theirs, made by
+ * the worker before it drops privileges); the users' workers must be able
+ * to pass through it, not to list or change it. */
+static int prepare_state_dir(const char *dir) {
+  int err = mkdir_p(dir, 0700);
+  if (err || geteuid() != 0)
+    return err;
+  struct stat st;
+  if (lstat(dir, &st) != 0)
+    return -errno;
+  if (!S_ISDIR(st.st_mode) || st.st_uid != 0)
+    return -EPERM;
+  if ((st.st_mode & 07777) != 0711 && chmod(dir, 0711) != 0)
+    return -errno;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option opts[] = {
       {"config", required_argument, NULL, 'c'},
@@ -476,6 +495,9 @@ int main(int argc, char **argv) {
   int check_only = 0, verbose = 0, c;
   signal(SIGPIPE, SIG_IGN);
   log_init("pop3syncd", 0);
+  /* The daemon starts itself this way for each run (worker.h). */
+  if (argc == 2 && strcmp(argv[1], "--worker") == 0)
+    return worker_main(WORKER_CHANNEL_FD);
   while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
     switch (c) {
     case 'c':
@@ -528,9 +550,9 @@ int main(int argc, char **argv) {
   /* From here on, keep the absolute path: the daemon may chdir later. */
   snprintf(d.config_path, sizeof d.config_path, "%s", cfg->path);
 
-  int err = mkdir_p(cfg->state_dir, 0700);
+  int err = prepare_state_dir(cfg->state_dir);
   if (err) {
-    log_err("cannot create state_dir %s: %s", cfg->state_dir, strerror(-err));
+    log_err("cannot use state_dir %s: %s", cfg->state_dir, strerror(-err));
     cfg_free(cfg);
     return EX_CANTCREAT;
   }

@@ -14,7 +14,7 @@
 #include "engine.h"
 #include "errors.h"
 #include "log.h"
-#include "target.h"
+#include "worker_run.h"
 
 #define BACKOFF_CAP_S 3600
 #define AUTH_BACKOFF_MIN_S 900
@@ -29,17 +29,11 @@ struct waiter {
 
 struct acct;
 
-/* One run in progress.  It owns copies of everything the engine borrows, so
- * a reload can free the old config while the run goes on. */
+/* One run in progress: a worker process (worker_run.h) with its own copy of
+ * the settings, so a reload can free the old config while the run goes on. */
 struct run {
   struct acct *a;
-  uv_work_t work;
-  char *server, *netrc, *password_command, *password, *maildir, *ca_file, *state_path;
-  struct engine_options eo;
-  struct p3_target target;
-  int err;
-  char errbuf[512];
-  struct engine *engine;
+  struct worker_run *worker;
   time_t started;
 };
 
@@ -60,6 +54,7 @@ struct acct {
   time_t last_started, last_finished;
   int last_ok, last_exit;
   char last_error[768];
+  char last_signal[32];     /* "SIGSEGV" when the worker died of a signal */
   size_t last_messages;
   uint64_t last_bytes;
 
@@ -87,6 +82,7 @@ struct sched {
   void (*shutdown_cb)(void *data);
   void *shutdown_data;
   int closing_handles;
+  const char *worker_exe; /* NULL: /proc/self/exe */
 };
 
 static void start_run(struct acct *a);
@@ -101,10 +97,6 @@ static uint64_t random_below(uint64_t n) {
   if (uv_random(NULL, NULL, &r, sizeof r, 0, NULL) != 0)
     r = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16) ^ uv_hrtime();
   return r % n;
-}
-
-static char *dup_or_null(const char *s) {
-  return s ? strdup(s) : NULL;
 }
 
 static struct acct *find_acct(const struct sched *s, const char *name) {
@@ -224,18 +216,7 @@ static void free_acct_later(struct acct *a) {
 /* ---- runs */
 
 static void free_run(struct run *r) {
-  engine_free(r->engine);
-  target_deinit(&r->target);
-  if (r->password) {
-    explicit_bzero(r->password, strlen(r->password));
-    free(r->password);
-  }
-  free(r->server);
-  free(r->netrc);
-  free(r->password_command);
-  free(r->maildir);
-  free(r->ca_file);
-  free(r->state_path);
+  worker_run_free(r->worker);
   free(r);
 }
 
@@ -269,7 +250,8 @@ static uint64_t next_delay_s(struct acct *a, int err, long login_delay, unsigned
 }
 
 static void finish_run(struct acct *a, int err, const char *message, size_t messages,
-                       uint64_t bytes, long login_delay, const struct engine_result *res) {
+                       uint64_t bytes, long login_delay, const struct engine_result *res,
+                       const char *signal_name) {
   struct sched *s = a->s;
   struct run *r = a->run;
   time_t now = time(NULL);
@@ -293,6 +275,7 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
   a->last_ok = err == 0;
   a->last_exit = p3_exit_status(err);
   snprintf(a->last_error, sizeof a->last_error, "%s", err ? message : "");
+  snprintf(a->last_signal, sizeof a->last_signal, "%s", signal_name ? signal_name : "");
   a->last_messages = messages;
   a->last_bytes = bytes;
   a->total_messages += messages;
@@ -344,11 +327,23 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
   maybe_shutdown_done(s);
 }
 
-static void on_engine_done(struct engine *e, const struct engine_result *res, void *data) {
+static void on_worker_done(void *data, const struct worker_outcome *o) {
   struct run *r = data;
+  const struct engine_result *res = &o->report->r;
+  char buf[1024];
+  if (!o->report->done) {
+    /* No report: the worker crashed or was killed.  Whatever it saved is in
+     * the Maildir with its record; the next run goes on from there. */
+    if (o->signal_name)
+      snprintf(buf, sizeof buf, "worker killed by signal %d (%s)", o->term_signal,
+               o->signal_name);
+    else
+      snprintf(buf, sizeof buf, "worker exited with status %d without a result", o->exit_status);
+    finish_run(r->a, P3_EWORKER, buf, 0, 0, -1, NULL, o->signal_name);
+    return;
+  }
   int err = res->err;
   const char *message = res->message;
-  char buf[1024];
   /* Messages left behind make a run partial even when the session was fine. */
   if (err == 0 && (res->stuck_count || res->left_for_space)) {
     err = res->left_for_space ? P3_ESAVE : P3_EPARTIAL;
@@ -359,124 +354,68 @@ static void on_engine_done(struct engine *e, const struct engine_result *res, vo
       snprintf(buf, sizeof buf, "%zu messages stuck after repeated failures, left on the server",
                res->stuck_count);
     message = buf;
+  } else if (err && message[0] == '\0') {
+    message = p3_strerror(err);
   }
-  finish_run(r->a, err, message, res->delivered, res->bytes, res->login_delay, res);
+  finish_run(r->a, err, message, res->delivered, res->bytes, res->login_delay, res, NULL);
 }
 
-/* Thread pool: netrc, password commands and stat() block. */
-static void maildir_owner(struct engine_options *eo, const char *maildir);
-
-static void resolve_work(uv_work_t *w) {
-  struct run *r = w->data;
-  maildir_owner(&r->eo, r->maildir); /* stat()s: not on the loop thread */
-  r->err = target_resolve(r->server, r->netrc, &r->target, r->errbuf, sizeof r->errbuf);
-  if (r->err)
-    return;
-  if (r->password) {
-    r->target.password = strdup(r->password);
-    if (r->target.password == NULL) {
-      r->err = -ENOMEM;
-      snprintf(r->errbuf, sizeof r->errbuf, "out of memory");
-    }
-    return;
-  }
-  r->err = target_password(&r->target, r->netrc, r->password_command, r->errbuf,
-                           sizeof r->errbuf);
-}
-
-static void resolve_done(uv_work_t *w, int status) {
-  struct run *r = w->data;
-  struct acct *a = r->a;
-  if (a->s->shutting_down) {
-    finish_run(a, P3_ECANCELED, "stopped: the daemon is shutting down", 0, 0, -1, NULL);
-    return;
-  }
-  if (r->err) {
-    finish_run(a, r->err, r->errbuf, 0, 0, -1, NULL);
-    return;
-  }
-  r->eo.target = &r->target;
-  int err = engine_start(a->s->loop, &r->eo, on_engine_done, r, &r->engine, r->errbuf,
-                         sizeof r->errbuf);
-  if (err)
-    finish_run(a, err, r->errbuf, 0, 0, -1, NULL);
-}
-
-/* Root delivers as the owner of the Maildir (or of its nearest existing
- * parent when it does not exist yet). */
-static void maildir_owner(struct engine_options *eo, const char *maildir) {
-  char path[PATH_MAX];
-  struct stat st;
-  if (geteuid() != 0)
-    return;
-  snprintf(path, sizeof path, "%s", maildir);
-  for (;;) {
-    if (stat(path, &st) == 0) {
-      if (st.st_uid != 0) {
-        eo->chown_maildir = 1;
-        eo->owner_uid = st.st_uid;
-        eo->owner_gid = st.st_gid;
-      }
-      return;
-    }
-    char *slash = strrchr(path, '/');
-    if (slash == NULL || slash == path)
-      return;
-    *slash = '\0';
-  }
+static void on_worker_trace(void *data, const char *line) {
+  struct run *r = data;
+  log_debug("%s: %s", r->a->name, line);
 }
 
 static void start_run(struct acct *a) {
   struct sched *s = a->s;
   const struct cfg_account *c = a->cfg;
   struct run *r = calloc(1, sizeof *r);
-  if (r == NULL)
-    goto nomem;
+  if (r == NULL) {
+    log_err("%s: out of memory starting a run", a->name);
+    if (!s->shutting_down)
+      arm(a, 60000);
+    return;
+  }
   r->a = a;
   r->started = time(NULL);
-  r->server = strdup(c->server);
-  r->maildir = strdup(c->maildir);
-  r->netrc = dup_or_null(c->netrc);
-  r->password_command = dup_or_null(c->password_command);
-  r->password = dup_or_null(c->password);
-  r->ca_file = dup_or_null(c->ca_file);
-  if (!r->server || !r->maildir || (c->netrc && !r->netrc) ||
-      (c->password_command && !r->password_command) || (c->password && !r->password) ||
-      (c->ca_file && !r->ca_file)) {
-    free_run(r);
-    goto nomem;
-  }
-  r->eo.maildir = r->maildir;
-  r->eo.ca_file = r->ca_file;
-  memcpy(r->eo.pins, c->pins, sizeof r->eo.pins);
-  r->eo.pin_count = c->pin_count;
-  r->eo.timeout_s = c->timeout ? c->timeout : s->cfg->timeout;
-  r->eo.pipelining = c->pipelining;
-  r->eo.window = c->window;
-  r->eo.keep = c->keep;
-  r->eo.keep_days = c->keep_days;
-  r->eo.who = "pop3syncd";
-  size_t splen = strlen(s->cfg->state_dir) + strlen(c->name) + 16;
-  r->state_path = malloc(splen);
-  if (r->state_path == NULL) {
-    free_run(r);
-    goto nomem;
-  }
-  snprintf(r->state_path, splen, "%s/%s.state", s->cfg->state_dir, c->name);
-  r->eo.state_path = r->state_path;
+  /* The request borrows the config's strings: it is encoded at once. */
+  struct worker_request q;
+  memset(&q, 0, sizeof q);
+  q.account = c->name;
+  q.user = c->user;
+  q.uid = c->uid;
+  q.gid = c->gid;
+  q.server = c->server;
+  q.maildir = c->maildir;
+  q.netrc = c->netrc;
+  q.password_command = c->password_command;
+  q.password = c->password;
+  q.ca_file = c->ca_file;
+  q.state_dir = s->cfg->state_dir;
+  memcpy(q.pins, c->pins, sizeof q.pins);
+  q.pin_count = c->pin_count;
+  q.timeout_s = c->timeout ? c->timeout : s->cfg->timeout;
+  q.pipelining = c->pipelining;
+  q.window = c->window;
+  q.keep = c->keep;
+  q.keep_days = c->keep_days;
+  q.verbose = log_verbose();
   a->run = r;
   a->next_run = 0;
   s->running++;
-  r->work.data = r;
   log_debug("%s: starting a run", a->name);
-  if (uv_queue_work(s->loop, &r->work, resolve_work, resolve_done) != 0) {
-    finish_run(a, -ENOMEM, "cannot queue work", 0, 0, -1, NULL);
-  }
-  return;
-nomem:
-  log_err("%s: out of memory starting a run", a->name);
-  if (!s->shutting_down)
-    arm(a, 60000);
+  static const struct worker_run_ops ops = {
+      .trace = on_worker_trace,
+      .done = on_worker_done,
+  };
+  char errbuf[512];
+  int err = worker_run_start(s->loop, s->worker_exe, &q, &ops, r, &r->worker, errbuf,
+                             sizeof errbuf);
+  if (err)
+    finish_run(a, err, errbuf, 0, 0, -1, NULL, NULL);
+}
+
+void sched_set_worker_exe(struct sched *s, const char *exe) {
+  s->worker_exe = exe;
 }
 
 /* ---- accounts */
@@ -641,6 +580,8 @@ static void status_account(const struct acct *a, struct jbuf *b) {
     jbuf_uint(b, a->last_bytes);
     jbuf_key(b, "exit");
     jbuf_int(b, a->last_exit);
+    jbuf_key(b, "signal");
+    jbuf_str(b, a->last_signal[0] ? a->last_signal : NULL);
     jbuf_obj_end(b);
   } else {
     jbuf_null(b);
@@ -778,8 +719,8 @@ void sched_shutdown(struct sched *s, unsigned grace_ms, void (*cb)(void *data), 
     notify_waiters(&a->wait_next, &res);
     if (a->run == NULL)
       notify_waiters(&a->wait_cur, &res);
-    else if (a->run->engine)
-      engine_stop(a->run->engine, grace_ms);
+    else if (a->run->worker)
+      worker_run_stop(a->run->worker, grace_ms);
   }
   s->queue_head = s->queue_tail = NULL;
   for (size_t i = 0; i < s->count; i++)

@@ -37,6 +37,10 @@ void sched_reload(struct sched *s, struct cfg *cfg);
 
 const struct cfg *sched_config(const struct sched *s);
 
+/* The program to run as `PROGRAM --worker' for each run (borrowed; NULL,
+ * the default, is the daemon's own executable, /proc/self/exe). */
+void sched_set_worker_exe(struct sched *s, const char *exe);
+
 /* Writes the status document (doc/control-protocol.md) for one account, or
  * all when account is NULL.  Returns 0 or -ENOENT for an unknown account. */
 int sched_status(struct sched *s, const char *account, struct jbuf *out);

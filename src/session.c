@@ -84,6 +84,8 @@ struct session {
   size_t list_line_len;
   uint64_t retr_octets;  /* octet count announced by the RETR +OK, or UINT64_MAX */
   int body_open;         /* msg_begin succeeded; msg_end or msg_abort is owed */
+  uint64_t lines_done;   /* status lines and multi-line terminators received */
+  uint64_t body_octets;  /* wire octets of multi-line bodies received */
 
   /* Capabilities and login. */
   struct p3_caps caps;
@@ -873,6 +875,7 @@ static size_t feed_body(struct session *s, const char *buf, size_t len) {
     size_t outlen, consumed;
     int end = mldec_feed(&s->dec, buf + used, chunk, s->scratch, &outlen, &consumed);
     used += consumed;
+    s->body_octets += consumed;
     if (outlen) {
       if (c->kind == C_RETR) {
         if (s->ops.msg_data(s->data, c->idx, s->scratch, outlen) != 0) {
@@ -892,6 +895,7 @@ static size_t feed_body(struct session *s, const char *buf, size_t len) {
     }
     if (end) {
       s->in_body = 0;
+      s->lines_done++;
       if (c->kind != C_RETR && s->list_line_len) {
         set_local_error(s, "malformed %s listing", cmd_names[c->kind]);
         finish(s, P3_EPROTO);
@@ -932,6 +936,7 @@ int session_feed(struct session *s, const char *buf, size_t len) {
     if (n && s->line[n - 1] == '\r')
       n--;
     s->line_len = 0;
+    s->lines_done++;
     on_line(s, s->line, n);
   }
   return s->finished ? (s->final_err ? s->final_err : 1) : 0;
@@ -1002,7 +1007,13 @@ void session_timeout(struct session *s) {
   s->no_dele = 1;
   s->no_quit = 1;
   struct cmd *c = fifo_head(s);
-  set_local_error(s, "no reply to %s", c ? cmd_names[c->kind] : "the last command");
+  if (s->state == ST_TLS_WAIT)
+    set_local_error(s, "%s", ""); /* the transport's detail says it all */
+  else if (s->in_body)
+    set_local_error(s, "the reply to %s did not arrive in time",
+                    c ? cmd_names[c->kind] : "the last command");
+  else
+    set_local_error(s, "no reply to %s", c ? cmd_names[c->kind] : "the last command");
   finish(s, P3_ETIMEOUT);
 }
 
@@ -1020,6 +1031,15 @@ size_t session_take_output(struct session *s, char **buf_r) {
 
 int session_awaiting_reply(const struct session *s) {
   return !s->finished && s->fifo.len > 0;
+}
+
+int session_in_body(const struct session *s) {
+  return !s->finished && s->in_body;
+}
+
+void session_wire_counts(const struct session *s, uint64_t *lines_r, uint64_t *body_octets_r) {
+  *lines_r = s->lines_done;
+  *body_octets_r = s->body_octets;
 }
 
 int session_finished(const struct session *s) {

@@ -103,7 +103,9 @@ int session_feed(struct session *s, const char *buf, size_t len);
  * runs) unless it already ended; EOF after QUIT's +OK is fine. */
 void session_connection_lost(struct session *s, int err);
 
-/* The owner's transport timed out waiting for a reply. */
+/* The owner's transport timed out waiting for a reply (or for the TLS
+ * handshake after STLS).  Ends the session without QUIT; the error text says
+ * which reply was missing or too slow. */
 void session_timeout(struct session *s);
 
 /* Takes the bytes waiting to be sent: *buf_r is malloc'd and owned by the
@@ -113,6 +115,16 @@ size_t session_take_output(struct session *s, char **buf_r);
 
 /* 1 when a reply is outstanding (the transport's timeout applies), else 0. */
 int session_awaiting_reply(const struct session *s);
+
+/* 1 while the body of a multi-line reply (RETR, UIDL, LIST, CAPA) is being
+ * received, i.e. its status line is complete and its "." line is not. */
+int session_in_body(const struct session *s);
+
+/* Counters for the transport's progress bounds (progress.h), monotonic over
+ * the session: *lines_r counts the status lines and the "." lines ending
+ * multi-line replies received so far; *body_octets_r the wire octets of
+ * multi-line bodies received so far. */
+void session_wire_counts(const struct session *s, uint64_t *lines_r, uint64_t *body_octets_r);
 
 /* 1 once done has been called. */
 int session_finished(const struct session *s);

@@ -6,24 +6,13 @@
 #include "netrc.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
-#include <signal.h>
-#include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
-
-/* A password command prints a line, not a file. */
-#define PWCMD_MAX_OUTPUT (64 * 1024)
-
 
 /* The user name goes into `USER name\r\n': a space or a control character
  * would break (or inject into) the command. */
@@ -234,8 +223,7 @@ static const struct netrc_entry *find_password(const struct netrc *n, const stru
   return NULL;
 }
 
-int target_password(struct p3_target *t, const char *netrc_path, const char *password_command,
-                    char *errbuf, size_t errlen) {
+int target_password(struct p3_target *t, const char *netrc_path, char *errbuf, size_t errlen) {
   struct netrc n = {NULL, 0};
   const struct netrc_entry *e;
   char path[PATH_MAX];
@@ -246,8 +234,6 @@ int target_password(struct p3_target *t, const char *netrc_path, const char *pas
     errbuf[0] = '\0';
   if (t->password != NULL)
     return 0;
-  if (password_command != NULL)
-    return password_from_command(password_command, &t->password, errbuf, errlen);
 
   r = spec_identity(&t->spec, id, sizeof(id));
   if (r < 0) {
@@ -276,173 +262,6 @@ int target_password(struct p3_target *t, const char *netrc_path, const char *pas
     return -ENOMEM;
   }
   return 0;
-}
-
-/* Moves a pipe end above the standard descriptors, so that the dup2 onto
- * stdout in the child never meets itself (dup2(1, 1) would keep FD_CLOEXEC
- * on glibc before 2.29 and leave the command without a stdout). */
-static int move_above_stdio(int *fd) {
-  int nfd;
-
-  if (*fd > 2)
-    return 0;
-  nfd = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
-  if (nfd < 0)
-    return -errno;
-  close(*fd);
-  *fd = nfd;
-  return 0;
-}
-
-static int spawn_shell(const char *cmd, int out_fd, pid_t *pid_r) {
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  sigset_t none, def;
-  char *argv[] = {(char *)"sh", (char *)"-c", (char *)cmd, NULL};
-  int r;
-
-  r = posix_spawn_file_actions_init(&fa);
-  if (r != 0)
-    return -r;
-  r = posix_spawnattr_init(&attr);
-  if (r != 0) {
-    posix_spawn_file_actions_destroy(&fa);
-    return -r;
-  }
-  /* stdin is /dev/null: the command must not eat ours, and one that wants to
-   * prompt has to use the terminal itself (as pinentry does). */
-  r = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  if (r == 0)
-    r = posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
-  /* Whatever the caller ignores or blocks (SIGPIPE under libuv), the
-   * command gets a clean slate. */
-  sigemptyset(&none);
-  sigemptyset(&def);
-  sigaddset(&def, SIGPIPE);
-  if (r == 0)
-    r = posix_spawnattr_setsigmask(&attr, &none);
-  if (r == 0)
-    r = posix_spawnattr_setsigdefault(&attr, &def);
-  if (r == 0)
-    r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  if (r == 0)
-    r = posix_spawn(pid_r, "/bin/sh", &fa, &attr, argv, environ);
-  posix_spawnattr_destroy(&attr);
-  posix_spawn_file_actions_destroy(&fa);
-  return -r;
-}
-
-static int wait_child(pid_t pid, int *status_r) {
-  for (;;) {
-    if (waitpid(pid, status_r, 0) == pid)
-      return 0;
-    if (errno != EINTR)
-      return -errno;
-  }
-}
-
-int password_from_command(const char *cmd, char **out_r, char *errbuf, size_t errlen) {
-  char *buf = NULL, *nl;
-  size_t len = 0, linelen;
-  pid_t pid;
-  int p[2] = {-1, -1};
-  int r, status, too_much = 0;
-
-  *out_r = NULL;
-  if (errbuf != NULL && errlen > 0)
-    errbuf[0] = '\0';
-
-  buf = malloc(PWCMD_MAX_OUTPUT + 1);
-  if (buf == NULL) {
-    p3_set_error(errbuf, errlen, "out of memory");
-    return P3_EPWCMD;
-  }
-  if (pipe2(p, O_CLOEXEC) < 0 || move_above_stdio(&p[0]) < 0 || move_above_stdio(&p[1]) < 0) {
-    p3_set_error(errbuf, errlen, "cannot run password command `%s': pipe: %s", cmd, strerror(errno));
-    r = P3_EPWCMD;
-    goto out;
-  }
-  r = spawn_shell(cmd, p[1], &pid);
-  close(p[1]);
-  p[1] = -1;
-  if (r < 0) {
-    p3_set_error(errbuf, errlen, "cannot run password command `%s': /bin/sh: %s", cmd, strerror(-r));
-    r = P3_EPWCMD;
-    goto out;
-  }
-
-  for (;;) {
-    ssize_t got = read(p[0], buf + len, PWCMD_MAX_OUTPUT + 1 - len);
-    if (got < 0 && errno == EINTR)
-      continue;
-    if (got <= 0)
-      break; /* EOF, or an error that only the exit status can explain */
-    len += (size_t)got;
-    if (len > PWCMD_MAX_OUTPUT) {
-      /* Stop it rather than drain it: `yes' never ends. */
-      too_much = 1;
-      kill(pid, SIGKILL);
-      break;
-    }
-  }
-  close(p[0]);
-  p[0] = -1;
-
-  r = wait_child(pid, &status);
-  if (r < 0) {
-    p3_set_error(errbuf, errlen, "password command `%s': waitpid: %s", cmd, strerror(-r));
-    r = P3_EPWCMD;
-    goto out;
-  }
-  r = P3_EPWCMD;
-  if (too_much) {
-    p3_set_error(errbuf, errlen, "password command `%s' printed more than %d bytes", cmd,
-              PWCMD_MAX_OUTPUT);
-    goto out;
-  }
-  if (WIFSIGNALED(status)) {
-    p3_set_error(errbuf, errlen, "password command `%s' was killed by signal %d (%s)", cmd,
-              WTERMSIG(status), strsignal(WTERMSIG(status)));
-    goto out;
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    p3_set_error(errbuf, errlen, "password command `%s' exited with status %d", cmd,
-              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-    goto out;
-  }
-  if (len == 0) {
-    p3_set_error(errbuf, errlen, "password command `%s' printed nothing", cmd);
-    goto out;
-  }
-  nl = memchr(buf, '\n', len);
-  linelen = nl != NULL ? (size_t)(nl - buf) : len;
-  if (linelen > 0 && buf[linelen - 1] == '\r')
-    linelen--;
-  if (linelen == 0) {
-    p3_set_error(errbuf, errlen, "password command `%s' printed an empty line", cmd);
-    goto out;
-  }
-  if (memchr(buf, '\0', linelen) != NULL || memchr(buf, '\r', linelen) != NULL) {
-    p3_set_error(errbuf, errlen, "password command `%s' printed a NUL byte or a carriage return", cmd);
-    goto out;
-  }
-  *out_r = malloc(linelen + 1);
-  if (*out_r == NULL) {
-    p3_set_error(errbuf, errlen, "out of memory");
-    goto out;
-  }
-  memcpy(*out_r, buf, linelen);
-  (*out_r)[linelen] = '\0';
-  r = 0;
-
-out:
-  if (p[0] >= 0)
-    close(p[0]);
-  if (p[1] >= 0)
-    close(p[1]);
-  explicit_bzero(buf, len);
-  free(buf);
-  return r;
 }
 
 void target_deinit(struct p3_target *t) {

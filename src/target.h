@@ -1,6 +1,8 @@
 /* Turning what the user wrote (a SPEC or a netrc account name, options) into
- * a complete connection target with a password.  Runs before any event
- * loop: blocking is fine here (it reads netrc, runs password commands). */
+ * a complete connection target with a password.  Reads small local files
+ * (the netrc) and blocks while it does: call it before the loop runs or on
+ * the thread pool.  Password commands are not run here: they are child
+ * processes on the loop (pwcmd.h). */
 #ifndef P3_TARGET_H
 #define P3_TARGET_H
 
@@ -25,19 +27,14 @@ struct p3_target {
 int target_resolve(const char *text, const char *netrc_path, struct p3_target *t,
                    char *errbuf, size_t errlen);
 
-/* Fills t->password unless already set: runs password_command if non-NULL
- * (via /bin/sh -c; the first output line, without its newline; a non-zero
- * exit, a signal or an empty line is P3_EPWCMD), else looks in netrc for
+/* Fills t->password unless already set, from the netrc: looks for
  * `machine USER@TCP_HOST:PORT`, then `machine TCP_HOST login USER`, then
- * `default` (P3_ENOPASS when none has a password; P3_ENETRCPERM /
- * P3_ENETRC for a bad file).  errbuf gets one sentence naming the file or
- * the command. */
-int target_password(struct p3_target *t, const char *netrc_path, const char *password_command,
-                    char *errbuf, size_t errlen);
-
-/* Runs cmd with /bin/sh -c and stores its first output line (malloc'd) in
- * *out_r.  Reads at most 64 KiB.  Returns 0 or P3_EPWCMD (errbuf says why). */
-int password_from_command(const char *cmd, char **out_r, char *errbuf, size_t errlen);
+ * `default` (P3_ENOPASS when none has a password; P3_ENETRCPERM for a file
+ * that is not the reader's own or is open to others, P3_ENETRC for a bad
+ * one).  errbuf gets one sentence naming the file.  A --password-command /
+ * password_command is the caller's business (pwcmd_start); call this only
+ * when there is none. */
+int target_password(struct p3_target *t, const char *netrc_path, char *errbuf, size_t errlen);
 
 /* Wipes and frees the password. */
 void target_deinit(struct p3_target *t);

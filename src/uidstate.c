@@ -73,8 +73,11 @@ struct rec {
 };
 
 struct uidstate {
-  char *path; /* NULL for a memory state */
+  char *path; /* NULL for a memory state; for messages */
   char *lock_path;
+  const char *base;      /* path's last component, into path */
+  const char *lock_base; /* into lock_path */
+  int dir_fd;            /* the directory holding both: every open is relative */
   int fd;
   int lock_fd;
   bool locked; /* lock_fd holds the flock */
@@ -722,6 +725,7 @@ struct uidstate *uidstate_new_memory(void) {
   if (st != NULL) {
     st->fd = -1;
     st->lock_fd = -1;
+    st->dir_fd = -1;
   }
   return st;
 }
@@ -939,19 +943,6 @@ static void parent_of(const char *path, char *out) {
   out[len] = '\0';
 }
 
-/* Makes a rename or a creation in the directory of path durable. */
-static int fsync_parent(const char *path) {
-  char dir[PATH_MAX];
-  int fd, err;
-
-  parent_of(path, dir);
-  if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-    return -errno;
-  err = fsync_retry(fd);
-  close(fd);
-  return err;
-}
-
 /* mkdir -p of path's parent, each new component 0700. */
 static int make_parents(const char *path, char *errbuf, size_t errlen) {
   char dir[PATH_MAX];
@@ -985,6 +976,99 @@ static int make_parents(const char *path, char *errbuf, size_t errlen) {
   return 0;
 }
 
+/* Opens the directory that holds the state and its lock (following
+ * symlinks in its path: they are the user's own), and refuses it unless
+ * it belongs to the effective uid and is not writable by group or others
+ * (nobody else may swap a file in it).  Returns P3_EUNSAFE with errbuf
+ * naming it, or a negative errno. */
+static int open_dir(struct uidstate *st, char *errbuf, size_t errlen) {
+  char dir[PATH_MAX];
+  struct stat sb;
+  int err;
+
+  parent_of(st->path, dir);
+  if ((st->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    err = -errno;
+    p3_set_error(errbuf, errlen, "cannot open directory %s: %s", dir, strerror(-err));
+    return err;
+  }
+  if (fstat(st->dir_fd, &sb) != 0) {
+    err = -errno;
+    p3_set_error(errbuf, errlen, "cannot stat directory %s: %s", dir, strerror(-err));
+    return err;
+  }
+  if (sb.st_uid != geteuid()) {
+    p3_set_error(errbuf, errlen,
+                 "refusing %s: its directory %s belongs to uid %lu, not to uid %lu (who runs "
+                 "pop3sync)",
+                 st->path, dir, (unsigned long)sb.st_uid, (unsigned long)geteuid());
+    return P3_EUNSAFE;
+  }
+  if ((sb.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    p3_set_error(errbuf, errlen,
+                 "refusing %s: its directory %s is writable by group or others (mode %04o)",
+                 st->path, dir, (unsigned)(sb.st_mode & 07777));
+    return P3_EUNSAFE;
+  }
+  return 0;
+}
+
+/* A state or lock file must be a regular file with one link that belongs
+ * to the effective uid (like OpenSMTPD's secure_file): a hard link to
+ * somebody else's file is not ours to rewrite. */
+static int check_file(int fd, const char *path, char *errbuf, size_t errlen) {
+  struct stat sb;
+  int err;
+
+  if (fstat(fd, &sb) != 0) {
+    err = -errno;
+    p3_set_error(errbuf, errlen, "cannot stat %s: %s", path, strerror(-err));
+    return err;
+  }
+  if (!S_ISREG(sb.st_mode)) {
+    p3_set_error(errbuf, errlen, "refusing %s: not a regular file", path);
+    return P3_EUNSAFE;
+  }
+  if (sb.st_nlink != 1) {
+    p3_set_error(errbuf, errlen, "refusing %s: it has %lu hard links", path,
+                 (unsigned long)sb.st_nlink);
+    return P3_EUNSAFE;
+  }
+  if (sb.st_uid != geteuid()) {
+    p3_set_error(errbuf, errlen, "refusing %s: it belongs to uid %lu, not to uid %lu (who runs "
+                 "pop3sync)", path, (unsigned long)sb.st_uid, (unsigned long)geteuid());
+    return P3_EUNSAFE;
+  }
+  return 0;
+}
+
+/* openat(dir_fd, base, flags | O_NOFOLLOW, 0600), then check_file.
+ * Returns the fd or a negative error with errbuf naming path. */
+static int open_file(const struct uidstate *st, const char *base, const char *path, int flags,
+                     char *errbuf, size_t errlen) {
+  struct stat sb;
+  int fd, err;
+
+  fd = openat(st->dir_fd, base, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    err = -errno;
+    if (fstatat(st->dir_fd, base, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode)) {
+      p3_set_error(errbuf, errlen, "%s is a symbolic link; refusing to follow it", path);
+      return P3_EUNSAFE;
+    }
+    if (err == -EISDIR)
+      p3_set_error(errbuf, errlen, "%s is a directory", path);
+    else
+      p3_set_error(errbuf, errlen, "cannot open %s: %s", path, strerror(-err));
+    return err;
+  }
+  if ((err = check_file(fd, path, errbuf, errlen)) < 0) {
+    close(fd);
+    return err;
+  }
+  return fd;
+}
+
 /* "pid 1234 (pop3syncd)" from the lock file, for the message. */
 static void read_holder(int fd, char *out, size_t outlen) {
   ssize_t n;
@@ -1008,12 +1092,9 @@ static int take_lock(struct uidstate *st, const char *who, char *errbuf, size_t 
   size_t i, n;
   int err;
 
-  st->lock_fd = open(st->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (st->lock_fd < 0) {
-    err = -errno;
-    p3_set_error(errbuf, errlen, "cannot open %s: %s", st->lock_path, strerror(-err));
-    return err;
-  }
+  st->lock_fd = open_file(st, st->lock_base, st->lock_path, O_RDWR | O_CREAT, errbuf, errlen);
+  if (st->lock_fd < 0)
+    return st->lock_fd;
   while (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
     if (errno == EINTR)
       continue;
@@ -1149,6 +1230,8 @@ void uidstate_close(struct uidstate *st) {
   }
   if (st->lock_fd >= 0)
     close(st->lock_fd);
+  if (st->dir_fd >= 0)
+    close(st->dir_fd);
   free_tables(st);
   free(st->path);
   free(st->lock_path);
@@ -1177,7 +1260,7 @@ static int repair_journal(struct uidstate *st, const char *buf, size_t len, char
   if (keep == 0) {
     static const char header[] = HEADER "\n";
     if ((err = write_all(st->fd, header, sizeof(header) - 1)) < 0 ||
-        (err = fsync_retry(st->fd)) < 0 || (err = fsync_parent(st->path)) < 0) {
+        (err = fsync_retry(st->fd)) < 0 || (err = fsync_retry(st->dir_fd)) < 0) {
       p3_set_error(errbuf, errlen, "cannot write %s: %s", st->path, strerror(-err));
       return err;
     }
@@ -1209,11 +1292,6 @@ int uidstate_open(const char *path, const char *who, struct uidstate **st_r, cha
     who = "?";
   if ((err = make_parents(path, errbuf, errlen)) < 0)
     return err;
-  /* Before creating PATH.lock beside it. */
-  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-    p3_set_error(errbuf, errlen, "%s is a directory", path);
-    return -EISDIR;
-  }
   if ((st = uidstate_new_memory()) == NULL || (st->path = dup_mem(path, plen)) == NULL ||
       (st->lock_path = malloc(plen + sizeof(".lock"))) == NULL) {
     uidstate_close(st);
@@ -1222,15 +1300,36 @@ int uidstate_open(const char *path, const char *who, struct uidstate **st_r, cha
   }
   memcpy(st->lock_path, path, plen);
   memcpy(st->lock_path + plen, ".lock", sizeof(".lock"));
+  st->base = strrchr(st->path, '/') != NULL ? strrchr(st->path, '/') + 1 : st->path;
+  st->lock_base = st->lock_path + (st->base - st->path);
+  if (st->base[0] == '\0') {
+    p3_set_error(errbuf, errlen, "%s is a directory", path);
+    err = -EISDIR;
+    goto fail;
+  }
+  /* From here on everything is relative to the directory: no name is
+   * looked up twice, and no symlink is followed. */
+  if ((err = open_dir(st, errbuf, errlen)) < 0)
+    goto fail;
+  /* Before creating PATH.lock beside it. */
+  if (fstatat(st->dir_fd, st->base, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (S_ISDIR(sb.st_mode)) {
+      p3_set_error(errbuf, errlen, "%s is a directory", path);
+      err = -EISDIR;
+      goto fail;
+    }
+    if (S_ISLNK(sb.st_mode)) {
+      p3_set_error(errbuf, errlen, "%s is a symbolic link; refusing to follow it", path);
+      err = P3_EUNSAFE;
+      goto fail;
+    }
+  }
   if ((err = take_lock(st, who, errbuf, errlen)) < 0)
     goto fail;
-  st->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  st->fd = open_file(st, st->base, path, O_RDWR | O_CREAT | O_APPEND, errbuf, errlen);
   if (st->fd < 0) {
-    err = -errno;
-    if (err == -EISDIR)
-      p3_set_error(errbuf, errlen, "%s is a directory", path);
-    else
-      p3_set_error(errbuf, errlen, "cannot open %s: %s", path, strerror(-err));
+    err = st->fd;
+    st->fd = -1;
     goto fail;
   }
   if ((err = read_journal(st, &buf, &len, errbuf, errlen)) < 0)
@@ -1379,19 +1478,23 @@ static void clear_marks(struct uidstate *st) {
 static int rewrite(struct uidstate *st) {
   struct writer *w;
   char *tmp;
-  size_t plen = strlen(st->path);
+  size_t blen = strlen(st->base);
   int fd, err;
 
-  if ((w = malloc(sizeof(*w))) == NULL || (tmp = malloc(plen + sizeof(".tmp"))) == NULL) {
+  if ((w = malloc(sizeof(*w))) == NULL || (tmp = malloc(blen + sizeof(".tmp"))) == NULL) {
     free(w);
     return -ENOMEM;
   }
-  memcpy(tmp, st->path, plen);
-  memcpy(tmp + plen, ".tmp", sizeof(".tmp"));
+  memcpy(tmp, st->base, blen);
+  memcpy(tmp + blen, ".tmp", sizeof(".tmp"));
   /* O_APPEND: this fd becomes the journal's once renamed, so there is no
    * reopen that could fail after the old file is gone.  A PATH.tmp left
-   * by a crash is ours to overwrite: we hold the lock. */
-  fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+   * by a crash is ours to remove (we hold the lock; unlinkat removes a
+   * symlink itself, never its target); O_EXCL|O_NOFOLLOW then makes sure
+   * the file written is the one just created. */
+  unlinkat(st->dir_fd, tmp, 0);
+  fd = openat(st->dir_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+              0600);
   if (fd < 0) {
     err = -errno;
     free(tmp);
@@ -1409,18 +1512,18 @@ static int rewrite(struct uidstate *st) {
   free(w);
   if (err == 0)
     err = fsync_retry(fd);
-  if (err == 0 && rename(tmp, st->path) != 0)
+  if (err == 0 && renameat(st->dir_fd, tmp, st->dir_fd, st->base) != 0)
     err = -errno;
   if (err < 0) {
     close(fd);
-    unlink(tmp);
+    unlinkat(st->dir_fd, tmp, 0);
     free(tmp);
     return err;
   }
   free(tmp);
   /* Renamed: from here on the new file is the journal whatever happens,
    * so the fd moves over even if the directory fsync fails. */
-  err = fsync_parent(st->path);
+  err = fsync_retry(st->dir_fd);
   close(st->fd);
   st->fd = fd;
   apply_marks(st);
@@ -1466,17 +1569,25 @@ static struct name_ent *name_find(struct name_ent **b, size_t nb, const char *s,
   return NULL;
 }
 
-/* Marks the names found in one directory (missing directory: none). */
-static int scan_dir(const char *maildir, const char *sub, struct name_ent **b, size_t nb) {
-  char path[PATH_MAX];
+/* Marks the names found in one directory (fd -1: a missing directory,
+ * none).  Only a regular file counts (fstatat AT_SYMLINK_NOFOLLOW). */
+static int scan_dir(int dirfd, struct name_ent **b, size_t nb) {
   struct dirent *de;
+  struct stat sb;
   DIR *dir;
-  int err = 0;
+  int fd, err = 0;
 
-  if ((size_t)snprintf(path, sizeof(path), "%s/%s", maildir, sub) >= sizeof(path))
-    return -ENAMETOOLONG;
-  if ((dir = opendir(path)) == NULL)
-    return errno == ENOENT ? 0 : -errno;
+  if (dirfd < 0)
+    return 0;
+  /* A dup shares the offset with dirfd: rewind before reading. */
+  if ((fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)) < 0)
+    return -errno;
+  if ((dir = fdopendir(fd)) == NULL) {
+    err = -errno;
+    close(fd);
+    return err;
+  }
+  rewinddir(dir);
   for (;;) {
     const char *colon;
     struct name_ent *e;
@@ -1488,14 +1599,15 @@ static int scan_dir(const char *maildir, const char *sub, struct name_ent **b, s
     }
     colon = strchr(de->d_name, ':');
     len = colon != NULL ? (size_t)(colon - de->d_name) : strlen(de->d_name);
-    if ((e = name_find(b, nb, de->d_name, len)) != NULL)
+    if ((e = name_find(b, nb, de->d_name, len)) != NULL && !e->found &&
+        fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode))
       e->found = true;
   }
   closedir(dir);
   return err;
 }
 
-int uidstate_check_files(struct uidstate *st, const char *maildir) {
+int uidstate_check_files(struct uidstate *st, int newfd, int curfd) {
   struct name_ent **b = NULL, *ents = NULL;
   size_t i, n = 0, nb, k = 0;
   struct rec *r;
@@ -1530,7 +1642,7 @@ int uidstate_check_files(struct uidstate *st, const char *maildir) {
       e->next = b[bucket_of(e->hash, nb)];
       b[bucket_of(e->hash, nb)] = e;
     }
-  if ((err = scan_dir(maildir, "new", b, nb)) < 0 || (err = scan_dir(maildir, "cur", b, nb)) < 0)
+  if ((err = scan_dir(newfd, b, nb)) < 0 || (err = scan_dir(curfd, b, nb)) < 0)
     goto out;
   for (i = 0; i < st->recs_nb; i++)
     for (r = st->recs[i]; r != NULL; r = r->next)

@@ -63,22 +63,31 @@ struct uidstate_rec {
  * flock(LOCK_EX|LOCK_NB), writes "pid PID (WHO)" into path.lock so that a
  * second run can say who holds it, and reads the journal.  who is e.g.
  * "pop3 dl" or "pop3syncd".
+ * path's directory is opened once and must belong to the effective uid
+ * and not be writable by group or others; the state and lock files are
+ * opened relative to it with O_NOFOLLOW and must be regular files with
+ * one link that belong to the effective uid.  Anything else is refused
+ * with P3_EUNSAFE and errbuf naming it ("PATH is a symbolic link;
+ * refusing to follow it", "refusing PATH: it has 2 hard links", ...).
  * Returns 0 and *st_r; P3_ELOCKED when another process holds the lock
- * (errbuf: "PATH is locked by pid 1234 (pop3syncd)"); a negative errno
- * with errbuf naming the file; never fails because of corrupt content:
- * corrupt or torn lines are skipped and counted (uidstate_corrupt_lines). */
+ * (errbuf: "PATH is locked by pid 1234 (pop3syncd)"); P3_EUNSAFE; a
+ * negative errno with errbuf naming the file; never fails because of
+ * corrupt content: corrupt or torn lines are skipped and counted
+ * (uidstate_corrupt_lines). */
 int uidstate_open(const char *path, const char *who, struct uidstate **st_r, char *errbuf,
                   size_t errlen);
 
 /* Drops D records written after the last barrier whose file is found in
- * neither MAILDIR/new nor MAILDIR/cur (matching the name up to a ':'); a
- * dropped D that had overridden an older durable D for the same UID gives
- * way to that one.  A missing new/ or cur/ counts as empty.  When anything
+ * neither new/ nor cur/ (the directory fds newfd and curfd, borrowed, e.g.
+ * from maildir_dirfd; matching the name up to a ':'; only a regular file
+ * counts, by fstatat AT_SYMLINK_NOFOLLOW); a dropped D that had overridden
+ * an older durable D for the same UID gives way to that one.  An fd of -1
+ * is a missing directory and counts as empty.  When anything
  * was dropped the journal is rewritten as by uidstate_compact (else a later
  * B line would make the dropped lines count again).  Blocking.  Returns
  * how many were dropped, or a negative errno (memory then unchanged unless
  * only the final directory fsync failed). */
-int uidstate_check_files(struct uidstate *st, const char *maildir);
+int uidstate_check_files(struct uidstate *st, int newfd, int curfd);
 
 /* Releases the lock and frees everything (does not write). */
 void uidstate_close(struct uidstate *st);
@@ -128,9 +137,10 @@ void uidstate_foreach(const struct uidstate *st, int (*cb)(void *data, const str
 
 /* Rewrites the journal keeping only records for which keep(data, rec)
  * returns non-zero (all when keep is NULL), plus the lock-step flags, into
- * PATH.tmp: header, the durable D lines, L lines, a B line, then the D
+ * PATH.tmp (created afresh, O_EXCL|O_NOFOLLOW, relative to the directory
+ * fd): header, the durable D lines, L lines, a B line, then the D
  * lines still pending (so they stay pending) and the A lines; fsync,
- * rename over path, fsync of the directory; the fd is then the new file's
+ * renameat over path, fsync of the directory; the fd is then the new file's
  * (opened O_APPEND before the rename).  Records not kept are removed from
  * memory too.  keep must not change st.  Blocking.  Returns 0 or a
  * negative errno (the old journal, the fd and memory stay intact on

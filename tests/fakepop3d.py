@@ -81,6 +81,15 @@ Byte counts are payload bytes sent by the server, greeting included (plaintext u
   --no-greeting          never send a greeting (commands are still processed)
   --greeting-text TEXT   send TEXT verbatim (plus CRLF) as the greeting, e.g. "-ERR busy"
   --close-after-pass     close right after the reply to PASS has been sent
+  --drip WHAT            send part of a reply one byte at a time, --drip-interval apart:
+                         greeting: the whole greeting; status: the status line of the reply
+                         to each --drip-cmd command (the rest follows at once); body:
+                         everything after the +OK line of each --drip-cmd reply.  Stops
+                         processing when the client goes away in the middle.
+  --drip-interval S      seconds between dripped bytes (default 0.5)
+  --drip-cmd WORD        the command whose replies --drip status|body slows (default RETR)
+  --body-rate BPS        not a fault, every session: send each RETR +OK body at about BPS
+                         octets per second (pieces of BPS/16 octets), e.g. a slow link
 A server-side close is a lingering one: shutdown(SHUT_WR), then input is read and discarded
 until the client closes (at most 3 s), so the client really receives every byte sent.
 
@@ -411,6 +420,8 @@ class Session:
         for name in ("no_greeting", "close_after_pass"):
             if getattr(o, name):
                 out.append("--" + name.replace("_", "-"))
+        if o.drip:
+            out.append("--drip " + o.drip)
         if o.greeting_text is not None:
             out.append("--greeting-text")
         return out
@@ -473,6 +484,39 @@ class Session:
             return "close"
         return None
 
+    async def send_paced(self, item, data):
+        """send(), slowed down by --drip and --body-rate where they apply to this item."""
+        o = self.opts
+        kw = b""
+        if item.kind == "cmd" and item.data:
+            kw = item.data.split(b" ", 1)[0].upper()
+        eol = data.find(b"\n") + 1
+        head, slow, tail, piece, pause = data, b"", b"", 1, o.drip_interval
+        if self.faulty and o.drip == "greeting" and item.kind == "raw":
+            head, slow = b"", data
+        elif self.faulty and o.drip and kw == o.drip_cmd.upper().encode() and eol:
+            if o.drip == "status":
+                head, slow, tail = b"", data[:eol], data[eol:]
+            elif o.drip == "body" and data.startswith(b"+OK"):
+                head, slow = data[:eol], data[eol:]
+        elif o.body_rate and kw == b"RETR" and data.startswith(b"+OK") and eol:
+            head, slow = data[:eol], data[eol:]
+            piece = max(1, o.body_rate // 16)
+            pause = piece / o.body_rate
+        res = await self.send(head) if head else None
+        for off in range(0, len(slow), piece):
+            if res is not None:
+                return res
+            if self.end is not None:  # the client went away: stop here, like a write error
+                self.stalled = True
+                return "stall"
+            if off:
+                await asyncio.sleep(pause)
+            res = await self.send(slow[off:off + piece])
+        if res is None and tail:
+            res = await self.send(tail)
+        return res
+
     async def writer_loop(self):
         """Process the queue in order: wait for each item's due time, run, send its reply."""
         try:
@@ -497,7 +541,7 @@ class Session:
                         data, action = self.out
                 else:
                     data = item.data
-                res = await self.send(data)
+                res = await self.send_paced(item, data)
                 self.queue.popleft()
                 if len(self.queue) <= QUEUE_SOFT_LIMIT // 2:
                     self.below_limit.set()
@@ -1001,6 +1045,10 @@ def parse_args(argv):
     p.add_argument("--no-greeting", action="store_true")
     p.add_argument("--greeting-text", metavar="TEXT")
     p.add_argument("--close-after-pass", action="store_true")
+    p.add_argument("--drip", choices=("greeting", "status", "body"))
+    p.add_argument("--drip-interval", type=float, default=0.5, metavar="S")
+    p.add_argument("--drip-cmd", default="RETR", metavar="WORD")
+    p.add_argument("--body-rate", type=int, default=0, metavar="BPS")
     o = p.parse_args(argv)
     if o.lifetime <= 0:
         p.error("--lifetime must be positive")

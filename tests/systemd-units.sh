@@ -3,7 +3,7 @@
 # substituted as Makefile.am does, `systemd-analyze verify` accepts the system unit and
 # (with --user) the user unit without a word about them, and the lines the daemon's contract
 # depends on are there.  Prints the `systemd-analyze security` exposure of the system unit
-# (information, not an assertion).  Needs systemd-analyze (Debian: the systemd package);
+# where systemd can evaluate it offline.  Needs systemd-analyze (Debian: the systemd package);
 # never starts a unit, so no running systemd is needed.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
@@ -96,34 +96,42 @@ has_line "$usr" "WantedBy=default.target"
 has_line "$sys" "ProtectSystem=strict"
 has_line "$sys" "ProtectHome=read-only"
 
-# Root delivers as the Maildir's owner: chown must survive the sandbox.  The capability...
+# Privilege separation: the workers become each account's user, so the unit keeps
+# exactly the capabilities for that and none for writing as root into users' files.
 caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$sys")
-for c in CAP_CHOWN CAP_DAC_OVERRIDE; do
+for c in CAP_SETUID CAP_SETGID CAP_KILL; do
   case " $caps " in
     *" $c "*) ;;
     *) t_fail "system unit: CapabilityBoundingSet= lacks $c" ;;
   esac
 done
-# ...and the system calls: @privileged holds @chown, so a later line must allow it again.
-chown_ok=$(awk '
+for c in CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_SYS_ADMIN; do
+  case " $caps " in
+    *" $c "*) t_fail "system unit: CapabilityBoundingSet= still grants $c" ;;
+  esac
+done
+# ~@privileged denies setgroups/setresuid; a later allow line must bring @setuid back.
+setuid_ok=$(awk '
   /^SystemCallFilter=/ {
     v = substr($0, length("SystemCallFilter=") + 1)
-    if (v == "") { ok = 1; next }              # an empty assignment resets the filter
+    if (v == "") { ok = 1; next }
     deny = (substr(v, 1, 1) == "~")
-    if (v ~ /@chown|@privileged|@system-service|(^|[ ~])chown( |$)/) {
-      if (deny) { if (v ~ /@chown|@privileged|(^|[ ~])chown( |$)/) ok = 0 }
-      else ok = 1
-    }
+    if (deny && v ~ /@privileged|@setuid/) ok = 0
+    else if (!deny && v ~ /@setuid/) ok = 1
   }
   BEGIN { ok = 1 }
   END { print ok }' "$sys")
-[ "$chown_ok" = 1 ] || t_fail "system unit: SystemCallFilter= denies chown, which delivery needs"
+[ "$setuid_ok" = 1 ] || t_fail "system unit: SystemCallFilter= denies @setuid, which the workers need"
+has_line "$sys" "PrivateTmp=yes"
 
-# The exposure score, for the record (systemd >= 250 can evaluate a unit file offline).
+# The exposure score (systemd >= 250 can evaluate a unit file offline): never above 2.3.
 if systemd-analyze security --help 2>/dev/null | grep -q -- '--offline'; then
   score=$(systemd-analyze security --offline=true --no-pager "$sys" 2>/dev/null |
-    sed -n 's/^.*Overall exposure level for [^:]*: *//p')
+    sed -n 's/^.*Overall exposure level for [^:]*: *\([0-9.]*\).*/\1/p')
   t_log "systemd-analyze security: system unit exposure ${score:-unknown}"
+  if [ -n "$score" ] && awk -v s="$score" 'BEGIN { exit !(s > 2.3) }'; then
+    t_fail "system unit exposure $score is above 2.3"
+  fi
 else
   t_log "systemd-analyze security --offline is not available here; no exposure score"
 fi

@@ -149,7 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (n != n2)
     abort();
   (void)uidstate_lockstep(st, "user@host:110");
-  if (uidstate_check_files(st, "/nonexistent/pop3sync-fuzz-maildir") < 0)
+  if (uidstate_check_files(st, -1, -1) < 0) /* no Maildir: every pending D goes */
     abort();
   uidstate_close(again);
   uidstate_close(g.scratch);

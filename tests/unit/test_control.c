@@ -47,6 +47,8 @@ static struct {
   int slow_replies;
   int slow_alive; /* control_req_alive() just before the last slow reply */
   bool closed;    /* control_close's callback ran */
+  struct control_req *held[8]; /* "hold" and "fetch ..." wait for release_held() */
+  int nheld;
 } srv;
 
 static void srv_log(const char *kind, const char *line) {
@@ -77,6 +79,13 @@ static void on_request(void *data, struct control_req *req, const char *line) {
   if (strcmp(line, "ping") == 0) {
     srv_log("A", line);
     control_reply(req, "{\"pong\":true}");
+  } else if ((strcmp(line, "hold") == 0 || strncmp(line, "fetch ", 6) == 0) &&
+             strstr(line, "--no-wait") == NULL) {
+    CHECK(srv.nheld < 8);
+    if (srv.nheld < 8)
+      srv.held[srv.nheld++] = req;
+    else
+      control_reply(req, "{\"error\":\"test: too many held\"}");
   } else if (strcmp(line, "slow") == 0) {
     CHECK(srv.slow_req == NULL); /* one at a time per client, one client here */
     srv.slow_req = req;
@@ -93,6 +102,13 @@ static void on_request(void *data, struct control_req *req, const char *line) {
 }
 
 static const struct control_ops ops = {.request = on_request};
+
+/* Replies to every held request, oldest first. */
+static void release_held(void) {
+  for (int i = 0; i < srv.nheld; i++)
+    control_reply(srv.held[i], "{\"held\":true}");
+  srv.nheld = 0;
+}
 
 static void on_closed(void *data) {
   CHECK(data == &srv);
@@ -397,53 +413,339 @@ static void test_second_listener(void) {
   CHECK(S_ISSOCK(mode_of(sock_path)));
 }
 
-/* 64 clients are served; the 65th is told so and closed. */
-static void test_client_cap(void) {
-  static const char want[] = "{\"error\":\"too many control connections\",\"exit\":75}\n";
-  int fds[65];
-  char buf[256];
-  ssize_t n = -1;
+/* ---- the connection table: eviction, waiting cap, timeouts ---- */
+
+/* Runs the loop (the server) while reading fd without blocking, until a
+ * whole line has arrived, the peer closed, or ms passed.  Returns 1 with
+ * the line (without '\n') in buf, 0 when closed first, -1 on timeout. */
+static int step_read_line(int fd, char *buf, size_t len, unsigned ms) {
+  size_t got = 0;
+  uint64_t t0;
+  ssize_t n;
+
+  uv_update_time(&loop);
+  t0 = uv_now(&loop);
+  while (uv_now(&loop) - t0 < ms) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    n = recv(fd, buf + got, 1, MSG_DONTWAIT); /* byte by byte: stop at the line */
+    if (n == 0 || (n < 0 && errno != EAGAIN))
+      return 0;
+    if (n == 1) {
+      if (buf[got] == '\n') {
+        buf[got] = '\0';
+        return 1;
+      }
+      if (got + 2 < len)
+        got++;
+      continue;
+    }
+    usleep(1000);
+    uv_update_time(&loop);
+  }
+  return -1;
+}
+
+/* Like step_read_line, but waits for the peer to close (reading and
+ * dropping what comes first).  Returns the ms it took, or -1 on timeout. */
+static long step_until_closed(int fd, unsigned ms) {
+  char buf[4096];
+  uint64_t t0;
+  ssize_t n;
+
+  uv_update_time(&loop);
+  t0 = uv_now(&loop);
+  while (uv_now(&loop) - t0 < ms) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN))
+      return (long)(uv_now(&loop) - t0);
+    if (n > 0)
+      continue;
+    usleep(1000);
+    uv_update_time(&loop);
+  }
+  return -1;
+}
+
+/* Runs the loop for about ms. */
+static void step_for(unsigned ms) {
   uint64_t t0;
 
-  for (int i = 0; i < 65; i++) {
-    fds[i] = connect_path(sock_path);
-    CHECK(fds[i] >= 0);
-    /* Let the server accept before the backlog (16) fills. */
-    uv_run(&loop, UV_RUN_NOWAIT);
-  }
+  uv_update_time(&loop);
   t0 = uv_now(&loop);
-  while (uv_now(&loop) - t0 < 5000) {
+  while (uv_now(&loop) - t0 < ms) {
     uv_run(&loop, UV_RUN_NOWAIT);
-    n = recv(fds[64], buf, sizeof(buf) - 1, MSG_DONTWAIT);
-    if (n >= 0 || errno != EAGAIN)
-      break;
     usleep(1000);
     uv_update_time(&loop);
   }
-  CHECK_INT(n, (ssize_t)sizeof(want) - 1);
-  if (n >= 0) {
-    buf[n] = '\0';
-    CHECK_STR(buf, want);
-  }
-  /* The others are served. */
-  CHECK_INT(send(fds[0], "ping\n", 5, MSG_NOSIGNAL), 5);
-  t0 = uv_now(&loop);
-  n = -1;
-  while (uv_now(&loop) - t0 < 5000) {
-    uv_run(&loop, UV_RUN_NOWAIT);
-    n = recv(fds[0], buf, sizeof(buf) - 1, MSG_DONTWAIT);
-    if (n >= 0 || errno != EAGAIN)
-      break;
-    usleep(1000);
-    uv_update_time(&loop);
-  }
-  CHECK_INT(n, 14);
-  for (int i = 0; i < 65; i++)
+}
+
+/* Sends line and expects want as the one-line reply. */
+static void ask(int fd, const char *line, const char *want) {
+  char buf[512];
+  size_t n = strlen(line);
+
+  CHECK_INT(send(fd, line, n, MSG_NOSIGNAL), (ssize_t)n);
+  CHECK_INT(step_read_line(fd, buf, sizeof(buf), 5000), 1);
+  CHECK_STR(buf, want);
+}
+
+static void close_all(int *fds, int n) {
+  for (int i = 0; i < n; i++)
     if (fds[i] >= 0)
       close(fds[i]);
   /* Let the server see them go. */
-  for (int i = 0; i < 20; i++)
+  step_for(50);
+}
+
+static void test_request_waits(void) {
+  CHECK_INT(control_request_waits("fetch work"), 1);
+  CHECK_INT(control_request_waits("fetch --all"), 1);
+  CHECK_INT(control_request_waits("fetch"), 1); /* a usage error, but counted */
+  CHECK_INT(control_request_waits("  fetch\twork "), 1);
+  CHECK_INT(control_request_waits("fetch --no-wait work"), 0);
+  CHECK_INT(control_request_waits("fetch work --no-wait"), 0);
+  CHECK_INT(control_request_waits("fetch\t--no-wait\t--all"), 0);
+  CHECK_INT(control_request_waits("fetch --no-waiting work"), 1);
+  CHECK_INT(control_request_waits("fetchall work"), 0);
+  CHECK_INT(control_request_waits("status"), 0);
+  CHECK_INT(control_request_waits("status fetch"), 0);
+  CHECK_INT(control_request_waits("reload"), 0);
+  CHECK_INT(control_request_waits(""), 0);
+  CHECK_INT(control_request_waits("   "), 0);
+  /* The daemon reads 16 words: a --no-wait beyond them does not count. */
+  CHECK_INT(control_request_waits("fetch a b c d e f g h i j k l m n --no-wait"), 0);
+  CHECK_INT(control_request_waits("fetch a b c d e f g h i j k l m n o --no-wait"), 1);
+}
+
+static void test_deadline(void) {
+  struct control_limits lim;
+  struct control_clock k;
+
+  control_limits_default(&lim);
+  CHECK_INT(lim.clients_max, 64);
+  CHECK_INT(lim.waiting_max, 32);
+  CHECK_INT(lim.idle_ms, 10000);
+  CHECK_INT(lim.write_ms, 30000);
+
+  /* Idle: from idle_since. */
+  k = (struct control_clock){.idle_since = 1000, .write_since = 5, .queued_since = 7};
+  CHECK_INT(control_deadline(&k, &lim), 11000);
+  /* Waiting for a reply: no timer at all, however long. */
+  k.busy = true;
+  CHECK_INT(control_deadline(&k, &lim), 0);
+  /* A reply being written: the write timeout, busy or not. */
+  k.writing = true;
+  k.write_since = 2000;
+  CHECK_INT(control_deadline(&k, &lim), 32000);
+  k.busy = false;
+  CHECK_INT(control_deadline(&k, &lim), 32000);
+  /* Queued: answered within the idle timeout of arriving. */
+  k = (struct control_clock){.queued = true, .queued_since = 500, .idle_since = 9999};
+  CHECK_INT(control_deadline(&k, &lim), 10500);
+  /* Refused (the refusal is being written): the write timeout. */
+  k.writing = true;
+  k.write_since = 600;
+  CHECK_INT(control_deadline(&k, &lim), 30600);
+}
+
+/* The table is full of idle clients: a newcomer evicts the one idle the
+ * longest instead of being refused. */
+static void test_client_cap(void) {
+  int fds[66];
+  char buf[256];
+
+  for (int i = 0; i < 66; i++) {
+    fds[i] = connect_path(sock_path);
+    CHECK(fds[i] >= 0);
+    /* Let the server accept before the backlog (16) fills. */
+    step_for(2);
+  }
+  /* fds[0] and fds[1], idle the longest, made room for the last two. */
+  CHECK(step_until_closed(fds[0], 5000) >= 0);
+  CHECK(step_until_closed(fds[1], 5000) >= 0);
+  ask(fds[65], "ping\n", "{\"pong\":true}");
+  ask(fds[64], "ping\n", "{\"pong\":true}");
+  ask(fds[2], "ping\n", "{\"pong\":true}");
+  /* fds[2] has just been answered: fds[3] is now the one idle longest. */
+  fds[0] = connect_path(sock_path);
+  CHECK(step_until_closed(fds[3], 5000) >= 0);
+  CHECK_INT(step_read_line(fds[2], buf, sizeof(buf), 100), -1); /* still open */
+  ask(fds[0], "ping\n", "{\"pong\":true}");
+  fds[1] = fds[3] = -1;
+  close_all(fds, 66);
+}
+
+/* With a short idle timeout: a silent client, or one that never finishes
+ * its line, is closed; one that keeps asking, or waits for a reply, is not,
+ * and a waiting one is timed again from its reply. */
+static void test_idle_timeout(struct control *c) {
+  struct control_limits lim, dflt;
+  int silent, partial, chatty, waiter;
+  char buf[256];
+  long t;
+
+  control_limits_default(&dflt);
+  lim = dflt;
+  lim.idle_ms = 300;
+  control_set_limits(c, &lim);
+
+  silent = connect_path(sock_path);
+  partial = connect_path(sock_path);
+  chatty = connect_path(sock_path);
+  waiter = connect_path(sock_path);
+  CHECK(silent >= 0 && partial >= 0 && chatty >= 0 && waiter >= 0);
+  step_for(20);
+  CHECK_INT(send(partial, "pin", 3, MSG_NOSIGNAL), 3);
+  CHECK_INT(send(waiter, "fetch work\n", 11, MSG_NOSIGNAL), 11);
+  ask(chatty, "ping\n", "{\"pong\":true}");
+  /* Not before the timeout ... */
+  CHECK_INT(step_read_line(silent, buf, sizeof(buf), 150), -1);
+  /* chatty asks every 100 ms for 800 ms: never idle for 300. */
+  for (int i = 0; i < 8; i++) {
+    ask(chatty, "ping\n", "{\"pong\":true}");
+    step_for(100);
+  }
+  /* ... but soon after it, the silent and the partial one are gone. */
+  t = step_until_closed(silent, 10);
+  CHECK(t >= 0);
+  CHECK(step_until_closed(partial, 10) >= 0);
+  /* The waiter has waited 900 ms and more, still connected. */
+  CHECK_INT(srv.nheld, 1);
+  CHECK_INT(step_read_line(waiter, buf, sizeof(buf), 10), -1);
+  release_held();
+  CHECK_INT(step_read_line(waiter, buf, sizeof(buf), 3000), 1);
+  CHECK_STR(buf, "{\"held\":true}");
+  /* Timed again from its reply. */
+  CHECK_INT(step_read_line(waiter, buf, sizeof(buf), 150), -1);
+  CHECK(step_until_closed(waiter, 3000) >= 0);
+  CHECK(step_until_closed(chatty, 3000) >= 0);
+  close(silent);
+  close(partial);
+  close(chatty);
+  close(waiter);
+  control_set_limits(c, &dflt);
+  step_for(20);
+}
+
+/* At most waiting_max clients wait for a run; the next gets an error reply
+ * (and may go on with other requests); a full table of busy clients makes a
+ * newcomer wait for a slot, and answers it within the idle timeout. */
+static void test_waiting_cap(struct control *c) {
+  static const char full[] = "{\"error\":\"too many control clients waiting for a run (2); try "
+                             "again later, or use fetch --no-wait\",\"exit\":75}";
+  struct control_limits lim, dflt;
+  int fds[6];
+  char buf[256];
+  long t;
+
+  control_limits_default(&dflt);
+  lim = dflt;
+  lim.clients_max = 4;
+  lim.waiting_max = 2;
+  lim.idle_ms = 400;
+  control_set_limits(c, &lim);
+
+  for (int i = 0; i < 6; i++)
+    fds[i] = -1;
+  for (int i = 0; i < 4; i++) {
+    fds[i] = connect_path(sock_path);
+    CHECK(fds[i] >= 0);
+  }
+  step_for(20);
+  CHECK_INT(send(fds[0], "fetch a\n", 8, MSG_NOSIGNAL), 8);
+  CHECK_INT(send(fds[1], "fetch --all\n", 12, MSG_NOSIGNAL), 12);
+  step_for(20);
+  CHECK_INT(srv.nheld, 2);
+  /* The third waiter is refused without reaching the handler ... */
+  ask(fds[2], "fetch b\n", full);
+  CHECK_INT(srv.nheld, 2);
+  /* ... and is still served. */
+  ask(fds[2], "fetch --no-wait b\n", "{\"echo\":\"fetch --no-wait b\"}");
+  /* fds[2] and fds[3] hold requests that do not wait for a run. */
+  CHECK_INT(send(fds[2], "hold\n", 5, MSG_NOSIGNAL), 5);
+  CHECK_INT(send(fds[3], "hold\n", 5, MSG_NOSIGNAL), 5);
+  step_for(20);
+  CHECK_INT(srv.nheld, 4);
+  /* Nobody idle: a newcomer waits, unanswered, past the idle timeout of
+   * the others (all busy) ... */
+  fds[4] = connect_path(sock_path);
+  CHECK_INT(send(fds[4], "ping\n", 5, MSG_NOSIGNAL), 5);
+  CHECK_INT(step_read_line(fds[4], buf, sizeof(buf), 200), -1);
+  /* ... until a slot frees: the held replies go out, fds[0] (now idle the
+   * longest) is evicted for it, and its ping is answered. */
+  release_held();
+  for (int i = 0; i < 4; i++) {
+    CHECK_INT(step_read_line(fds[i], buf, sizeof(buf), 3000), 1);
+    CHECK_STR(buf, "{\"held\":true}");
+  }
+  CHECK_INT(step_read_line(fds[4], buf, sizeof(buf), 3000), 1);
+  CHECK_STR(buf, "{\"pong\":true}");
+  CHECK(step_until_closed(fds[0], 3000) >= 0);
+
+  /* Busy again, all four: a newcomer is told within the idle timeout. */
+  CHECK_INT(send(fds[1], "fetch a\n", 8, MSG_NOSIGNAL), 8);
+  CHECK_INT(send(fds[2], "hold\n", 5, MSG_NOSIGNAL), 5);
+  CHECK_INT(send(fds[3], "hold\n", 5, MSG_NOSIGNAL), 5);
+  CHECK_INT(send(fds[4], "hold\n", 5, MSG_NOSIGNAL), 5);
+  step_for(20);
+  CHECK_INT(srv.nheld, 4);
+  fds[5] = connect_path(sock_path);
+  uv_update_time(&loop);
+  t = (long)uv_now(&loop);
+  CHECK_INT(step_read_line(fds[5], buf, sizeof(buf), 3000), 1);
+  CHECK_STR(buf, "{\"error\":\"too many control connections\",\"exit\":75}");
+  t = (long)uv_now(&loop) - t;
+  CHECK(t >= 300 && t < 2000);
+  CHECK(step_until_closed(fds[5], 3000) >= 0);
+  release_held();
+  step_for(20);
+  close_all(fds, 6);
+  control_set_limits(c, &dflt);
+}
+
+/* A client that sends requests but never reads the replies is dropped once
+ * a reply has waited write_ms. */
+static void test_write_timeout(struct control *c) {
+  struct control_limits lim, dflt;
+  size_t len = 400000, sent = 0;
+  char *req = malloc(len);
+  int fd = connect_path(sock_path);
+  uint64_t t0;
+  ssize_t n;
+  long t;
+
+  control_limits_default(&dflt);
+  lim = dflt;
+  lim.write_ms = 300;
+  control_set_limits(c, &lim);
+  CHECK(fd >= 0 && req != NULL);
+  for (size_t i = 0; i < len; i += 5)
+    memcpy(req + i, "ping\n", 5);
+  /* 80,000 pings ask for 1.1 MB of replies: more than socket buffers and
+   * the server's write queue hold; we send what we can without reading. */
+  uv_update_time(&loop);
+  t0 = uv_now(&loop);
+  while (sent < len && uv_now(&loop) - t0 < 5000) {
     uv_run(&loop, UV_RUN_NOWAIT);
+    n = send(fd, req + sent, len - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0)
+      sent += (size_t)n;
+    else if (n < 0 && errno != EAGAIN)
+      break; /* the server has already hung up */
+    else
+      usleep(1000);
+    uv_update_time(&loop);
+  }
+  /* The server stopped writing to us: after write_ms it hangs up. */
+  step_for(1000);
+  t = step_until_closed(fd, 5000);
+  CHECK(t >= 0);
+  CHECK(srv.requests > 0);
+  close(fd);
+  free(req);
+  control_set_limits(c, &dflt);
+  step_for(20);
 }
 
 static void test_peer_cred(void) {
@@ -581,7 +883,12 @@ int main(void) {
   test_line_limits();
   test_gone_before_reply();
   test_second_listener();
+  test_request_waits();
+  test_deadline();
   test_client_cap();
+  test_idle_timeout(c);
+  test_waiting_cap(c);
+  test_write_timeout(c);
   test_peer_cred();
   /* Still serving after all that. */
   {

@@ -5,15 +5,12 @@
 #include "spec.h"
 #include "target.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -378,8 +375,8 @@ static void test_resolve(void) {
   CHECK_STR(t.spec.tls_name, "pop.example.com");
   CHECK_INT(t.spec.port, 1110);
   CHECK_STR(t.password, "s3cret");
-  /* Already resolved: target_password keeps it, even with a command. */
-  CHECK_INT(target_password(&t, path, "echo other", err, sizeof(err)), 0);
+  /* Already resolved: target_password keeps it. */
+  CHECK_INT(target_password(&t, path, err, sizeof(err)), 0);
   CHECK_STR(t.password, "s3cret");
   target_deinit(&t);
   CHECK(t.password == NULL);
@@ -484,13 +481,13 @@ static void test_password_lookup(void) {
                     0600);
 
   CHECK_INT(target_resolve("me@pop.example.com", path, &t, err, sizeof(err)), 0);
-  CHECK_INT(target_password(&t, path, NULL, err, sizeof(err)), 0);
+  CHECK_INT(target_password(&t, path, err, sizeof(err)), 0);
   CHECK_STR(t.password, "by-identity");
   target_deinit(&t);
 
   /* The port is part of the identity, written even when it is the default. */
   CHECK_INT(target_resolve("tcp:me@pop.example.com", path, &t, err, sizeof(err)), 0);
-  CHECK_INT(target_password(&t, path, NULL, err, sizeof(err)), P3_ENOPASS);
+  CHECK_INT(target_password(&t, path, err, sizeof(err)), P3_ENOPASS);
   snprintf(want, sizeof(want),
            "no password for me@pop.example.com:110 in %s (and no --password-command)", path);
   CHECK_STR(err, want);
@@ -498,255 +495,171 @@ static void test_password_lookup(void) {
   target_deinit(&t);
 
   CHECK_INT(target_resolve("you@pop.example.com:995", path, &t, err, sizeof(err)), 0);
-  CHECK_INT(target_password(&t, path, NULL, err, sizeof(err)), 0);
+  CHECK_INT(target_password(&t, path, err, sizeof(err)), 0);
   CHECK_STR(t.password, "by-login");
   target_deinit(&t);
 
   /* An entry without a password does not end the search. */
   CHECK_INT(target_resolve("dflt@pop.example.com", path, &t, err, sizeof(err)), 0);
-  CHECK_INT(target_password(&t, path, NULL, err, sizeof(err)), 0);
+  CHECK_INT(target_password(&t, path, err, sizeof(err)), 0);
   CHECK_STR(t.password, "by-default");
   target_deinit(&t);
   CHECK_INT(target_resolve("nopw@pop.example.com", path, &t, err, sizeof(err)), 0);
-  CHECK_INT(target_password(&t, path, NULL, err, sizeof(err)), P3_ENOPASS);
+  CHECK_INT(target_password(&t, path, err, sizeof(err)), P3_ENOPASS);
   target_deinit(&t);
 
   CHECK_INT(target_resolve("any@other.example.com", path, &t, err, sizeof(err)), 0);
-  CHECK_INT(target_password(&t, path, NULL, err, sizeof(err)), 0);
+  CHECK_INT(target_password(&t, path, err, sizeof(err)), 0);
   CHECK_STR(t.password, "no-login");
   target_deinit(&t);
 
   CHECK_INT(target_resolve("tcp:me@[::1]:1110", path, &t, err, sizeof(err)), 0);
-  CHECK_INT(target_password(&t, path, NULL, err, sizeof(err)), 0);
+  CHECK_INT(target_password(&t, path, err, sizeof(err)), 0);
   CHECK_STR(t.password, "v6");
-  target_deinit(&t);
-
-  /* The command comes first. */
-  CHECK_INT(target_resolve("me@pop.example.com", path, &t, err, sizeof(err)), 0);
-  CHECK_INT(target_password(&t, path, "echo from-command", err, sizeof(err)), 0);
-  CHECK_STR(t.password, "from-command");
   target_deinit(&t);
 
   /* A default without a login applies to anyone. */
   path = write_file("pw2", "machine x password y\ndefault password open-sesame\n", 0600);
   CHECK_INT(target_resolve("someone@somewhere", path, &t, err, sizeof(err)), 0);
-  CHECK_INT(target_password(&t, path, NULL, err, sizeof(err)), 0);
+  CHECK_INT(target_password(&t, path, err, sizeof(err)), 0);
   CHECK_STR(t.password, "open-sesame");
   target_deinit(&t);
 
   /* A password with a line break would inject a command. */
   path = write_file("pw3", "machine h password \"a\nQUIT\"\n", 0600);
   CHECK_INT(target_resolve("u@h", path, &t, err, sizeof(err)), 0);
-  CHECK_INT(target_password(&t, path, NULL, err, sizeof(err)), P3_ENETRC);
+  CHECK_INT(target_password(&t, path, err, sizeof(err)), P3_ENETRC);
   CHECK(strstr(err, "QUIT") == NULL);
   CHECK(t.password == NULL);
   target_deinit(&t);
 
   snprintf(missing, sizeof(missing), "%s/missing-netrc", tmpdir);
   CHECK_INT(target_resolve("me@host", missing, &t, err, sizeof(err)), 0);
-  CHECK_INT(target_password(&t, missing, NULL, err, sizeof(err)), P3_ENOPASS);
+  CHECK_INT(target_password(&t, missing, err, sizeof(err)), P3_ENOPASS);
   snprintf(want, sizeof(want), "no password for me@host:995 in %s (and no --password-command)",
            missing);
   CHECK_STR(err, want);
 
   path = write_file("pw4", "machine host password p\n", 0660);
-  CHECK_INT(target_password(&t, path, NULL, err, sizeof(err)), P3_ENETRCPERM);
+  CHECK_INT(target_password(&t, path, err, sizeof(err)), P3_ENETRCPERM);
   CHECK(t.password == NULL);
   target_deinit(&t);
 }
 
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *de;
-  int n = 0;
+/* A netrc must be the reader's own: the file, and a symlink to it too. */
+static void test_ownership(void) {
+  struct netrc n;
+  struct p3_target t;
+  char err[512], want[900], link[400], fifo[400], home[400], dflt[500];
+  const char *path;
+  unsigned long me = (unsigned long)geteuid();
 
-  if (d == NULL)
-    return -1;
-  while ((de = readdir(d)) != NULL)
-    n += de->d_name[0] != '.';
-  closedir(d);
-  return n;
-}
+  /* A link of ours to a file of ours is fine (dotfiles in a repository). */
+  path = write_file("own-target", "machine a password p\n", 0600);
+  snprintf(link, sizeof(link), "%s/own-link", tmpdir);
+  unlink(link);
+  CHECK_INT(symlink(path, link), 0);
+  CHECK_INT(netrc_load(link, &n, err, sizeof(err)), 0);
+  CHECK_INT(n.count, 1);
+  netrc_free(&n);
+  /* ... and the permission check applies to what it points at. */
+  CHECK_INT(chmod(path, 0644), 0);
+  CHECK_INT(netrc_load(link, &n, err, sizeof(err)), P3_ENETRCPERM);
+  CHECK(strstr(err, "(mode 0644)") != NULL);
 
-static void on_alarm(int sig) {
-  (void)sig;
-}
+  /* A dangling link of ours is a missing file, which is no netrc at all. */
+  snprintf(link, sizeof(link), "%s/dangling-link", tmpdir);
+  unlink(link);
+  CHECK_INT(symlink("/nonexistent/netrc", link), 0);
+  CHECK_INT(netrc_load(link, &n, err, sizeof(err)), -ENOENT);
+  CHECK_INT(target_resolve("me@pop.example.com", link, &t, err, sizeof(err)), 0);
+  target_deinit(&t);
 
-static void expect_fail(const char *cmd, const char *reason) {
-  char *out = (char *)"untouched";
-  char err[512] = "";
+  /* A FIFO, directly or through a link, is refused without blocking. */
+  snprintf(fifo, sizeof(fifo), "%s/fifo", tmpdir);
+  unlink(fifo);
+  CHECK_INT(mkfifo(fifo, 0600), 0);
+  CHECK_INT(netrc_load(fifo, &n, err, sizeof(err)), P3_ENETRC);
+  CHECK(strstr(err, "not a regular file") != NULL);
+  snprintf(link, sizeof(link), "%s/fifo-link", tmpdir);
+  unlink(link);
+  CHECK_INT(symlink(fifo, link), 0);
+  CHECK_INT(netrc_load(link, &n, err, sizeof(err)), P3_ENETRC);
 
-  CHECK_INT(password_from_command(cmd, &out, err, sizeof(err)), P3_EPWCMD);
-  CHECK(out == NULL);
-  if (strstr(err, reason) == NULL) {
-    fprintf(stderr, "command `%s': got \"%s\", expected \"%s\"\n", cmd, err, reason);
-    check_failures++;
-  }
-}
-
-static void expect_ok(const char *cmd, const char *password) {
-  char *out = NULL;
-  char err[512] = "";
-  int r = password_from_command(cmd, &out, err, sizeof(err));
-
-  CHECK_INT(r, 0);
-  if (r != 0)
-    fprintf(stderr, "command `%s': %s\n", cmd, err);
-  CHECK_STR(out, password);
-  free(out);
-}
-
-/* A signal mask of the command's shell, from /proc/PID/status. */
-static unsigned long long proc_status_mask(const char *field) {
-  char cmd[128], err[256];
-  char *out = NULL;
-  unsigned long long v = ~0ULL;
-
-  snprintf(cmd, sizeof(cmd), "grep '^%s:' /proc/$$/status", field);
-  CHECK_INT(password_from_command(cmd, &out, err, sizeof(err)), 0);
-  if (out != NULL && strlen(out) > strlen(field) + 1)
-    v = strtoull(out + strlen(field) + 1, NULL, 16);
-  free(out);
-  return v;
-}
-
-/* The command's shell holds exactly stdin, stdout, and what this process
- * had open without FD_CLOEXEC (stderr, perhaps a test harness's). */
-static void check_child_fds(void) {
-  char want[1024] = "", got[1024] = "", err[256];
-  char *out = NULL, *p, *end;
-  DIR *d;
-  struct dirent *de;
-  int seen[1024] = {0};
-  int i, dfd;
-
-  seen[0] = seen[1] = 1;
-  d = opendir("/proc/self/fd");
-  CHECK(d != NULL);
-  if (d == NULL)
-    return;
-  dfd = dirfd(d);
-  while ((de = readdir(d)) != NULL) {
-    int fd = atoi(de->d_name);
-    if (de->d_name[0] == '.' || fd == dfd || fd < 0 || fd >= 1024)
-      continue;
-    if (!(fcntl(fd, F_GETFD) & FD_CLOEXEC))
-      seen[fd] = 1;
-  }
-  closedir(d);
-  for (i = 0; i < 1024; i++)
-    if (seen[i])
-      snprintf(want + strlen(want), sizeof(want) - strlen(want), "%d ", i);
-
-  CHECK_INT(password_from_command(
-                /* The glob's own directory descriptor is closed again by the time the
-                 * loop tests each name. */
-                "cd /proc/$$/fd && for f in *; do [ -e \"$f\" ] && printf '%s ' \"$f\"; done; "
-                "echo",
-                &out, err, sizeof(err)),
-            0);
-  if (out == NULL)
-    return;
-  memset(seen, 0, sizeof(seen));
-  for (p = out;; p = end) {
-    long fd = strtol(p, &end, 10);
-    if (end == p)
-      break;
-    if (fd >= 0 && fd < 1024)
-      seen[fd] = 1;
-  }
-  for (i = 0; i < 1024; i++)
-    if (seen[i])
-      snprintf(got + strlen(got), sizeof(got) - strlen(got), "%d ", i);
-  CHECK_STR(got, want);
-  free(out);
-}
-
-static void test_command(void) {
-  int fds = count_fds();
-  char cmd[256];
-  struct sigaction sa;
-  struct itimerval it;
-  int fd;
-
-  expect_ok("echo secret", "secret");
-  expect_ok("printf 'first\\nsecond\\nthird\\n'", "first");
-  expect_ok("printf 'crlf\\r\\n'", "crlf");
-  expect_ok("printf 'no newline'", "no newline");
-  expect_ok("printf ' spaced out \\n'", " spaced out ");
-  /* stderr is left alone (ours is silenced here to keep the log clean). */
+  /* No ~/.netrc at all is no netrc. */
+  snprintf(home, sizeof(home), "%s/home", tmpdir);
+  mkdir(home, 0700);
   {
-    int saved = dup(2), devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    dup2(devnull, 2);
-    expect_ok("echo to-stderr >&2; echo pw", "pw");
-    dup2(saved, 2);
-    close(saved);
-    close(devnull);
+    const char *h = getenv("HOME");
+    char *saved_home = h ? strdup(h) : NULL;
+    setenv("HOME", home, 1);
+    unsetenv("NETRC");
+    CHECK_INT(target_resolve("me@pop.example.com", NULL, &t, err, sizeof(err)), 0);
+    target_deinit(&t);
+
+    if (me == 0) {
+      /* Root can make a file someone else owns: the default ~/.netrc too is
+       * refused, naming the file and both uids. */
+      snprintf(dflt, sizeof(dflt), "%s/.netrc", home);
+      path = write_file("home/.netrc", "machine pop.example.com password p\n", 0600);
+      CHECK_INT(chown(path, 65534, 65534), 0);
+      CHECK_INT(target_resolve("me@pop.example.com", NULL, &t, err, sizeof(err)), P3_ENETRCPERM);
+      snprintf(want, sizeof(want), "%s is owned by uid 65534, not by you (uid 0)", dflt);
+      CHECK_STR(err, want);
+      CHECK_INT(target_password(&t, NULL, err, sizeof(err)), P3_ENETRCPERM);
+      target_deinit(&t);
+      unlink(dflt);
+    }
+    if (saved_home != NULL)
+      setenv("HOME", saved_home, 1);
+    else
+      unsetenv("HOME");
+    free(saved_home);
   }
-  /* stdin is /dev/null, not ours. */
-  expect_ok("read x; echo \"got:$x\"", "got:");
-  /* A long line comes back whole. */
-  {
-    char *out = NULL, err[256], big[4001];
-    memset(big, 'a', 4000);
-    big[4000] = '\0';
-    CHECK_INT(password_from_command("head -c 4000 /dev/zero | tr '\\0' a", &out, err, sizeof(err)),
-              0);
-    CHECK_STR(out, big);
-    free(out);
+
+  if (me == 0) {
+    /* Another user's file, directly ... */
+    path = write_file("nobodys", "machine a password p\n", 0600);
+    CHECK_INT(chown(path, 65534, 65534), 0);
+    CHECK_INT(netrc_load(path, &n, err, sizeof(err)), P3_ENETRCPERM);
+    snprintf(want, sizeof(want), "%s is owned by uid 65534, not by you (uid 0)", path);
+    CHECK_STR(err, want);
+    /* ... through a link of ours ... */
+    snprintf(link, sizeof(link), "%s/link-to-nobodys", tmpdir);
+    unlink(link);
+    CHECK_INT(symlink(path, link), 0);
+    CHECK_INT(netrc_load(link, &n, err, sizeof(err)), P3_ENETRCPERM);
+    snprintf(want, sizeof(want), "%s links to a file owned by uid 65534, not by you (uid 0)", link);
+    CHECK_STR(err, want);
+    /* ... and another user's link to a file of ours. */
+    path = write_file("mine", "machine a password p\n", 0600);
+    snprintf(link, sizeof(link), "%s/nobodys-link", tmpdir);
+    unlink(link);
+    CHECK_INT(symlink(path, link), 0);
+    CHECK_INT(lchown(link, 65534, 65534), 0);
+    CHECK_INT(netrc_load(link, &n, err, sizeof(err)), P3_ENETRCPERM);
+    snprintf(want, sizeof(want), "%s is a symbolic link owned by uid 65534, not by you (uid 0)",
+             link);
+    CHECK_STR(err, want);
+    CHECK_INT(target_resolve("me@pop.example.com", link, &t, err, sizeof(err)), P3_ENETRCPERM);
+    target_deinit(&t);
+  } else {
+    /* Unprivileged, a file root owns stands in for another user's. */
+    struct stat st;
+    if (stat("/etc/passwd", &st) == 0 && st.st_uid != me) {
+      CHECK_INT(netrc_load("/etc/passwd", &n, err, sizeof(err)), P3_ENETRCPERM);
+      snprintf(want, sizeof(want), "/etc/passwd is owned by uid %lu, not by you (uid %lu)",
+               (unsigned long)st.st_uid, me);
+      CHECK_STR(err, want);
+      snprintf(link, sizeof(link), "%s/link-to-passwd", tmpdir);
+      unlink(link);
+      CHECK_INT(symlink("/etc/passwd", link), 0);
+      CHECK_INT(netrc_load(link, &n, err, sizeof(err)), P3_ENETRCPERM);
+      CHECK(strstr(err, "links to a file owned by uid") != NULL);
+    }
+    fprintf(stderr, "test_netrc: not root: files of another owner checked only with /etc/passwd\n");
   }
-
-  expect_fail("exit 1", "password command `exit 1' exited with status 1");
-  expect_fail("echo pw; exit 3", "exited with status 3");
-  expect_fail("echo", "password command `echo' printed an empty line");
-  expect_fail("printf '\\r\\nsecond\\n'", "printed an empty line");
-  expect_fail("true", "printed nothing");
-  expect_fail("kill -9 $$", "was killed by signal 9");
-  expect_fail("/nonexistent/pass-helper 2>/dev/null", "exited with status 127");
-  expect_fail("printf 'a\\0b\\n'", "NUL byte");
-  expect_fail("yes", "printed more than 65536 bytes");
-  expect_fail("head -c 70000 /dev/zero | tr '\\0' a", "printed more than 65536 bytes");
-
-  /* No descriptor of ours reaches the command. */
-  fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  CHECK(fd > 2);
-  snprintf(cmd, sizeof(cmd), "test -e /proc/$$/fd/%d && echo leaked || echo clean", fd);
-  expect_ok(cmd, "clean");
-  close(fd);
-  check_child_fds();
-
-  /* EINTR from a signal without SA_RESTART is retried. */
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = on_alarm;
-  sigemptyset(&sa.sa_mask);
-  CHECK_INT(sigaction(SIGALRM, &sa, NULL), 0);
-  memset(&it, 0, sizeof(it));
-  it.it_interval.tv_usec = 20000;
-  it.it_value.tv_usec = 20000;
-  CHECK_INT(setitimer(ITIMER_REAL, &it, NULL), 0);
-  expect_ok("sleep 0.3; echo late", "late");
-  /* Output closed early: the wait for the exit is what gets interrupted. */
-  expect_ok("echo early; exec >&-; sleep 0.3", "early");
-  memset(&it, 0, sizeof(it));
-  setitimer(ITIMER_REAL, &it, NULL);
-  signal(SIGALRM, SIG_DFL);
-
-  /* Whatever the caller ignores or blocks, the command starts clean. */
-  signal(SIGPIPE, SIG_IGN);
-  {
-    sigset_t set, old;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigprocmask(SIG_BLOCK, &set, &old);
-    CHECK_INT(proc_status_mask("SigIgn") & (1ULL << (SIGPIPE - 1)), 0);
-    CHECK_INT(proc_status_mask("SigBlk") & (1ULL << (SIGTERM - 1)), 0);
-    sigprocmask(SIG_SETMASK, &old, NULL);
-  }
-  signal(SIGPIPE, SIG_DFL);
-
-  CHECK_INT(count_fds(), fds);
 }
-
 int main(void) {
   const char *base = getenv("TMPDIR");
 
@@ -763,7 +676,7 @@ int main(void) {
   test_default_path();
   test_resolve();
   test_password_lookup();
-  test_command();
+  test_ownership();
 
   {
     char cmd[300];

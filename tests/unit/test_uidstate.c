@@ -227,6 +227,32 @@ static void make_maildir(const char *md) {
   CHECK_INT(mkdir(p, 0700), 0);
 }
 
+/* uidstate_check_files on MD/new and MD/cur, opened as the engine does
+ * (maildir_init's fds); a missing one is -1. */
+static int check_files(struct uidstate *st, const char *md) {
+  char p[PATH_MAX];
+  int newfd, curfd, ret;
+
+  snprintf(p, sizeof(p), "%s/new", md);
+  newfd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  snprintf(p, sizeof(p), "%s/cur", md);
+  curfd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  ret = uidstate_check_files(st, newfd, curfd);
+  if (newfd >= 0)
+    close(newfd);
+  if (curfd >= 0)
+    close(curfd);
+  return ret;
+}
+
+static const char *path_with_md(const char *md, const char *rel) {
+  static char buf[PATH_MAX];
+
+  if ((size_t)snprintf(buf, sizeof(buf), "%s/%s", md, rel) >= sizeof(buf))
+    abort();
+  return buf;
+}
+
 static void touch(const char *md, const char *sub, const char *name) {
   char p[PATH_MAX];
 
@@ -395,7 +421,7 @@ static void test_roundtrip(void) {
   CHECK_INT(uidstate_lockstep(st, SRV), 0);
   CHECK_INT(uidstate_lockstep(st, "nobody@x:1"), 0);
   /* All of it before the B: nothing is pending. */
-  CHECK_INT(uidstate_check_files(st, path_of("no-such-maildir")), 0);
+  CHECK_INT(check_files(st, path_of("no-such-maildir")), 0);
   uidstate_close(st);
 }
 
@@ -610,7 +636,7 @@ static void test_barrier(void) {
   if (st == NULL)
     return;
   CHECK_INT(count_recs(st), 7);
-  CHECK_INT(uidstate_check_files(st, md), 3);
+  CHECK_INT(check_files(st, md), 3);
   CHECK(uidstate_find(st, SRV, "U1") != NULL);
   CHECK(uidstate_find(st, SRV, "U2") == NULL);
   CHECK(uidstate_find(st, SRV, "U3") != NULL);
@@ -642,19 +668,19 @@ static void test_barrier(void) {
   snprintf(text, 4096, "pop3sync-state 1\n%s", line_of("D " SRV " U1 10 in-new 100"));
   strcat(text, line_of("D " SRV " U2 20 nowhere 100"));
   CHECK_INT(uidstate_parse(st, text, strlen(text)), 0);
-  CHECK_INT(uidstate_check_files(st, md), 1);
+  CHECK_INT(check_files(st, md), 1);
   CHECK(uidstate_find(st, SRV, "U1") != NULL);
   CHECK(uidstate_find(st, SRV, "U2") == NULL);
   /* A file found is no proof of a durable rename: U1 stays pending. */
-  CHECK_INT(uidstate_check_files(st, md), 0);
-  CHECK_INT(uidstate_check_files(st, path_of("no-such-maildir")), 1);
+  CHECK_INT(check_files(st, md), 0);
+  CHECK_INT(check_files(st, path_of("no-such-maildir")), 1);
   CHECK_INT(count_recs(st), 0);
   uidstate_close(st);
 
   /* A missing Maildir: every pending D goes (when in doubt, deliver). */
   st = uidstate_new_memory();
   CHECK_INT(uidstate_parse(st, text, strlen(text)), 0);
-  CHECK_INT(uidstate_check_files(st, path_of("no-such-maildir")), 2);
+  CHECK_INT(check_files(st, path_of("no-such-maildir")), 2);
   CHECK_INT(count_recs(st), 0);
   uidstate_close(st);
   free(text);
@@ -671,7 +697,7 @@ static void test_barrier(void) {
     CHECK_INT(uidstate_append_delivered(st, SRV, "U2", 1, "nowhere2", 3, &line, &len), 0);
     free(line);
   }
-  CHECK_INT(uidstate_check_files(st, md), 1);
+  CHECK_INT(check_files(st, md), 1);
   CHECK(uidstate_find(st, SRV, "U1") != NULL);
   CHECK(uidstate_find(st, SRV, "U2") == NULL);
   uidstate_close(st);
@@ -848,7 +874,7 @@ static void test_compact(void) {
   /* U4, U5's new D and U6 are still pending after the rewrite; U5 falls
    * back on its durable D, keeping the size its A line set. */
   touch(md, "new", "six");
-  CHECK_INT(uidstate_check_files(st, md), 2);
+  CHECK_INT(check_files(st, md), 2);
   CHECK(uidstate_find(st, SRV, "U4") == NULL);
   CHECK(uidstate_find(st, SRV, "U5") != NULL &&
         strcmp(uidstate_find(st, SRV, "U5")->name, "five-old") == 0 &&
@@ -1011,11 +1037,11 @@ static void test_open_errors(void) {
   CHECK_INT(uidstate_open(path, "test", &st, errbuf, sizeof(errbuf)), -ENOTDIR);
   CHECK(strstr(errbuf, path_of("plainfile")) != NULL);
 
-  /* Errors name the file. */
+  /* Errors name the file.  A symlink is never followed. */
   path = path_of("loop.state");
   CHECK_INT(symlink(path, path), 0);
-  CHECK_INT(uidstate_open(path, "test", &st, errbuf, sizeof(errbuf)), -ELOOP);
-  snprintf(want, sizeof(want), "cannot open %s: %s", path, strerror(ELOOP));
+  CHECK_INT(uidstate_open(path, "test", &st, errbuf, sizeof(errbuf)), P3_EUNSAFE);
+  snprintf(want, sizeof(want), "%s is a symbolic link; refusing to follow it", path);
   CHECK_STR(errbuf, want);
 
   /* Too large to read: refused, not read. */
@@ -1030,6 +1056,181 @@ static void test_open_errors(void) {
   CHECK_INT(uidstate_open("", "test", &st, errbuf, sizeof(errbuf)), -EINVAL);
   /* errbuf may be left out. */
   CHECK_INT(uidstate_open(path, "test", &st, NULL, 0), -EFBIG);
+}
+
+/* The bytes and mtime of a file, to show it was not touched. */
+struct snap {
+  char *data;
+  size_t len;
+  struct timespec mtime;
+  nlink_t nlink;
+};
+
+static void snap_take(const char *path, struct snap *sn) {
+  struct stat sb;
+
+  sn->data = read_all(path, &sn->len);
+  CHECK(sn->data != NULL);
+  CHECK_INT(stat(path, &sb), 0);
+  sn->mtime = sb.st_mtim;
+  sn->nlink = sb.st_nlink;
+}
+
+static void snap_same(const char *path, struct snap *sn) {
+  struct stat sb;
+  size_t len;
+  char *now = read_all(path, &len);
+
+  CHECK(now != NULL);
+  if (now != NULL && sn->data != NULL)
+    CHECK_MEM(now, len, sn->data, sn->len);
+  CHECK_INT(stat(path, &sb), 0);
+  CHECK_INT(sb.st_mtim.tv_sec, sn->mtime.tv_sec);
+  CHECK_INT(sb.st_mtim.tv_nsec, sn->mtime.tv_nsec);
+  free(now);
+  free(sn->data);
+  sn->data = NULL;
+}
+
+/* expect_unsafe(PATH, WORDS): uidstate_open refuses with P3_EUNSAFE and a
+ * message that names PATH and holds WORDS. */
+static void expect_unsafe(const char *path, const char *named, const char *words, int line) {
+  struct uidstate *st = (struct uidstate *)&st;
+  int err = uidstate_open(path, "test", &st, errbuf, sizeof(errbuf));
+
+  if (err != P3_EUNSAFE || st != NULL || strstr(errbuf, named) == NULL ||
+      strstr(errbuf, words) == NULL) {
+    fprintf(stderr, "line %d: uidstate_open(%s) = %d \"%s\"; expected P3_EUNSAFE naming %s "
+            "with \"%s\"\n", line, path, err, errbuf, named, words);
+    check_failures++;
+  }
+  if (err == 0)
+    uidstate_close(st);
+}
+
+static void test_unsafe_files(void) {
+  char victim[PATH_MAX], sub[PATH_MAX], want[PATH_MAX + 64];
+  struct uidstate *st;
+  struct snap sn;
+  const char *path;
+  mode_t old_umask;
+  struct stat sb;
+
+  CHECK_INT(p3_exit_status(P3_EUNSAFE), 78);
+  snprintf(victim, sizeof(victim), "%s", path_of("victim"));
+  write_str(victim, "precious: not a journal\n");
+
+  /* The state a symlink to another file: refused before anything is
+   * created, the target untouched. */
+  path = path_of("link.state");
+  CHECK_INT(symlink(victim, path), 0);
+  snap_take(victim, &sn);
+  expect_unsafe(path, path, "is a symbolic link; refusing to follow it", __LINE__);
+  snap_same(victim, &sn);
+  CHECK(access(path_of("link.state.lock"), F_OK) != 0);
+
+  /* The lock file a symlink. */
+  path = path_of("locklink.state");
+  CHECK_INT(symlink(victim, path_of("locklink.state.lock")), 0);
+  snap_take(victim, &sn);
+  expect_unsafe(path, path_of("locklink.state.lock"), "is a symbolic link", __LINE__);
+  snap_same(victim, &sn);
+
+  /* The state with a second hard link (to somebody's file, say). */
+  path = path_of("linked.state");
+  CHECK_INT(link(victim, path), 0);
+  snap_take(victim, &sn);
+  expect_unsafe(path, path, "2 hard links", __LINE__);
+  snap_same(victim, &sn);
+  CHECK(sn.nlink == 2);
+
+  /* Not a regular file: a FIFO. */
+  path = path_of("fifo.state");
+  CHECK_INT(mkfifo(path, 0600), 0);
+  expect_unsafe(path, path, "not a regular file", __LINE__);
+
+  /* A directory that group or others may write to. */
+  CHECK_INT(mkdir(path_of("gw"), 0700), 0);
+  CHECK_INT(chmod(path_of("gw"), 0770), 0);
+  path = path_of("gw/acct.state");
+  snprintf(want, sizeof(want), "its directory %s is writable by group or others",
+           path_of("gw"));
+  expect_unsafe(path, path, want, __LINE__);
+  CHECK(access(path_of("gw/acct.state"), F_OK) != 0);
+  CHECK(access(path_of("gw/acct.state.lock"), F_OK) != 0);
+  CHECK_INT(chmod(path_of("gw"), 01777), 0); /* sticky does not help */
+  expect_unsafe(path, path, "writable by group or others", __LINE__);
+  CHECK_INT(chmod(path_of("gw"), 0755), 0);
+  st = open_ok(path);
+  uidstate_close(st);
+
+  /* Directories it creates are 0700 whatever the umask. */
+  old_umask = umask(0);
+  st = open_ok(path_of("made/a/b/acct.state"));
+  uidstate_close(st);
+  umask(old_umask);
+  CHECK_INT(stat(path_of("made/a"), &sb), 0);
+  CHECK_INT(sb.st_mode & 07777, 0700);
+  CHECK_INT(stat(path_of("made/a/b"), &sb), 0);
+  CHECK_INT(sb.st_mode & 07777, 0700);
+
+  /* Owned by somebody else: a file, a directory (root only). */
+  if (geteuid() == 0) {
+    path = path_of("theirs.state");
+    write_str(path, "pop3sync-state 1\n");
+    CHECK_INT(chown(path, 65534, 65534), 0);
+    expect_unsafe(path, path, "belongs to uid 65534", __LINE__);
+    CHECK_INT(mkdir(path_of("theirdir"), 0700), 0);
+    CHECK_INT(chown(path_of("theirdir"), 65534, 65534), 0);
+    path = path_of("theirdir/acct.state");
+    snprintf(want, sizeof(want), "its directory %s belongs to uid 65534", path_of("theirdir"));
+    expect_unsafe(path, path, want, __LINE__);
+    CHECK(access(path_of("theirdir/acct.state.lock"), F_OK) != 0);
+  } else {
+    fprintf(stderr, "test_uidstate: foreign owner checks skipped (not root)\n");
+  }
+
+  /* A PATH.tmp left as a symlink to a decoy: compaction replaces the
+   * link, never writes through it. */
+  path = path_of("compact.state");
+  st = open_ok(path);
+  if (st != NULL) {
+    put_d(st, SRV, "U1", 10, "n1", 100);
+    snprintf(sub, sizeof(sub), "%s.tmp", path);
+    CHECK_INT(symlink(victim, sub), 0);
+    snap_take(victim, &sn);
+    CHECK_INT(uidstate_compact(st, NULL, NULL), 0);
+    snap_same(victim, &sn);
+    CHECK(access(sub, F_OK) != 0);
+    CHECK_INT(lstat(path, &sb), 0);
+    CHECK(S_ISREG(sb.st_mode) && sb.st_nlink == 1);
+    uidstate_close(st);
+    st = open_ok(path);
+    CHECK(st != NULL && uidstate_find(st, SRV, "U1") != NULL);
+    uidstate_close(st);
+  }
+}
+
+/* check_files counts only regular files in new/ and cur/: a symlink with
+ * a delivered name proves nothing. */
+static void test_check_files_symlink(void) {
+  struct uidstate *st = uidstate_new_memory();
+  char md[PATH_MAX], p[PATH_MAX];
+  char *text = malloc(4096);
+
+  snprintf(md, sizeof(md), "%s", path_of("md-symlink"));
+  make_maildir(md);
+  snprintf(text, 4096, "pop3sync-state 1\n%s", line_of("D " SRV " U1 10 real 100"));
+  strcat(text, line_of("D " SRV " U2 20 linked 100"));
+  CHECK_INT(uidstate_parse(st, text, strlen(text)), 0);
+  touch(md, "new", "real");
+  snprintf(p, sizeof(p), "%s", path_with_md(md, "new/real"));
+  CHECK_INT(symlink(p, path_with_md(md, "cur/linked:2,S")), 0);
+  CHECK_INT(check_files(st, md), 1);
+  CHECK(uidstate_find(st, SRV, "U1") != NULL);
+  CHECK(uidstate_find(st, SRV, "U2") == NULL);
+  uidstate_close(st);
+  free(text);
 }
 
 /* Many records: the table grows and every one is still found. */
@@ -1149,8 +1350,8 @@ static void test_random_compact(void) {
       if (rnd(2))
         touch(md, name[strlen(name) - 1] == 'S' ? "cur" : "new", name);
     }
-    ra = uidstate_check_files(a, md);
-    rb = uidstate_check_files(b, md);
+    ra = check_files(a, md);
+    rb = check_files(b, md);
     CHECK(ra >= 0);
     CHECK_INT(rb, ra);
     free(da);
@@ -1231,6 +1432,8 @@ int main(void) {
   test_compact();
   test_lock();
   test_open_errors();
+  test_unsafe_files();
+  test_check_files_symlink();
   test_many();
   test_random_compact();
   test_forget();

@@ -1,0 +1,385 @@
+#include "config.h"
+
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "engine.h"
+#include "errors.h"
+#include "privsep.h"
+#include "pwcmd.h"
+#include "target.h"
+#include "worker_proto.h"
+
+/* Replies in flight are saved for this long after the daemon says stop; the
+ * daemon kills the worker a little later (SHUTDOWN_GRACE_MS). */
+#define WORKER_STOP_GRACE_MS 6000
+/* Progress and trace lines beyond this much unsent are dropped. */
+#define CHANNEL_QUEUE_MAX (1u << 20)
+
+struct worker {
+  uv_loop_t loop;
+  struct worker_request req;
+  uv_pipe_t chan;
+  int chan_open;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t progress;
+  struct p3_target target;
+  struct pwcmd *pwcmd;
+  struct engine *engine;
+  struct engine_options eo;
+  char state_path[PATH_MAX];
+  int stopping;
+  int reported;
+  int exit_status;
+};
+
+struct chan_write {
+  uv_write_t req;
+  char *buf;
+};
+
+static void on_chan_written(uv_write_t *req, int status) {
+  struct chan_write *cw = req->data;
+  free(cw->buf);
+  free(cw);
+}
+
+/* Queues buf (malloc'd; ownership passes). */
+static void chan_send(struct worker *w, char *buf, size_t len, int droppable) {
+  if (!w->chan_open || (droppable && w->chan.write_queue_size > CHANNEL_QUEUE_MAX)) {
+    free(buf);
+    return;
+  }
+  struct chan_write *cw = malloc(sizeof *cw);
+  if (cw == NULL) {
+    free(buf);
+    return;
+  }
+  cw->buf = buf;
+  cw->req.data = cw;
+  uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+  if (uv_write(&cw->req, (uv_stream_t *)&w->chan, &b, 1, on_chan_written) != 0) {
+    free(buf);
+    free(cw);
+  }
+}
+
+static void send_line(struct worker *w, const char *key, const char *value, int droppable) {
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  if (worker_line_append(&buf, &len, &cap, key, value) == 0)
+    chan_send(w, buf, len, droppable);
+  else
+    free(buf);
+}
+
+static void on_closed(uv_handle_t *h) {
+}
+
+static void close_all(struct worker *w) {
+  uv_close((uv_handle_t *)&w->sigterm, on_closed);
+  uv_close((uv_handle_t *)&w->sigint, on_closed);
+  uv_close((uv_handle_t *)&w->progress, on_closed);
+  /* The channel closes after the queued result is written: uv_close
+   * cancels pending writes, so shut the write side down first. */
+}
+
+static void on_chan_closed(uv_handle_t *h) {
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  struct worker *w = req->data;
+  free(req);
+  if (w->chan_open) {
+    w->chan_open = 0;
+    uv_close((uv_handle_t *)&w->chan, on_chan_closed);
+  }
+}
+
+/* Sends the result and "done", then lets the loop end. */
+static void report(struct worker *w, const struct engine_result *r) {
+  if (w->reported)
+    return;
+  w->reported = 1;
+  int status = p3_exit_status(r->err);
+  if (status == 0 && r->left_for_space)
+    status = 73;
+  if (status == 0 && r->stuck_count)
+    status = 75;
+  w->exit_status = status;
+  char *buf;
+  size_t len;
+  if (worker_report_format(r, &buf, &len) == 0)
+    chan_send(w, buf, len, 0);
+  close_all(w);
+  if (w->chan_open) {
+    uv_shutdown_t *sd = malloc(sizeof *sd);
+    if (sd) {
+      sd->data = w;
+      if (uv_shutdown(sd, (uv_stream_t *)&w->chan, on_shutdown) == 0)
+        return;
+      free(sd);
+    }
+    w->chan_open = 0;
+    uv_close((uv_handle_t *)&w->chan, on_chan_closed);
+  }
+}
+
+static void fail(struct worker *w, int err, const char *message) {
+  struct engine_result r;
+  memset(&r, 0, sizeof r);
+  r.err = err;
+  r.login_delay = -1;
+  snprintf(r.message, sizeof r.message, "%s", message);
+  report(w, &r);
+}
+
+static void stop(struct worker *w) {
+  if (w->stopping++)
+    return;
+  if (w->pwcmd)
+    pwcmd_cancel(w->pwcmd);
+  else if (w->engine)
+    engine_stop(w->engine, WORKER_STOP_GRACE_MS);
+  else if (!w->reported)
+    fail(w, P3_ECANCELED, "stopped: the daemon is shutting down");
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  stop(h->data);
+}
+
+static void on_chan_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  static char scratch[256];
+  *buf = uv_buf_init(scratch, sizeof scratch);
+}
+
+/* The daemon says nothing after the request; EOF means it is gone. */
+static void on_chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  struct worker *w = s->data;
+  if (n < 0) {
+    uv_read_stop(s);
+    stop(w);
+  }
+}
+
+static void on_trace(void *data, const char *line) {
+  send_line(data, "trace", line, 1);
+}
+
+static void on_progress(uv_timer_t *t) {
+  struct worker *w = t->data;
+  if (w->engine == NULL)
+    return;
+  size_t done, total;
+  uint64_t bytes;
+  engine_progress(w->engine, &done, &total, &bytes);
+  char line[96];
+  snprintf(line, sizeof line, "%zu %zu %llu", done, total, (unsigned long long)bytes);
+  send_line(w, "progress", line, 1);
+}
+
+static void on_engine_done(struct engine *e, const struct engine_result *r, void *data) {
+  struct worker *w = data;
+  report(w, r);
+}
+
+static void start_engine(struct worker *w) {
+  if (w->stopping) {
+    fail(w, P3_ECANCELED, "stopped: the daemon is shutting down");
+    return;
+  }
+  struct engine_options *eo = &w->eo;
+  eo->target = &w->target;
+  eo->maildir = w->req.maildir;
+  eo->ca_file = w->req.ca_file;
+  memcpy(eo->pins, w->req.pins, sizeof eo->pins);
+  eo->pin_count = w->req.pin_count;
+  eo->timeout_s = w->req.timeout_s;
+  eo->pipelining = w->req.pipelining;
+  eo->window = w->req.window;
+  eo->keep = w->req.keep;
+  eo->keep_days = w->req.keep_days;
+  eo->state_path = w->state_path;
+  eo->who = "pop3syncd";
+  if (w->req.verbose) {
+    eo->trace = on_trace;
+    eo->trace_data = w;
+  }
+  char errbuf[512];
+  int err = engine_start(&w->loop, eo, on_engine_done, w, &w->engine, errbuf, sizeof errbuf);
+  if (err) {
+    fail(w, err, errbuf);
+    return;
+  }
+  uv_timer_start(&w->progress, on_progress, 1000, 1000);
+}
+
+static void on_password(void *data, int err, char *password, const char *message) {
+  struct worker *w = data;
+  w->pwcmd = NULL;
+  send_line(w, "child", "0", 0);
+  if (err) {
+    fail(w, err, message);
+    return;
+  }
+  w->target.password = password;
+  start_engine(w);
+}
+
+static void resolve(struct worker *w) {
+  char errbuf[512];
+  int err = target_resolve(w->req.server, w->req.netrc, &w->target, errbuf, sizeof errbuf);
+  if (err) {
+    fail(w, err, errbuf);
+    return;
+  }
+  if (w->req.password) {
+    w->target.password = strdup(w->req.password);
+    if (w->target.password == NULL) {
+      fail(w, -ENOMEM, "out of memory");
+      return;
+    }
+    start_engine(w);
+    return;
+  }
+  if (w->req.password_command) {
+    unsigned timeout = w->req.timeout_s ? w->req.timeout_s : 120;
+    err = pwcmd_start(&w->loop, w->req.password_command, timeout, 0, on_password, w, &w->pwcmd);
+    if (err) {
+      snprintf(errbuf, sizeof errbuf, "password command `%.200s': %s", w->req.password_command,
+               p3_strerror(err));
+      fail(w, P3_EPWCMD, errbuf);
+      return;
+    }
+    char pid[24];
+    snprintf(pid, sizeof pid, "%d", pwcmd_pid(w->pwcmd));
+    send_line(w, "child", pid, 0);
+    return;
+  }
+  err = target_password(&w->target, w->req.netrc, errbuf, sizeof errbuf);
+  if (err) {
+    fail(w, err, errbuf);
+    return;
+  }
+  start_engine(w);
+}
+
+/* Blocking: the daemon writes the whole request right after the spawn. */
+static int read_request(int fd, struct worker_request *req, char *errbuf, size_t errlen) {
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  if (buf == NULL)
+    return -ENOMEM;
+  int err = -EINVAL;
+  for (;;) {
+    if ((len >= 5 && memcmp(buf, "end \n", 5) == 0) ||
+        (len >= 6 && memcmp(buf + len - 6, "\nend \n", 6) == 0)) {
+      err = worker_request_parse(buf, len, req, errbuf, errlen);
+      break;
+    }
+    if (len == cap) {
+      if (cap >= WORKER_REQUEST_MAX) {
+        p3_set_error(errbuf, errlen, "worker request too long");
+        break;
+      }
+      char *nb = realloc(buf, cap * 2);
+      if (nb == NULL) {
+        err = -ENOMEM;
+        break;
+      }
+      buf = nb;
+      cap *= 2;
+    }
+    /* Read up to the end of a line at most, so "end" is seen at once. */
+    ssize_t n = read(fd, buf + len, cap - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      p3_set_error(errbuf, errlen, "worker request cut short");
+      break;
+    }
+    len += (size_t)n;
+  }
+  explicit_bzero(buf, len);
+  free(buf);
+  return err;
+}
+
+int worker_main(int fd) {
+  static struct worker w; /* one per process */
+  char errbuf[512];
+  pid_t parent = getppid();
+  signal(SIGPIPE, SIG_IGN);
+  umask(077);
+  int err = read_request(fd, &w.req, errbuf, sizeof errbuf);
+  if (err) {
+    fprintf(stderr, "pop3syncd worker: %s\n", errbuf);
+    worker_request_free(&w.req);
+    return 70;
+  }
+
+  /* Nothing the run starts (a password command) may inherit the channel
+   * and speak for the worker. */
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    fprintf(stderr, "pop3syncd worker: fd %d: %s\n", fd, strerror(errno));
+    worker_request_free(&w.req);
+    return 70;
+  }
+  uv_loop_init(&w.loop);
+  uv_pipe_init(&w.loop, &w.chan, 0);
+  if (uv_pipe_open(&w.chan, fd) == 0) {
+    w.chan_open = 1;
+    w.chan.data = &w;
+  }
+  uv_signal_init(&w.loop, &w.sigterm);
+  uv_signal_init(&w.loop, &w.sigint);
+  uv_timer_init(&w.loop, &w.progress);
+  w.sigterm.data = w.sigint.data = w.progress.data = &w;
+  uv_signal_start(&w.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&w.sigint, on_signal, SIGINT);
+  if (w.chan_open)
+    uv_read_start((uv_stream_t *)&w.chan, on_chan_alloc, on_chan_read);
+
+  int root = geteuid() == 0;
+  if (root && w.req.user == NULL) {
+    fail(&w, P3_EPRIV, "a root daemon runs accounts only as their user; set user");
+  } else if (root) {
+    err = privsep_user_state_dir(w.req.state_dir, w.req.user, (uid_t)w.req.uid,
+                                 (gid_t)w.req.gid, errbuf, sizeof errbuf);
+    if (err == 0)
+      err = privsep_drop(w.req.user, (uid_t)w.req.uid, errbuf, sizeof errbuf);
+    if (err)
+      fail(&w, err, errbuf);
+    else if (snprintf(w.state_path, sizeof w.state_path, "%s/%s/%s.state", w.req.state_dir,
+                      w.req.user, w.req.account) >= (int)sizeof w.state_path)
+      fail(&w, P3_ESTATE, "state path too long");
+  } else if (snprintf(w.state_path, sizeof w.state_path, "%s/%s.state", w.req.state_dir,
+                      w.req.account) >= (int)sizeof w.state_path) {
+    fail(&w, P3_ESTATE, "state path too long");
+  }
+  /* Set after the drop: a change of credentials clears it. */
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != parent)
+    stop(&w);
+  if (!w.reported)
+    resolve(&w);
+
+  uv_run(&w.loop, UV_RUN_DEFAULT);
+  engine_free(w.engine);
+  target_deinit(&w.target);
+  worker_request_free(&w.req);
+  uv_loop_close(&w.loop);
+  return w.exit_status;
+}

@@ -1,0 +1,170 @@
+#include "config.h"
+
+#include "worker_proto.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "errors.h"
+
+/* Every field survives the trip, secrets with newlines and backslashes included. */
+static void test_request_round_trip(void) {
+  struct worker_request q, back;
+  memset(&q, 0, sizeof q);
+  q.account = "work";
+  q.user = "alice";
+  q.uid = 1000;
+  q.gid = 1001;
+  q.server = "ssl:alice@mail.example.com";
+  q.maildir = "/home/alice/Mail dir";
+  q.password = "pa\\ss\nword\r end ";
+  q.password_command = "pass show mail\\x";
+  q.state_dir = "/var/lib/pop3sync";
+  q.pin_count = 2;
+  for (int i = 0; i < 32; i++) {
+    q.pins[0][i] = (uint8_t)i;
+    q.pins[1][i] = (uint8_t)(255 - i);
+  }
+  q.timeout_s = 30;
+  q.pipelining = SESSION_PIPELINING_AUTO;
+  q.window = 77;
+  q.keep = 1;
+  q.keep_days = -1;
+  q.verbose = 1;
+  char *buf;
+  size_t len;
+  CHECK_INT(worker_request_format(&q, &buf, &len), 0);
+  /* The secret never shows up as a raw line. */
+  CHECK(memmem(buf, len, "\nword", 5) == NULL);
+  char err[200] = "";
+  CHECK_INT(worker_request_parse(buf, len, &back, err, sizeof err), 0);
+  CHECK_STR(back.account, "work");
+  CHECK_STR(back.user, "alice");
+  CHECK_INT(back.uid, 1000);
+  CHECK_INT(back.gid, 1001);
+  CHECK_STR(back.maildir, "/home/alice/Mail dir");
+  CHECK_STR(back.password, "pa\\ss\nword\r end ");
+  CHECK_STR(back.password_command, "pass show mail\\x");
+  CHECK(back.netrc == NULL);
+  CHECK(back.ca_file == NULL);
+  CHECK_INT(back.pin_count, 2);
+  CHECK(memcmp(back.pins, q.pins, sizeof q.pins) == 0);
+  CHECK_INT(back.timeout_s, 30);
+  CHECK_INT(back.pipelining, SESSION_PIPELINING_AUTO);
+  CHECK_INT(back.window, 77);
+  CHECK_INT(back.keep, 1);
+  CHECK_INT(back.keep_days, -1);
+  CHECK_INT(back.verbose, 1);
+  worker_request_free(&back);
+  free(buf);
+}
+
+static void expect_bad(const char *text) {
+  struct worker_request q;
+  char err[200] = "";
+  CHECK_INT(worker_request_parse(text, strlen(text), &q, err, sizeof err), -EINVAL);
+  CHECK(err[0] != '\0');
+  worker_request_free(&q);
+}
+
+static void test_request_rejects(void) {
+  expect_bad("");
+  expect_bad("account a\nserver s\nmaildir /m\nstate_dir /s\n"); /* no end */
+  expect_bad("account a\nend \n");                               /* fields missing */
+  expect_bad("account a\nserver s\nmaildir /m\nstate_dir /s\nbogus 1\nend \n");
+  expect_bad("account a\nserver s\nmaildir /m\nstate_dir /s\ntimeout x\nend \n");
+  expect_bad("account a\\q\nserver s\nmaildir /m\nstate_dir /s\nend \n");
+  expect_bad("account a\nserver s\nmaildir /m\nstate_dir /s\npin 00\nend \n");
+  expect_bad("account a\nserver s\nmaildir /m\nstate_dir /s\npipelining 9\nend \n");
+}
+
+static void test_report_round_trip(void) {
+  struct engine_stuck stuck[2];
+  memset(stuck, 0, sizeof stuck);
+  stuck[0].number = 3;
+  snprintf(stuck[0].uid, sizeof stuck[0].uid, "UID-3");
+  stuck[0].size = 4096;
+  stuck[0].attempts = 3;
+  snprintf(stuck[0].last_error, sizeof stuck[0].last_error, "server said\nno");
+  stuck[1].number = 9;
+  struct engine_result r;
+  memset(&r, 0, sizeof r);
+  r.err = P3_EPARTIAL;
+  snprintf(r.message, sizeof r.message, "some messages: a\\b");
+  r.listed = 12;
+  r.delivered = 10;
+  r.bytes = 123456789012ull;
+  r.login_delay = -1;
+  r.uidl = 1;
+  r.stuck = stuck;
+  r.stuck_count = 2;
+  char *buf;
+  size_t len;
+  CHECK_INT(worker_report_format(&r, &buf, &len), 0);
+  struct worker_report rep;
+  worker_report_init(&rep);
+  char *line = buf;
+  for (char *nl; (nl = memchr(line, '\n', (size_t)(buf + len - line))) != NULL; line = nl + 1) {
+    *nl = '\0';
+    const char *trace = NULL;
+    CHECK_INT(worker_report_line(&rep, line, &trace), 0);
+  }
+  CHECK_INT(rep.done, 1);
+  CHECK_INT(rep.r.err, P3_EPARTIAL);
+  CHECK_STR(rep.r.message, "some messages: a\\b");
+  CHECK_INT(rep.r.listed, 12);
+  CHECK_INT(rep.r.delivered, 10);
+  CHECK(rep.r.bytes == 123456789012ull);
+  CHECK_INT(rep.r.login_delay, -1);
+  CHECK_INT(rep.r.uidl, 1);
+  CHECK_INT(rep.r.stuck_count, 2);
+  CHECK_INT(rep.stuck[0].number, 3);
+  CHECK_STR(rep.stuck[0].uid, "UID-3");
+  CHECK_STR(rep.stuck[0].last_error, "server said\nno");
+  CHECK_STR(rep.stuck[1].uid, "-");
+  /* Nothing after done. */
+  char extra[] = "progress 1 2 3";
+  const char *trace = NULL;
+  CHECK_INT(worker_report_line(&rep, extra, &trace), -EINVAL);
+  worker_report_free(&rep);
+  free(buf);
+}
+
+static void test_report_events(void) {
+  struct worker_report rep;
+  worker_report_init(&rep);
+  const char *trace = NULL;
+  char l1[] = "trace < +OK hello\\nthere";
+  CHECK_INT(worker_report_line(&rep, l1, &trace), 1);
+  CHECK_STR(trace, "< +OK hello\nthere");
+  char l2[] = "progress 5 10 4096";
+  CHECK_INT(worker_report_line(&rep, l2, &trace), 0);
+  CHECK_INT(rep.progress_done, 5);
+  CHECK_INT(rep.progress_total, 10);
+  CHECK_INT(rep.progress_bytes, 4096);
+  char l3[] = "child 4242";
+  CHECK_INT(worker_report_line(&rep, l3, &trace), 0);
+  CHECK_INT(rep.child_pid, 4242);
+  char bad1[] = "progress x";
+  CHECK_INT(worker_report_line(&rep, bad1, &trace), -EINVAL);
+  char bad2[] = "stuck_error no stuck before";
+  CHECK_INT(worker_report_line(&rep, bad2, &trace), -EINVAL);
+  char bad3[] = "child -5";
+  CHECK_INT(worker_report_line(&rep, bad3, &trace), -EINVAL);
+  char bad4[] = "result err notanumber";
+  CHECK_INT(worker_report_line(&rep, bad4, &trace), -EINVAL);
+  char unknown[] = "someday something";
+  CHECK_INT(worker_report_line(&rep, unknown, &trace), 0);
+  CHECK_INT(rep.done, 0);
+  worker_report_free(&rep);
+}
+
+int main(void) {
+  test_request_round_trip();
+  test_request_rejects();
+  test_report_round_trip();
+  test_report_events();
+  return check_result("test_worker_proto");
+}
