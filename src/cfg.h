@@ -65,6 +65,10 @@ struct cfg_errors {
  * does not touch a user's files.  `user' is required when the process runs
  * as root, and must be absent or its own user otherwise. */
 int cfg_load(const char *path, int check_maildirs, struct cfg **cfg_r, struct cfg_errors *errs);
+/* As cfg_load, with the root rules (`user' required) when as_root is set
+ * rather than when the process runs as root. */
+int cfg_load_mode(const char *path, int check_maildirs, int as_root, struct cfg **cfg_r,
+                  struct cfg_errors *errs);
 void cfg_free(struct cfg *cfg);
 void cfg_errors_free(struct cfg_errors *errs);
 

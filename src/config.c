@@ -41,6 +41,7 @@ struct loader {
   int oom;
   struct stat st; /* of the main file, for the password mode check */
   int check_maildirs;
+  int as_root; /* root's rules: every account names its `user' */
   char *dir; /* directory of the file: @include and its names are relative to it */
 };
 
@@ -525,7 +526,7 @@ static void check_user(struct loader *ld, const config_setting_t *g, const confi
   struct passwd pw, *res = NULL;
   char buf[4096];
 
-  if (geteuid() == 0 && user_s == NULL) {
+  if (ld->as_root && user_s == NULL) {
     add_error(ld, g, "account `%s': set user = \"NAME\" (the local user whose Maildir this is)",
               name);
     return;
@@ -542,7 +543,7 @@ static void check_user(struct loader *ld, const config_setting_t *g, const confi
               a->user);
     return;
   }
-  if (geteuid() != 0 && pw.pw_uid != geteuid()) {
+  if (!ld->as_root && pw.pw_uid != geteuid()) {
     add_error(ld, user_s, "account `%s': user = \"%.*s\" needs a daemon running as root", name,
               QUOTE_MAX, a->user);
     return;
@@ -670,7 +671,7 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
   check_user(ld, g, user_s, a);
 
   /* A disabled account is not polled, and its disk may well be absent. */
-  if (a->maildir != NULL && ld->check_maildirs && a->enabled && geteuid() != 0) {
+  if (a->maildir != NULL && ld->check_maildirs && a->enabled && !ld->as_root) {
     int err = make_maildir(a->maildir);
     if (err < 0)
       add_error(ld, maildir_s, "maildir %s: cannot create: %s", a->maildir, strerror(-err));
@@ -809,6 +810,11 @@ static char *absolute_path(const char *path) {
 }
 
 int cfg_load(const char *path, int check_maildirs, struct cfg **cfg_r, struct cfg_errors *errs) {
+  return cfg_load_mode(path, check_maildirs, geteuid() == 0, cfg_r, errs);
+}
+
+int cfg_load_mode(const char *path, int check_maildirs, int as_root, struct cfg **cfg_r,
+                  struct cfg_errors *errs) {
   struct loader ld;
   struct cfg *cfg = NULL;
   config_t lc;
@@ -825,6 +831,7 @@ int cfg_load(const char *path, int check_maildirs, struct cfg **cfg_r, struct cf
   ld.path = path;
   ld.errs = errs;
   ld.check_maildirs = check_maildirs;
+  ld.as_root = as_root;
 
   /* Our own open first: libconfig's "file I/O error" does not say why. */
   fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -52,8 +52,8 @@
 #define REPLY_BUSY "{\"error\":\"too many control connections\",\"exit\":75}"
 #define REPLY_TOO_LONG "{\"error\":\"request too long\",\"exit\":64}"
 #define REPLY_NUL "{\"error\":\"request contains a NUL byte\",\"exit\":64}"
-#define REPLY_WAITING_FULL                                                                   \
-  "{\"error\":\"too many control clients waiting for a run (%u); try again later, "          \
+#define REPLY_WAITING_FULL                                                                         \
+  "{\"error\":\"too many control clients waiting for a run (%u); try again later, "                \
   "or use fetch --no-wait\",\"exit\":75}"
 
 struct client;
@@ -63,8 +63,8 @@ struct control {
   uv_pipe_t server;
   const struct control_ops *ops;
   void *data;
-  uv_timer_t timer;       /* the earliest deadline of any client */
-  uint64_t timer_due;     /* loop time the timer is set for; 0: stopped */
+  uv_timer_t timer;   /* the earliest deadline of any client */
+  uint64_t timer_due; /* loop time the timer is set for; 0: stopped */
   struct control_limits lim;
   struct client *clients; /* every client whose handle is not yet closed */
   /* The counts below leave out clients whose handle is closing. */
@@ -89,18 +89,18 @@ struct client {
   struct client *prev, *next;
   uv_pipe_t pipe;
   int refs;
-  bool served;      /* passed the credential check and holds a slot */
-  bool queued;      /* passed the credential check, waits for a slot */
-  bool closing;     /* uv_close called, or close requested after a write */
-  bool reading;     /* uv_read_start in effect */
-  bool busy;        /* a request awaits control_reply */
-  bool waiting;     /* that request waits for a run (control_request_waits) */
-  bool idle;        /* served, nothing outstanding: may be evicted */
-  bool dispatching; /* inside client_process: a reply must not recurse */
-  uint64_t since;   /* queued: when accepted; idle: since when */
-  uint64_t seq;     /* queued: arrival order; idle: order of becoming idle */
+  bool served;                         /* passed the credential check and holds a slot */
+  bool queued;                         /* passed the credential check, waits for a slot */
+  bool closing;                        /* uv_close called, or close requested after a write */
+  bool reading;                        /* uv_read_start in effect */
+  bool busy;                           /* a request awaits control_reply */
+  bool waiting;                        /* that request waits for a run (control_request_waits) */
+  bool idle;                           /* served, nothing outstanding: may be evicted */
+  bool dispatching;                    /* inside client_process: a reply must not recurse */
+  uint64_t since;                      /* queued: when accepted; idle: since when */
+  uint64_t seq;                        /* queued: arrival order; idle: order of becoming idle */
   struct write_req *wq_head, *wq_tail; /* replies not yet written, oldest first */
-  size_t len;       /* bytes in buf */
+  size_t len;                          /* bytes in buf */
   char buf[CLIENT_BUF_MAX];
 };
 
@@ -114,7 +114,7 @@ struct write_req {
   struct client *cl;
   struct write_req *prev, *next; /* in cl's queue */
   uint64_t queued_at;            /* loop time */
-  bool close_after; /* the last word to this client: close once written */
+  bool close_after;              /* the last word to this client: close once written */
   char data[];
 };
 

@@ -71,11 +71,11 @@ int control_request_waits(const char *line);
 
 /* What the timers look at in one connection (pure; exposed for tests). */
 struct control_clock {
-  bool busy;            /* a request awaits control_reply */
-  bool writing;         /* a reply is queued and not completely written */
-  bool queued;          /* accepted, waiting for a free slot */
-  uint64_t idle_since;  /* ms: served, or last reply written (!busy, !writing) */
-  uint64_t write_since; /* ms: when the oldest unwritten reply was queued */
+  bool busy;             /* a request awaits control_reply */
+  bool writing;          /* a reply is queued and not completely written */
+  bool queued;           /* accepted, waiting for a free slot */
+  uint64_t idle_since;   /* ms: served, or last reply written (!busy, !writing) */
+  uint64_t write_since;  /* ms: when the oldest unwritten reply was queued */
   uint64_t queued_since; /* ms: accepted (queued) */
 };
 

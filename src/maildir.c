@@ -65,7 +65,7 @@ struct maildir_delivery {
   size_t head_off; /* bytes of head already in the file */
   size_t next_cap;
   uv_fs_t req;
-  uv_work_t work;  /* the open, then the final work */
+  uv_work_t work;           /* the open, then the final work */
   char tmp_name[NAME_ROOM]; /* in tmp/ */
   char new_name[NAME_ROOM]; /* in new/, filled at commit */
 };
@@ -150,8 +150,7 @@ static int open_subdir(int dirfd, const char *mdpath, const char *name, char *er
     /* O_NOFOLLOW says ELOOP (or ENOTDIR with O_DIRECTORY) for a symlink:
      * name it plainly, whatever the kernel chose. */
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
-      p3_set_error(errbuf, errlen, "%s/%s is a symbolic link; refusing to follow it", mdpath,
-                   name);
+      p3_set_error(errbuf, errlen, "%s/%s is a symbolic link; refusing to follow it", mdpath, name);
       return UV_ELOOP;
     }
     p3_set_error(errbuf, errlen, "cannot use %s/%s: %s", mdpath, name, strerror(-err));

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,16 +27,22 @@ int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, g
     p3_set_error(errbuf, errlen, "%s: %s", state_dir, strerror(errno));
     return P3_ESTATE;
   }
-  int created = mkdirat(dfd, user, 0700) == 0;
-  if (!created && errno != EEXIST) {
+  /* Two of the user's accounts may start at once: one creates and hands
+   * over, the other must not see the directory in between. */
+  if (flock(dfd, LOCK_EX) != 0) {
+    p3_set_error(errbuf, errlen, "cannot lock %s: %s", state_dir, strerror(errno));
+    close(dfd);
+    return P3_ESTATE;
+  }
+  if (mkdirat(dfd, user, 0700) != 0 && errno != EEXIST) {
     p3_set_error(errbuf, errlen, "cannot create %s/%s: %s", state_dir, user, strerror(errno));
     close(dfd);
     return P3_ESTATE;
   }
   int fd = openat(dfd, user, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   int saved = errno;
-  close(dfd);
   if (fd < 0) {
+    close(dfd);
     p3_set_error(errbuf, errlen, "%s/%s: %s", state_dir, user,
                  saved == ELOOP || saved == ENOTDIR ? "not a directory (a symbolic link?)"
                                                      : strerror(saved));
@@ -46,8 +53,9 @@ int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, g
   if (fstat(fd, &st) != 0) {
     p3_set_error(errbuf, errlen, "%s/%s: %s", state_dir, user, strerror(errno));
     err = P3_ESTATE;
-  } else if (created && st.st_uid == 0) {
-    /* Ours, just made, reached through an fd: hand it over. */
+  } else if (st.st_uid == 0) {
+    /* Ours (only root writes in state_dir): just made, or left by a worker
+     * that died before handing it over.  Reached through an fd: hand it over. */
     if (fchown(fd, uid, gid) != 0 || fchmod(fd, 0700) != 0) {
       p3_set_error(errbuf, errlen, "cannot give %s/%s to %s: %s", state_dir, user, user,
                    strerror(errno));
@@ -63,6 +71,7 @@ int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, g
     err = P3_EUNSAFE;
   }
   close(fd);
+  close(dfd); /* and the lock with it */
   return err;
 }
 

@@ -43,7 +43,7 @@ enum progress_verdict {
 };
 
 struct progress {
-  uint64_t timeout;      /* T, in ms (> 0) */
+  uint64_t timeout; /* T, in ms (> 0) */
   enum progress_wait wait;
   enum progress_verdict verdict; /* sticky once not OK */
   /* Clocks in "active" time: real time minus the time spent paused. */

@@ -1035,8 +1035,10 @@ static int check_file(int fd, const char *path, char *errbuf, size_t errlen) {
     return P3_EUNSAFE;
   }
   if (sb.st_uid != geteuid()) {
-    p3_set_error(errbuf, errlen, "refusing %s: it belongs to uid %lu, not to uid %lu (who runs "
-                 "pop3sync)", path, (unsigned long)sb.st_uid, (unsigned long)geteuid());
+    p3_set_error(errbuf, errlen,
+                 "refusing %s: it belongs to uid %lu, not to uid %lu (who runs "
+                 "pop3sync)",
+                 path, (unsigned long)sb.st_uid, (unsigned long)geteuid());
     return P3_EUNSAFE;
   }
   return 0;
@@ -1493,8 +1495,7 @@ static int rewrite(struct uidstate *st) {
    * symlink itself, never its target); O_EXCL|O_NOFOLLOW then makes sure
    * the file written is the one just created. */
   unlinkat(st->dir_fd, tmp, 0);
-  fd = openat(st->dir_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
-              0600);
+  fd = openat(st->dir_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
     err = -errno;
     free(tmp);

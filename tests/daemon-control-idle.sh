@@ -51,10 +51,20 @@ def note(msg):
     print("# " + msg, file=sys.stderr)
 
 def connect():
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5)
-    s.connect(sock_path)
-    return s
+    # Non-blocking: with the listen backlog full a Unix socket says EAGAIN at once, where a
+    # blocking connect could wait for ever; retry for up to 5 s.
+    deadline = time.monotonic() + 5
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(sock_path)
+            return s
+        except BlockingIOError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 def read_line(s, timeout):
     """One line (bytes, with its newline), None on EOF/reset, "timeout" after timeout s."""

@@ -19,6 +19,7 @@
 . "${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}/tests/lib/common.sh"
 T_TIMEOUT=${T_TIMEOUT:-240}
 t_init daemon-privsep
+DAEMON_ACCOUNT_USER=  # this test names its own user
 . "$top_srcdir/tests/lib/daemon.sh"
 . "$top_srcdir/tests/lib/testuser.sh"
 testuser_require

@@ -80,13 +80,23 @@ daemon_case() {
   [ -x "$DAEMON" ] || t_fail "$DAEMON not built"
   tt_serve "$name" "$T/orig" --latency 5
   mkdir -p "$T/$name.etc"
+  # As root the daemon runs the account as its user (nobody here), which must reach the
+  # Maildir; its journal is then in state_dir/nobody/.
+  local user_line= state_sub=
+  if [ "$(id -u)" = 0 ]; then
+    chmod 0711 "$T"
+    mkdir -p "$T/$name.md"
+    chown nobody:nogroup "$T/$name.md"
+    user_line='user = "nobody";'
+    state_sub=nobody/
+  fi
   cat >"$T/$name.etc/conf" <<EOF
 control_socket = "$sock";
 state_dir = "$T/$name.statedir";
 timeout = 20;
 interval = 1;
 accounts = (
-  { name = "acct";
+  { name = "acct"; $user_line
     server = "tcp:test@127.0.0.1:$TT_PORT";
     maildir = "$T/$name.md";
     password = "secret"; }
@@ -99,7 +109,7 @@ EOF
   kill -KILL "$dpid" 2>/dev/null
   wait "$dpid" 2>/dev/null
   echo "killed after $delay ms" >>"$T/$name.rcs"
-  ln -sf "$name.statedir/acct.state" "$T/$name.state"
+  ln -sf "$name.statedir/${state_sub}acct.state" "$T/$name.state"
   tt_lost "$name" "$T/orig"
   local left
   left=$(tt_left "$name")

@@ -25,6 +25,12 @@
 #
 # Variables: $DAEMON (the binary), $POP3CTL, $FAKEPOP3D, $DAEMON_SOCK (control socket, default
 # $T/run/control.sock), $DAEMON_STATE ($T/state), $DAEMON_LOG ($T/daemon.log).
+#
+# As root, pop3syncd runs every account as its `user' (pop3syncd(8), RUNNING AS ROOT), so
+# daemon_conf adds user = "$DAEMON_ACCOUNT_USER" (default nobody: no user is created) to each
+# account line that names none, and $T becomes reachable for that user: 0711, with $T/mail
+# (where the tests put their Maildirs) its own.  Set DAEMON_ACCOUNT_USER= before sourcing
+# this file to write `user' yourself.
 
 DAEMON=${DAEMON:-$top_builddir/pop3syncd}
 POP3CTL=${POP3CTL:-$top_builddir/pop3ctl}
@@ -36,6 +42,16 @@ DAEMON_LOG=$T/daemon.log
 DAEMON_PID=
 FAKE_PORT=
 FAKE_PID=
+if [ "$(id -u)" = 0 ]; then
+  DAEMON_ACCOUNT_USER=${DAEMON_ACCOUNT_USER-nobody}
+else
+  DAEMON_ACCOUNT_USER=
+fi
+if [ -n "$DAEMON_ACCOUNT_USER" ]; then
+  chmod 0711 "$T"
+  mkdir -p "$T/mail"
+  chown "$DAEMON_ACCOUNT_USER:$(id -g "$DAEMON_ACCOUNT_USER")" "$T/mail"
+fi
 
 daemon_require() {
   local b
@@ -86,8 +102,10 @@ mail_gen() {
 
 # daemon_conf FILE: the config from stdin, mode 0600 (it may hold a password).
 daemon_conf() {
-  (umask 077 && cat >"$1.tmp") && chmod 0600 "$1.tmp" && mv -f "$1.tmp" "$1" ||
-    t_fail "cannot write $1"
+  local add=
+  [ -n "$DAEMON_ACCOUNT_USER" ] && add=" user = \"$DAEMON_ACCOUNT_USER\";"
+  (umask 077 && sed -e "/user *=/b" -e "s/\(name *= *\"[^\"]*\" *;\)/\1$add/" >"$1.tmp") &&
+    chmod 0600 "$1.tmp" && mv -f "$1.tmp" "$1" || t_fail "cannot write $1"
 }
 
 # The global settings every test config starts with.

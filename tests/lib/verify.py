@@ -368,13 +368,21 @@ def cmd_order(a):
     events = []  # (seq, kind, ...)
     errs = []
     qstr = r'"((?:[^"\\]|\\.)*)"'
+
+    def resolve(dirarg, path):
+        # openat/renameat2/linkat name files relative to a directory fd (the Maildir's
+        # tmp/ new/ cur/, the state's directory): resolve through the fds seen so far.
+        if dirarg and dirarg.isdigit() and not path.startswith("/") and int(dirarg) in fds:
+            path = os.path.join(fds[int(dirarg)][0], path)
+        return os.path.normpath(path)
+
     for seq, end, rest in calls:
         m = re.match(r'^openat\((\w+), ' + qstr + r', ([^)]*)\)\s*=\s*(-?\d+)', rest)
         if m:
             fd = int(m.group(4))
             if fd >= 0:
                 path = unescape(m.group(2)).decode("latin-1")
-                fds[fd] = (os.path.normpath(path), "O_DIRECTORY" in m.group(3))
+                fds[fd] = (resolve(m.group(1), path), "O_DIRECTORY" in m.group(3))
             continue
         m = re.match(r'^socket\(.*\)\s*=\s*(\d+)', rest)
         if m:
@@ -391,10 +399,10 @@ def cmd_order(a):
             continue
         m = re.match(r'^(rename|renameat|renameat2|link|linkat)\((.*)\)\s*=\s*0\b', rest)
         if m:
-            paths = [unescape(x).decode("latin-1") for x in re.findall(qstr, m.group(2))]
+            paths = [resolve(d, unescape(x).decode("latin-1"))
+                     for d, x in re.findall(r'(?:^|, )(?:(\w+), )?' + qstr, m.group(2))]
             if len(paths) >= 2:
-                events.append((seq, "rename", os.path.normpath(paths[0]),
-                               os.path.normpath(paths[1]), end))
+                events.append((seq, "rename", paths[0], paths[1], end))
             continue
         m = re.match(r'^(write|writev|sendmsg|sendto)\((\d+), (.*)\)\s*=\s*(\d+)', rest)
         if m:

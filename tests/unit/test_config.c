@@ -4,6 +4,7 @@
 #include "errors.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -14,6 +15,11 @@
 #include <unistd.h>
 
 #include "check.h"
+
+/* The bulk of these tests checks the rules for a daemon running as its user,
+ * whoever runs them; test_root_mode checks root's. */
+static int root_rules;
+#define cfg_load(p, c, r, e) cfg_load_mode((p), (c), root_rules, (r), (e))
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/usr/local/etc"
@@ -691,25 +697,20 @@ static void test_maildirs(void) {
   /* Again: existing directories are fine. */
   CHECK_INT(load_mode(text, 0600, 1), 0);
 
-  /* Root hands what it creates to the owner of the directory above. */
-  if (geteuid() == 0) {
-    snprintf(sub, sizeof(sub), "%s/home", tmpdir);
-    CHECK_INT(mkdir(sub, 0755), 0);
-    CHECK_INT(chown(sub, 65534, 65534), 0);
-    snprintf(md, sizeof(md), "%s/home/Mail/box", tmpdir);
-    snprintf(text, sizeof(text),
-             "accounts = ( { name = \"a\"; server = \"h\";\n maildir = \"%s\"; } );\n", md);
-    CHECK_INT(load_mode(text, 0600, 1), 0);
-    snprintf(sub, sizeof(sub), "%s/new", md);
-    CHECK_INT(stat(sub, &st), 0);
-    CHECK_INT(st.st_uid, 65534);
-    CHECK_INT(st.st_gid, 65534);
-    snprintf(sub, sizeof(sub), "%s/home/Mail", tmpdir);
-    CHECK_INT(stat(sub, &st), 0);
-    CHECK_INT(st.st_uid, 65534);
-  }
+  /* Root's rules: the loader never creates a user's Maildir (the worker does,
+   * as the user, at the first run). */
+  snprintf(md, sizeof(md), "%s/rootmode/Maildir", tmpdir);
+  snprintf(text, sizeof(text),
+           "accounts = ( { name = \"a\"; server = \"h\"; user = \"nobody\";\n"
+           " maildir = \"%s\"; } );\n",
+           md);
+  root_rules = 1;
+  CHECK_INT(load_mode(text, 0600, 1), 0);
+  root_rules = 0;
+  snprintf(sub, sizeof(sub), "%s/rootmode", tmpdir);
+  CHECK(stat(sub, &st) != 0);
 
-  /* A regular file in the way: mkdir fails with ENOTDIR, even for root. */
+  /* A regular file in the way: mkdir fails with ENOTDIR. */
   snprintf(file, sizeof(file), "%s/plainfile", tmpdir);
   write_file("plainfile", "x", 0600);
   snprintf(md, sizeof(md), "%s/Maildir", file);
@@ -761,7 +762,9 @@ static void test_example(void) {
   }
   while (fgets(line, sizeof(line), in) != NULL) {
     const char *p = line + strspn(line, " ");
-    if (p[0] == '#' && p[1] >= 'a' && p[1] <= 'z')
+    /* `user' names a person (alice) who need not exist here; test_root_mode
+     * covers the key. */
+    if (p[0] == '#' && p[1] >= 'a' && p[1] <= 'z' && strncmp(p, "#user ", 6) != 0)
       fprintf(out, "%.*s%s", (int)(p - line), line, p + 1);
     else
       fputs(line, out);
@@ -789,6 +792,39 @@ static void rm_rf(const char *dir) {
     fprintf(stderr, "could not remove %s\n", dir);
 }
 
+/* Root runs each account as its `user': required, must exist, never root;
+ * a daemon running as a user may name only itself. */
+static void test_root_mode(void) {
+  char line[PATH_MAX + 256];
+  struct passwd *me = getpwuid(geteuid());
+  root_rules = 1;
+  EXPECT_ONE(ACCOUNT(""), 3,
+             "account `a': set user = \"NAME\" (the local user whose Maildir this is)");
+  EXPECT_ONE(ACCOUNT("    user = \"no-such-user-p3\";\n"), 6,
+             "account `a': no local user named \"no-such-user-p3\"");
+  EXPECT_ONE(ACCOUNT("    user = \"root\";\n"), 6,
+             "account `a': user = \"root\" is root; name the unprivileged local user whose "
+             "Maildir this is");
+  CHECK_INT(load(ACCOUNT("    user = \"nobody\";\n")), 0);
+  if (cfg != NULL && cfg->account_count == 1) {
+    CHECK_STR(cfg->accounts[0].user, "nobody");
+    CHECK_INT(cfg->accounts[0].uid, 65534);
+  }
+  root_rules = 0;
+  if (geteuid() != 65534) {
+    EXPECT_ONE(ACCOUNT("    user = \"nobody\";\n"), 6,
+               "account `a': user = \"nobody\" needs a daemon running as root");
+  }
+  if (me != NULL) {
+    snprintf(line, sizeof line, "    user = \"%s\";\n", me->pw_name);
+    char text[PATH_MAX + 512];
+    snprintf(text, sizeof text, ACCOUNT("%s"), line);
+    /* Naming oneself is fine (except root, which is never an account's user). */
+    if (geteuid() != 0)
+      CHECK_INT(load(text), 0);
+  }
+}
+
 int main(void) {
   snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_config.XXXXXX");
   if (mkdtemp(tmpdir) == NULL) {
@@ -807,6 +843,7 @@ int main(void) {
   test_include();
   test_maildirs();
   test_example();
+  test_root_mode();
   cfg_free(cfg);
   cfg_errors_free(&errs);
   rm_rf(tmpdir);

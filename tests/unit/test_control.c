@@ -45,8 +45,8 @@ static struct {
   uv_timer_t slow_timer;
   bool slow_started;
   int slow_replies;
-  int slow_alive; /* control_req_alive() just before the last slow reply */
-  bool closed;    /* control_close's callback ran */
+  int slow_alive;              /* control_req_alive() just before the last slow reply */
+  bool closed;                 /* control_close's callback ran */
   struct control_req *held[8]; /* "hold" and "fetch ..." wait for release_held() */
   int nheld;
 } srv;

@@ -412,16 +412,16 @@ static void test_clean_tmp(void) {
   /* Kept: foreign names (old), ours but fresh and alive or elsewhere. */
   {
     static const char *const foreign[] = {
-        "1600000000.M1P2.host",            /* no Q: another MDA's */
-        "courier-12345.tmp",               /* no scheme at all */
-        "1600000000.M1P2Q3.host:2,S",      /* an info part */
-        "1600000000.M1P2Q3.host,S=5",      /* a final name */
-        "x1600000000.M1P2Q3.host",         /* a prefix */
-        "1600000000.M1234567P2Q3.host",    /* 7 digits of usec */
-        "1600000000.M1P0Q3.host",          /* pid 0 */
-        "1600000000.M1P2Q3.",              /* no host */
-        "1600000000.MP2Q3.host",           /* no usec */
-        ".1600000000.M1P2Q3.host",         /* hidden */
+        "1600000000.M1P2.host",         /* no Q: another MDA's */
+        "courier-12345.tmp",            /* no scheme at all */
+        "1600000000.M1P2Q3.host:2,S",   /* an info part */
+        "1600000000.M1P2Q3.host,S=5",   /* a final name */
+        "x1600000000.M1P2Q3.host",      /* a prefix */
+        "1600000000.M1234567P2Q3.host", /* 7 digits of usec */
+        "1600000000.M1P0Q3.host",       /* pid 0 */
+        "1600000000.M1P2Q3.",           /* no host */
+        "1600000000.MP2Q3.host",        /* no usec */
+        ".1600000000.M1P2Q3.host",      /* hidden */
     };
     for (i = 0; i < (int)(sizeof(foreign) / sizeof(foreign[0])); i++) {
       snprintf(name[3 + i], 300, "%s", foreign[i]);

@@ -133,7 +133,7 @@ static void test_body_silence(void) {
   progress_init(&p, T);
   progress_body_wait(&p, 0);
   progress_body_bytes(&p, 100, 1000000); /* window 1 filled at once */
-  CHECK(progress_deadline(&p) == T); /* the window's end comes first */
+  CHECK(progress_deadline(&p) == T);     /* the window's end comes first */
   CHECK_INT(progress_check(&p, T), PROGRESS_OK);
   CHECK(progress_deadline(&p) == 100 + T);
   CHECK_INT(progress_check(&p, 100 + T - 1), PROGRESS_OK);

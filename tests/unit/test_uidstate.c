@@ -1100,8 +1100,10 @@ static void expect_unsafe(const char *path, const char *named, const char *words
 
   if (err != P3_EUNSAFE || st != NULL || strstr(errbuf, named) == NULL ||
       strstr(errbuf, words) == NULL) {
-    fprintf(stderr, "line %d: uidstate_open(%s) = %d \"%s\"; expected P3_EUNSAFE naming %s "
-            "with \"%s\"\n", line, path, err, errbuf, named, words);
+    fprintf(stderr,
+            "line %d: uidstate_open(%s) = %d \"%s\"; expected P3_EUNSAFE naming %s "
+            "with \"%s\"\n",
+            line, path, err, errbuf, named, words);
     check_failures++;
   }
   if (err == 0)
@@ -1153,8 +1155,7 @@ static void test_unsafe_files(void) {
   CHECK_INT(mkdir(path_of("gw"), 0700), 0);
   CHECK_INT(chmod(path_of("gw"), 0770), 0);
   path = path_of("gw/acct.state");
-  snprintf(want, sizeof(want), "its directory %s is writable by group or others",
-           path_of("gw"));
+  snprintf(want, sizeof(want), "its directory %s is writable by group or others", path_of("gw"));
   expect_unsafe(path, path, want, __LINE__);
   CHECK(access(path_of("gw/acct.state"), F_OK) != 0);
   CHECK(access(path_of("gw/acct.state.lock"), F_OK) != 0);
