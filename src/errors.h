@@ -15,7 +15,7 @@
   X(P3_ESPEC, -4001, 64, "malformed connection spec")                             \
   X(P3_EUSAGE, -4002, 64, "bad usage")                                            \
   X(P3_ENETRC, -4010, 78, "malformed netrc file")                                 \
-  X(P3_ENETRCPERM, -4011, 78, "netrc file is readable by group or others")        \
+  X(P3_ENETRCPERM, -4011, 78, "netrc file is not yours, or is open to others")     \
   X(P3_ENOPASS, -4012, 78, "no password found")                                   \
   X(P3_EPWCMD, -4013, 78, "password command failed")                              \
   X(P3_ECONFIG, -4014, 78, "invalid configuration")                               \

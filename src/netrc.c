@@ -294,6 +294,16 @@ static int open_own_file(const char *path, struct stat *st, char *errbuf, size_t
                  path, (unsigned long)lst.st_uid, me);
     return P3_ENETRCPERM;
   }
+  /* Said before the open, which may fail (EACCES) on another user's file:
+   * the reason is the owner.  The fstat below stays the check that counts. */
+  if (via_link ? stat(path, &lst) == 0 : 1) {
+    if (lst.st_uid != me) {
+      p3_set_error(errbuf, errlen, via_link ? "%s links to a file owned by uid %lu, not by you (uid %lu)"
+                                            : "%s is owned by uid %lu, not by you (uid %lu)",
+                   path, (unsigned long)lst.st_uid, me);
+      return P3_ENETRCPERM;
+    }
+  }
   /* O_NONBLOCK: a FIFO planted here must not hang us; read() of a regular
    * file ignores it. */
   fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (via_link ? 0 : O_NOFOLLOW));

@@ -216,12 +216,16 @@ refill
 ctl fetch rootnetrc >"$T/rootnetrc.out" 2>&1
 rc=$?
 t_assert_eq "$rc" 78 "netrc owned by root: exit"
-grep -q "root.netrc" "$T/rootnetrc.out" || { cat "$T/rootnetrc.out" >&2; d_fail "the netrc error does not name the file"; }
+grep -q "root.netrc is owned by uid 0" "$T/rootnetrc.out" ||
+  { cat "$T/rootnetrc.out" >&2; d_fail "the netrc error does not name the file and its owner"; }
 as_user ln -s "$T/root.netrc" "$TU_HOME/.netrc"
 ctl fetch symnetrc >"$T/symnetrc.out" 2>&1
 rc=$?
 t_assert_eq "$rc" 78 "~/.netrc a symlink to root's file: exit"
+grep -q "links to a file owned by uid 0" "$T/symnetrc.out" ||
+  { cat "$T/symnetrc.out" >&2; d_fail "the netrc symlink refusal does not say why"; }
 cmp -s "$T/root.netrc" "$T/root.netrc.orig" || d_fail "root's netrc changed"
+as_user rm -f "$TU_HOME/.netrc"
 t_assert_eq "$(stat -c '%U %a' "$T/root.netrc")" "root 600" "root's netrc owner and mode"
 t_assert_eq "$(server_count)" 12 "messages on the server after the netrc refusals"
 rm -f "$T/srv"/*
