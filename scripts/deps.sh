@@ -3,12 +3,16 @@
 #   deps.sh build   the build dependencies
 #   deps.sh test    the build dependencies plus what the test suite runs
 #                   (Dovecot, openssl, python3, strace, setpriv)
+#   deps.sh interop the build dependencies plus the POP3 servers of `make interop'
 set -eu
 want="build-essential autoconf automake pkg-config libuv1-dev libmbedtls-dev libconfig-dev python3"
 case "${1:-build}" in
   build) ;;
   test) want="$want dovecot-pop3d dovecot-core openssl strace util-linux procps systemd clang-14 libclang-rt-14-dev" ;;
-  *) echo "usage: deps.sh build|test" >&2; exit 64 ;;
+  # make interop: the servers that install beside Dovecot (tests/interop/run.sh unpacks the
+  # conflicting courier-pop, popa3d, solid-pop3d and cyrus-pop3d itself).
+  interop) want="$want mailutils-pop3d courier-base courier-authdaemon cyrus-common sasl2-bin socat liblockfile1" ;;
+  *) echo "usage: deps.sh build|test|interop" >&2; exit 64 ;;
 esac
 missing=""
 for p in $want; do

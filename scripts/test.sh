@@ -3,13 +3,20 @@
 # every test: the normal build with -Werror, then the same suite under
 # AddressSanitizer + UndefinedBehaviorSanitizer, then each libFuzzer target
 # for 15 s, then `make distcheck'.  SKIP_ASAN=1 / SKIP_FUZZ=1 /
-# SKIP_DISTCHECK=1 skip those steps.
+# SKIP_DISTCHECK=1 skip those steps.  After the plain `make check', `make interop' runs
+# pop3 against real servers (SKIP_INTEROP=1 skips it).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 bash "$top/scripts/deps.sh" test
 status=0
 RECONFIGURE=1 bash "$top/scripts/build.sh" "$top/build" --enable-werror --enable-crash-points
 make -C "$top/build" -j2 check || { status=1; cat "$top/build/test-suite.log"; }
+# Real POP3 servers from Debian's packages (tests/interop; needs root), once, on the plain
+# build only: not under ASan, not in distcheck. SKIP_INTEROP=1 skips it.
+rm -f "$top/build/interop-suite.log"
+if [ -z "${SKIP_INTEROP:-}" ]; then
+  make -C "$top/build" interop || status=1
+fi
 if [ -z "${SKIP_ASAN:-}" ]; then
   RECONFIGURE=1 bash "$top/scripts/build.sh" "$top/build-asan" --enable-werror --enable-crash-points \
     CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \

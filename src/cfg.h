@@ -36,6 +36,7 @@ struct cfg_account {
   int enabled;             /* default true */
   int keep;                /* keep = true: never DELE, fetch only new UIDs */
   int keep_days;           /* -1: not set */
+  int utf8;                /* utf8 = false: never send UTF8 (RFC 6856) */
 };
 
 struct cfg {

@@ -582,6 +582,7 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
   a->line = (int)config_setting_source_line(g);
   a->enabled = 1;
   a->keep_days = -1;
+  a->utf8 = 1;
   for (i = 0; i < n; i++) {
     const config_setting_t *s = config_setting_get_elem(g, i);
     const char *key = config_setting_name(s);
@@ -633,6 +634,8 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
     } else if (strcmp(key, "keep_days") == 0) {
       if (get_int(ld, s, 0, INT_MAX, &v) == 0)
         a->keep_days = (int)v;
+    } else if (strcmp(key, "utf8") == 0) {
+      get_bool(ld, s, &a->utf8);
     } else if (strcmp(key, "enabled") == 0) {
       get_bool(ld, s, &a->enabled);
     } else {
@@ -685,6 +688,54 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
     a->pipelining = cfg->pipelining;
 }
 
+/* The mailbox an account fetches, "user@tcp_host:port" (spec_identity), with
+ * the user the spec leaves out filled in as the run will (the local user's
+ * name).  Returns 0, or -1 when it is not known at load time. */
+static int account_mailbox(const struct cfg_account *a, char *buf, size_t len) {
+  struct p3_spec spec;
+  if (!a->spec_valid || (a->user != NULL && a->uid == 0))
+    return -1; /* a bad spec or user: reported already */
+  spec = a->spec;
+  if (spec.user[0] == '\0') {
+    const char *name = a->user;
+    struct passwd *pw = name == NULL ? getpwuid(geteuid()) : NULL;
+    if (name == NULL && pw != NULL)
+      name = pw->pw_name;
+    if (name == NULL || strlen(name) >= sizeof(spec.user))
+      return -1;
+    strcpy(spec.user, name);
+  }
+  return spec_identity(&spec, buf, len) < 0 ? -1 : 0;
+}
+
+/* One mailbox, one journal and one lock (journal_path.h): two enabled
+ * accounts of one local user that fetch the same mailbox would take turns at
+ * the lock and keep each other's runs failing.  A netrc account name is taken as the spec
+ * it reads as (it is resolved only at run time); the same name with the same
+ * netrc file is the same mailbox either way. */
+static void check_same_mailbox(struct loader *ld, const struct cfg *cfg, const config_setting_t *g,
+                               const struct cfg_account *a) {
+  char id[P3_USER_MAX + P3_HOST_MAX + 16], other[sizeof(id)];
+  size_t j;
+
+  if (!a->enabled || account_mailbox(a, id, sizeof(id)) < 0)
+    return;
+  for (j = 0; j + 1 < cfg->account_count; j++) {
+    const struct cfg_account *b = &cfg->accounts[j];
+    if (b->name == NULL || !b->enabled || b->uid != a->uid ||
+        account_mailbox(b, other, sizeof(other)) < 0 || strcmp(id, other) != 0)
+      continue;
+    if ((a->netrc == NULL) != (b->netrc == NULL) ||
+        (a->netrc != NULL && strcmp(a->netrc, b->netrc) != 0))
+      continue;
+    add_error(ld, g,
+              "accounts `%s' and `%s' (line %d) fetch the same mailbox %s as one local user: "
+              "keep one of them (a mailbox has one journal)",
+              a->name, b->name, b->line, id);
+    return;
+  }
+}
+
 static void load_accounts(struct loader *ld, struct cfg *cfg, const config_setting_t *list) {
   const config_setting_t **name_s;
   int n, i;
@@ -726,6 +777,8 @@ static void load_accounts(struct loader *ld, struct cfg *cfg, const config_setti
         break;
       }
     }
+    if (j + 1 >= cfg->account_count) /* a duplicate name says enough */
+      check_same_mailbox(ld, cfg, g, a);
   }
   free(name_s);
 }

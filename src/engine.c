@@ -17,7 +17,9 @@
 #include "conn.h"
 #include "crash.h"
 #include "errors.h"
+#include "hdrdigest.h"
 #include "maildir.h"
+#include "plan.h"
 #include "uidstate.h"
 
 /* Body bytes queued for the thread pool before the socket stops being read,
@@ -73,6 +75,18 @@ struct engine {
 
   /* Per-message failure texts, for the attempt records. */
   char **fail_text;
+
+  /* The plan for this session's listing (plan.h): one item per message,
+   * with copies of the journal records it was decided on. */
+  struct plan_options plan_opts;
+  struct plan_item *plan;
+  struct plan_rec *plan_recs;
+  size_t plan_n;
+  /* The header digest of the probe (TOP n 0) being received; probe_lost:
+   * part of that header could not be digested (no memory). */
+  struct hdrdigest *probe_hd;
+  size_t probe_idx;
+  int probe_lost;
 
   struct engine_stuck *stuck;
   size_t stuck_count;
@@ -159,18 +173,41 @@ static const char *msg_uid(struct engine *e, size_t idx) {
   return session_msg_uid(e->session, idx);
 }
 
+/* The UID a delivery of idx is recorded under, or NULL when it gets no
+ * record: no journal, no usable UID, or a UID the listing shows more than
+ * once (not an identity, see plan.h). */
+static const char *record_uid(struct engine *e, size_t idx) {
+  if (e->state == NULL)
+    return NULL;
+  if (e->plan == NULL || idx >= e->plan_n || e->plan[idx].dup_uid)
+    return NULL;
+  return e->plan[idx].uid;
+}
+
 /* ---- delivery */
 
 struct delivery_ctx {
   struct engine *e;
   size_t idx;
+  /* The header digest, computed while the body streams through; final once
+   * the body is complete (has_digest). */
+  struct hdrdigest *hd;
+  int has_digest;
+  uint8_t digest[HDRDIGEST_LEN];
   /* For the intent record written on the worker right before the rename:
    * copies, so the worker touches nothing the loop thread changes. */
   const char *server;
-  char uid[72];
+  char uid[UIDSTATE_UID_MAX + 1];
   uint64_t size;
   int state_fd;
 };
+
+static void delivery_ctx_free(struct delivery_ctx *ctx) {
+  if (ctx) {
+    hdrdigest_free(ctx->hd);
+    free(ctx);
+  }
+}
 
 /* Worker thread, between fsync and rename: append the message's D record
  * first, so that a kill right after the rename cannot leave a file in new/
@@ -179,8 +216,8 @@ struct delivery_ctx {
 static int write_intent(void *arg, const char *new_name) {
   struct delivery_ctx *c = arg;
   char line[4200];
-  int n = uidstate_format_delivered(c->server, c->uid, c->size, new_name, time(NULL), line,
-                                    sizeof line);
+  int n = uidstate_format_delivered(c->server, c->uid, c->size, new_name, time(NULL),
+                                    c->has_digest ? c->digest : NULL, line, sizeof line);
   if (n < 0)
     return n;
   ssize_t w = write(c->state_fd, line, (size_t)n);
@@ -195,7 +232,10 @@ static void on_delivered(struct maildir_delivery *d, int err, const char *new_na
   struct delivery_ctx *ctx = data;
   struct engine *e = ctx->e;
   size_t idx = ctx->idx;
-  free(ctx);
+  int has_digest = ctx->has_digest;
+  uint8_t digest[HDRDIGEST_LEN];
+  memcpy(digest, ctx->digest, sizeof digest);
+  delivery_ctx_free(ctx);
   if (err == 0) {
     e->result.delivered++;
     e->result.bytes += bytes;
@@ -208,13 +248,13 @@ static void on_delivered(struct maildir_delivery *d, int err, const char *new_na
     finish_if_idle(e);
     return;
   }
-  const char *uid = msg_uid(e, idx);
-  if (err == 0 && e->state && uid) {
+  const char *uid = record_uid(e, idx);
+  if (err == 0 && uid) {
     struct record_write *w = calloc(1, sizeof *w);
     size_t len;
     int ferr = w ? uidstate_append_delivered(e->state, e->server, uid,
                                              session_msg(e->session, idx)->size, new_name,
-                                             time(NULL), &w->line, &len)
+                                             time(NULL), has_digest ? digest : NULL, &w->line, &len)
                  : -ENOMEM;
     if (ferr == 0) {
       w->e = e;
@@ -246,15 +286,18 @@ static int on_msg_begin(void *data, size_t idx) {
   struct delivery_ctx *ctx = calloc(1, sizeof *ctx);
   int err = ctx ? maildir_open(&e->md, on_delivered, ctx, &d) : -ENOMEM;
   if (err) {
-    free(ctx);
+    delivery_ctx_free(ctx);
     snprintf(e->save_detail, sizeof e->save_detail, "%s: %s", e->opts.maildir, uv_strerror(err));
     return err;
   }
   ctx->e = e;
   ctx->idx = idx;
   ctx->state_fd = -1;
-  const char *uid = msg_uid(e, idx);
-  if (e->state && uid) {
+  const char *uid = record_uid(e, idx);
+  if (uid) {
+    /* Without it the record has no digest: a size change in keep mode then
+     * means a new message (fetched again), never a loss. */
+    ctx->hd = hdrdigest_new();
     ctx->server = e->server;
     snprintf(ctx->uid, sizeof ctx->uid, "%s", uid);
     ctx->size = session_msg(e->session, idx)->size;
@@ -275,6 +318,8 @@ static void on_drain_check(uv_check_t *h) {
 
 static int on_msg_data(void *data, size_t idx, const char *buf, size_t len) {
   struct engine *e = data;
+  if (e->current_ctx->hd && !hdrdigest_header_done(e->current_ctx->hd))
+    hdrdigest_feed(e->current_ctx->hd, buf, len);
   int err = maildir_write(e->current, buf, len);
   if (err)
     return err;
@@ -297,6 +342,12 @@ static void on_msg_end(void *data, size_t idx) {
   struct delivery_ctx *ctx = e->current_ctx;
   e->current = NULL;
   e->current_ctx = NULL;
+  if (ctx->hd) {
+    hdrdigest_final(ctx->hd, ctx->digest);
+    hdrdigest_free(ctx->hd);
+    ctx->hd = NULL;
+    ctx->has_digest = 1;
+  }
   if (ctx->state_fd >= 0)
     maildir_commit_with(d, write_intent, ctx);
   else
@@ -427,6 +478,101 @@ static void add_stuck(struct engine *e, size_t idx, const struct uidstate_rec *r
            rec && rec->last_error ? rec->last_error : "");
 }
 
+/* Traces a decision that is not routine (routine: new, delivered, kept). */
+static void trace_decision(struct engine *e, size_t idx) {
+  const struct plan_item *it = &e->plan[idx];
+  switch (it->reason) {
+  case PLAN_R_NEW:
+  case PLAN_R_DELIVERED:
+  case PLAN_R_KEPT:
+  case PLAN_R_STUCK: /* traced with its attempts by apply_decision */
+    return;
+  case PLAN_R_NO_UID:
+    if (!session_has_uidl(e->session))
+      return; /* said once for the whole listing */
+    break;
+  default:
+    break;
+  }
+  trace(e, "message %lu (UID %s): %s", session_msg(e->session, idx)->num, it->uid ? it->uid : "-",
+        plan_reason_text(it->reason));
+}
+
+/* Hands one decided item to the session. */
+static void apply_decision(struct engine *e, size_t idx) {
+  struct session *s = e->session;
+  const struct plan_item *it = &e->plan[idx];
+  trace_decision(e, idx);
+  switch (it->action) {
+  case PLAN_FETCH:
+  case PLAN_PROBE:
+    break;
+  case PLAN_DELETE:
+    session_delete_only(s, idx);
+    break;
+  case PLAN_SKIP:
+    session_skip_msg(s, idx);
+    if (it->reason == PLAN_R_STUCK) {
+      const struct uidstate_rec *rec = uidstate_find(e->state, e->server, it->uid);
+      add_stuck(e, idx, rec);
+      trace(e, "message %lu (UID %s) failed %u times: left on the server", session_msg(s, idx)->num,
+            it->uid, rec ? rec->attempts : 0);
+    }
+    break;
+  }
+}
+
+/* Fetch what fits on the disk, oldest first; leave the rest.  The figures
+ * were read on the thread pool when the run started.  Runs once every
+ * other decision is made. */
+static void budget_disk(struct engine *e) {
+  struct session *s = e->session;
+  size_t n = session_msg_count(s);
+  if (!e->fs_known)
+    return;
+  uint64_t total = e->fs_total;
+  uint64_t avail = e->fs_avail;
+  uint64_t margin = total / 100 > (1u << 20) ? total / 100 : (1u << 20);
+  uint64_t budget = avail > margin ? avail - margin : 0, need = 0;
+  for (size_t i = 0; i < n; i++) {
+    const struct session_msg *m = session_msg(s, i);
+    if (m->flags & (SESSION_MSG_SKIP | SESSION_MSG_DELETE))
+      continue;
+    /* The delivered file is at most the LIST size (LF instead of CRLF). */
+    if (need + m->size > budget) {
+      session_skip_msg(s, i);
+      e->result.left_for_space++;
+      e->result.left_for_space_bytes += m->size;
+      continue;
+    }
+    need += m->size;
+  }
+  if (e->result.left_for_space)
+    trace(e, "%zu messages (%llu bytes) left on the server: not enough disk space",
+          e->result.left_for_space, (unsigned long long)e->result.left_for_space_bytes);
+}
+
+/* Every decision is final (probes included): count and budget. */
+static void plan_complete(struct engine *e) {
+  struct plan_summary sum;
+  plan_summarize(e->plan, e->plan_n, &sum);
+  e->result.already = sum.already;
+  budget_disk(e);
+}
+
+/* The journal's record for a UID, reduced to what the plan needs. */
+static void fill_plan_rec(struct plan_rec *pr, const struct uidstate_rec *rec) {
+  memset(pr, 0, sizeof *pr);
+  pr->delivered = rec->delivered;
+  pr->size = rec->delivered_size;
+  pr->attempts = rec->attempts;
+  pr->has_digest = rec->digest != NULL;
+  if (rec->digest)
+    memcpy(pr->digest, rec->digest, HDRDIGEST_LEN);
+}
+
+/* The listing is complete: decide fetch / delete only / skip / probe for
+ * every message (plan.h), from the journal. */
 static void on_listed(void *data) {
   struct engine *e = data;
   struct session *s = e->session;
@@ -442,55 +588,102 @@ static void on_listed(void *data) {
   }
   if (!session_has_uidl(s))
     trace(e, "the server has no UIDL: every message is fetched (no UID state)");
-  time_t now = time(NULL);
+  e->plan = calloc(n ? n : 1, sizeof *e->plan);
+  e->plan_recs = calloc(n ? n : 1, sizeof *e->plan_recs);
+  if (e->plan == NULL || e->plan_recs == NULL) {
+    session_fail(s, -ENOMEM, "out of memory");
+    return;
+  }
+  e->plan_n = n;
+  e->plan_opts = (struct plan_options){
+      .keep = e->opts.keep,
+      .keep_days = e->opts.keep_days,
+      .now = time(NULL),
+      .max_attempts = ENGINE_MAX_ATTEMPTS,
+      .can_probe = 1,
+  };
   for (size_t i = 0; i < n; i++) {
+    struct plan_item *it = &e->plan[i];
     const struct session_msg *m = session_msg(s, i);
-    const char *uid = msg_uid(e, i);
-    const struct uidstate_rec *rec = e->state && uid ? uidstate_find(e->state, e->server, uid)
-                                                     : NULL;
-    if (rec && rec->size != m->size)
-      rec = NULL; /* the same UID with other content: a new message */
-    if (rec && rec->delivered) {
-      e->result.already++;
-      int old = e->opts.keep_days >= 0 &&
-                now - rec->delivered > (time_t)e->opts.keep_days * 86400;
-      if (e->opts.keep && !old)
-        session_skip_msg(s, i);
-      else
-        session_delete_only(s, i);
-      continue;
-    }
-    if (rec && rec->attempts >= ENGINE_MAX_ATTEMPTS) {
-      session_skip_msg(s, i);
-      add_stuck(e, i, rec);
-      trace(e, "message %lu (UID %s) failed %u times: left on the server", m->num, uid,
-            rec->attempts);
+    it->size = m->size;
+    it->uid = msg_uid(e, i);
+    it->dup_uid = (m->flags & SESSION_MSG_DUPUID) != 0;
+    const struct uidstate_rec *rec =
+        it->uid && e->state ? uidstate_find(e->state, e->server, it->uid) : NULL;
+    if (rec) {
+      fill_plan_rec(&e->plan_recs[i], rec);
+      it->rec = &e->plan_recs[i];
     }
   }
-  /* Fetch what fits on the disk, oldest first; leave the rest.  The figures
-   * were read on the thread pool when the run started. */
-  if (e->fs_known) {
-    uint64_t total = e->fs_total;
-    uint64_t avail = e->fs_avail;
-    uint64_t margin = total / 100 > (1u << 20) ? total / 100 : (1u << 20);
-    uint64_t budget = avail > margin ? avail - margin : 0, need = 0;
-    for (size_t i = 0; i < n; i++) {
-      const struct session_msg *m = session_msg(s, i);
-      if (m->flags & (SESSION_MSG_SKIP | SESSION_MSG_DELETE))
-        continue;
-      /* The delivered file is at most the LIST size (LF instead of CRLF). */
-      if (need + m->size > budget) {
-        session_skip_msg(s, i);
-        e->result.left_for_space++;
-        e->result.left_for_space_bytes += m->size;
-        continue;
-      }
-      need += m->size;
-    }
-    if (e->result.left_for_space)
-      trace(e, "%zu messages (%llu bytes) left on the server: not enough disk space",
-            e->result.left_for_space, (unsigned long long)e->result.left_for_space_bytes);
+  struct plan_summary sum;
+  if (plan_listing(&e->plan_opts, e->plan, n, &sum) != 0) {
+    session_fail(s, -ENOMEM, "out of memory");
+    return;
   }
+  if (!sum.uids_unique || !session_uids_unique(s)) {
+    e->result.uids_unique = 0;
+    trace(e, "the server lists some UIDs more than once: those messages are always fetched");
+  }
+  for (size_t i = 0; i < n; i++) {
+    apply_decision(e, i);
+    if (e->plan[i].action == PLAN_PROBE)
+      session_probe_msg(s, i);
+  }
+  if (sum.probe == 0)
+    plan_complete(e);
+  /* else on_probed completes the plan once every TOP n 0 is in. */
+}
+
+/* ---- probes (keep mode: a known UID listed with another size): the
+ * header digest of each TOP n 0 reply decides (plan_probed). */
+
+/* The digest for probe idx, started on its first bytes. */
+static void probe_begin(struct engine *e, size_t idx) {
+  if (e->probe_idx == idx && (e->probe_hd || e->probe_lost))
+    return;
+  hdrdigest_free(e->probe_hd);
+  e->probe_hd = hdrdigest_new();
+  e->probe_idx = idx;
+  e->probe_lost = e->probe_hd == NULL;
+}
+
+static void on_probe_data(void *data, size_t idx, const char *buf, size_t len) {
+  struct engine *e = data;
+  probe_begin(e, idx);
+  if (e->probe_hd)
+    hdrdigest_feed(e->probe_hd, buf, len);
+}
+
+static void on_probe_end(void *data, size_t idx, int ok) {
+  struct engine *e = data;
+  uint8_t digest[HDRDIGEST_LEN];
+  const uint8_t *dg = NULL;
+  if (ok) {
+    probe_begin(e, idx); /* an empty header had no bytes */
+    if (e->probe_hd && !e->probe_lost) {
+      hdrdigest_final(e->probe_hd, digest);
+      dg = digest;
+    }
+  }
+  hdrdigest_free(e->probe_hd);
+  e->probe_hd = NULL;
+  e->probe_lost = 0;
+  e->probe_idx = SIZE_MAX;
+  if (e->plan == NULL || idx >= e->plan_n || e->plan[idx].action != PLAN_PROBE)
+    return;
+  plan_probed(&e->plan_opts, &e->plan[idx], dg);
+  apply_decision(e, idx);
+}
+
+/* Every probe is in: decide the ones that never answered, then budget. */
+static void on_probed(void *data) {
+  struct engine *e = data;
+  for (size_t i = 0; i < e->plan_n; i++)
+    if (e->plan[i].action == PLAN_PROBE) {
+      plan_probed(&e->plan_opts, &e->plan[i], NULL);
+      apply_decision(e, i);
+    }
+  plan_complete(e);
 }
 
 /* ---- session and transport wiring */
@@ -625,7 +818,8 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Compaction context: the UIDs of this session's listing, sorted. */
+/* Compaction context: the UIDs whose records stay (plan_keep_after_quit),
+ * sorted. */
 struct keep_ctx {
   const char *server;
   const char **uids;
@@ -636,77 +830,110 @@ static int keep_record(void *data, const struct uidstate_rec *r) {
   struct keep_ctx *k = data;
   if (strcmp(r->server, k->server) != 0)
     return 1;
-  /* Once QUIT succeeded, UIDs the server no longer lists are gone for good. */
+  /* Once QUIT succeeded, UIDs the server no longer lists are gone for good,
+   * and retired ones were deleted or are no identity. */
   return bsearch(&r->uid, k->uids, k->count, sizeof *k->uids, cmp_str) != NULL;
 }
 
-/* Thread pool: attempt records, the lock-step flag, compaction, unlock. */
+/* Appends the line a uidstate_append_* call just formatted (thread pool,
+ * blocking) and frees it; 1 when written.  Call it after the formatter, not
+ * with it as an argument: *line is only set once the formatter has run. */
+static int write_line(struct engine *e, int err, char *line, size_t len) {
+  int ok = 0;
+  if (err == 0) {
+    ok = write(uidstate_fd(e->state), line, len) == (ssize_t)len;
+    free(line);
+  }
+  return ok;
+}
+
+/* What each message leaves in the journal (plan_after): attempt, forget
+ * and retire lines, appended and synced before the compaction. */
+static int write_outcomes(struct engine *e, enum plan_after *after, time_t now) {
+  struct session *s = e->session;
+  int quit_ok = session_stats(s)->quit_ok;
+  int desync = e->err == P3_EDESYNC || e->err == P3_EPROTO;
+  int wrote = 0, err;
+  char *line;
+  size_t len;
+  for (size_t i = 0; i < e->plan_n; i++) {
+    const struct session_msg *m = session_msg(s, i);
+    const struct plan_item *it = &e->plan[i];
+    struct plan_outcome out = {
+        .saved = (m->flags & SESSION_MSG_SAVED) != 0,
+        .verified = (m->flags & SESSION_MSG_VERIFIED) != 0,
+        .deleted = (m->flags & SESSION_MSG_DELETED) != 0,
+        .failed = (m->flags & SESSION_MSG_FAILED) || (e->fail_text && e->fail_text[i]),
+    };
+    after[i] = plan_after(it, &out, quit_ok, desync);
+    switch (after[i]) {
+    case PLAN_KEEP_RECORD:
+      break;
+    case PLAN_ATTEMPT: {
+      const char *why = e->fail_text && e->fail_text[i] ? e->fail_text[i] : "failed";
+      err = uidstate_append_attempt(e->state, e->server, it->uid, m->size, why, now, &line, &len);
+      wrote |= write_line(e, err, line, len);
+      const struct uidstate_rec *rec = uidstate_find(e->state, e->server, it->uid);
+      if (rec && rec->attempts >= ENGINE_MAX_ATTEMPTS && !(m->flags & SESSION_MSG_SKIP))
+        add_stuck(e, i, rec);
+      break;
+    }
+    case PLAN_FORGET:
+      err = uidstate_append_forget(e->state, e->server, it->uid, now, &line, &len);
+      wrote |= write_line(e, err, line, len);
+      break;
+    case PLAN_RETIRE:
+      /* Once per UID (a duplicated one has several items). */
+      if (uidstate_find(e->state, e->server, it->uid) == NULL)
+        break;
+      err = uidstate_append_retire(e->state, e->server, it->uid, now, &line, &len);
+      wrote |= write_line(e, err, line, len);
+      break;
+    }
+  }
+  return wrote;
+}
+
+/* Thread pool: the journal lines each message calls for, the lock-step
+ * flag, compaction, unlock. */
 static void finish_work(uv_work_t *w) {
   struct engine *e = w->data;
   struct session *s = e->session;
   if (e->state == NULL || s == NULL)
     return;
   time_t now = time(NULL);
-  size_t n = session_msg_count(s);
-  int fd = uidstate_fd(e->state);
+  size_t n = e->plan_n; /* 0 when the session ended before its listing */
   int wrote = 0;
-  for (size_t i = 0; i < n; i++) {
-    const struct session_msg *m = session_msg(s, i);
-    const char *uid = msg_uid(e, i);
-    if (!(m->flags & SESSION_MSG_FAILED) && !(e->fail_text && e->fail_text[i]))
-      continue;
-    if (m->flags & SESSION_MSG_SAVED || uid == NULL)
-      continue;
-    char *line;
-    size_t len;
-    const char *why = e->fail_text && e->fail_text[i] ? e->fail_text[i] : "failed";
-    if (uidstate_append_attempt(e->state, e->server, uid, m->size, why, now, &line, &len) == 0) {
-      if (write(fd, line, len) == (ssize_t)len)
-        wrote = 1;
-      free(line);
-    }
-    const struct uidstate_rec *rec = uidstate_find(e->state, e->server, uid);
-    if (rec && rec->attempts >= ENGINE_MAX_ATTEMPTS && !(m->flags & SESSION_MSG_SKIP))
-      add_stuck(e, i, rec);
-  }
-  /* After a desync any reply may have been matched with the wrong RETR, so a
-   * message saved in this session may hold another message's content: its
-   * record must not make the next session DELE the UID unretrieved.  The
-   * files stay (when in doubt, deliver); a later run fetches again. */
-  if (e->err == P3_EDESYNC || e->err == P3_EPROTO) {
-    for (size_t i = 0; i < n; i++) {
-      const char *uid = msg_uid(e, i);
-      char *line;
-      size_t len;
-      if (!(session_msg(s, i)->flags & SESSION_MSG_SAVED) || uid == NULL)
-        continue;
-      if (uidstate_append_forget(e->state, e->server, uid, now, &line, &len) == 0) {
-        if (write(fd, line, len) == (ssize_t)len)
-          wrote = 1;
-        free(line);
-      }
-    }
-  }
+  enum plan_after *after = calloc(n ? n : 1, sizeof *after);
+  if (after == NULL)
+    return; /* the journal stays as it was: when in doubt, deliver */
+  if (e->plan)
+    wrote = write_outcomes(e, after, now);
   /* A desync on a server that did not promise PIPELINING: go lock-step. */
   if (e->err == P3_EDESYNC && session_pipelined(s) && !session_caps(s)->pipelining) {
     char *line;
     size_t len;
-    if (uidstate_append_lockstep(e->state, e->server, 1, now, &line, &len) == 0) {
-      if (write(fd, line, len) == (ssize_t)len)
-        wrote = 1;
-      free(line);
-    }
+    int err = uidstate_append_lockstep(e->state, e->server, 1, now, &line, &len);
+    wrote |= write_line(e, err, line, len);
   }
   if (wrote)
-    fsync(fd);
-  if (session_stats(s)->quit_ok && session_has_uidl(s)) {
+    fsync(uidstate_fd(e->state));
+  if (e->plan && session_stats(s)->quit_ok && session_has_uidl(s)) {
     struct keep_ctx k = {.server = e->server, .count = 0};
     k.uids = malloc((n ? n : 1) * sizeof *k.uids);
-    if (k.uids == NULL)
+    if (k.uids == NULL) {
+      free(after);
       return;
-    for (size_t i = 0; i < n; i++)
-      if (msg_uid(e, i))
-        k.uids[k.count++] = msg_uid(e, i);
+    }
+    for (size_t i = 0; i < n; i++) {
+      const struct plan_item *it = &e->plan[i];
+      if (it->uid == NULL || !plan_keep_after_quit(it->dup_uid ? 2 : 1, after[i] == PLAN_RETIRE))
+        continue;
+      k.uids[k.count++] = it->uid;
+      /* Keep mode: the same message, grown on the server (plan_probed). */
+      if (it->resize)
+        uidstate_set_size(e->state, e->server, it->uid, it->size);
+    }
     qsort(k.uids, k.count, sizeof *k.uids, cmp_str);
     int err = uidstate_compact(e->state, keep_record, &k);
     free(k.uids);
@@ -714,6 +941,7 @@ static void finish_work(uv_work_t *w) {
       snprintf(e->work_msg, sizeof e->work_msg, "compacting %s: %s", uidstate_path(e->state),
                strerror(-err));
   }
+  free(after);
 }
 
 /* The last step: report once the engine's own handles are closed. */
@@ -826,6 +1054,7 @@ static void begin_session(struct engine *e) {
       .pipelining = e->lockstep ? SESSION_PIPELINING_OFF : e->opts.pipelining,
       .window = e->opts.window,
       .keep = e->opts.keep,
+      .no_utf8 = e->opts.no_utf8,
   };
   if (e->lockstep)
     trace(e, "lock-step: an earlier session with this server desynchronised");
@@ -838,6 +1067,9 @@ static void begin_session(struct engine *e) {
       .start_tls = on_start_tls,
       .barrier = on_session_barrier,
       .listed = on_listed,
+      .probe_data = on_probe_data,
+      .probe_end = on_probe_end,
+      .probed = on_probed,
       .trace = e->opts.trace ? on_session_trace : NULL,
       .done = on_session_done,
   };
@@ -898,6 +1130,7 @@ int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done
   e->data = data;
   e->started_ms = uv_hrtime() / 1000000;
   e->result.login_delay = -1;
+  e->result.uids_unique = 1;
   spec_identity(spec, e->server, sizeof e->server);
 
   uv_check_init(loop, &e->drain_check);
@@ -948,6 +1181,9 @@ void engine_free(struct engine *e) {
     free(e->fail_text);
   }
   session_free(e->session);
+  free(e->plan);
+  free(e->plan_recs);
+  hdrdigest_free(e->probe_hd);
   if (e->md_ready)
     maildir_deinit(&e->md);
   free(e->stuck);

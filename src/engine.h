@@ -9,7 +9,8 @@
  * rename, so that a kill between rename and record cannot cause a duplicate
  * (a record whose file never reached new/ is dropped at the next open).
  * Before QUIT: fsync(new/) -> append a barrier -> fsync(journal) -> QUIT.
- * A message already recorded as delivered is only DELEted. */
+ * What to fetch, delete only, skip or probe, and which records to retire
+ * afterwards, is decided by plan.h from the listing and the journal. */
 #ifndef P3_ENGINE_H
 #define P3_ENGINE_H
 
@@ -40,6 +41,7 @@ struct engine_options {
   int keep;                       /* never DELE; fetch only UIDs not yet delivered */
   int keep_days;                  /* with keep: DELE what was delivered more than N days
                                      ago; -1: never */
+  int no_utf8;                    /* never send UTF8 (RFC 6856), even when advertised */
   /* Protocol trace and notes (-v); NULL to disable.  Never sees a password. */
   void (*trace)(void *data, const char *line);
   void *trace_data;
@@ -47,7 +49,7 @@ struct engine_options {
 
 struct engine_stuck {
   unsigned long number;
-  char uid[72];
+  char uid[72];            /* cut at 71 octets (a UID may have up to 512) */
   uint64_t size;
   unsigned attempts;
   char last_error[256];
@@ -68,6 +70,8 @@ struct engine_result {
   long login_delay;        /* the server's LOGIN-DELAY in seconds, -1 when none */
   int uidl;                /* the server supports UIDL (state in use) */
   int lockstep;            /* this run was lock-step because of an earlier desync */
+  int uids_unique;         /* 0: the listing showed some UID more than once (those
+                              messages are always fetched, see plan.h); 1 otherwise */
   size_t corrupt_lines;    /* state journal lines ignored as corrupt */
   const struct engine_stuck *stuck; /* messages left alone after repeated failures */
   size_t stuck_count;

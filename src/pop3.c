@@ -17,6 +17,7 @@
 
 #include "engine.h"
 #include "errors.h"
+#include "journal_path.h"
 #include "log.h"
 #include "maildir.h"
 #include "pwcmd.h"
@@ -47,10 +48,13 @@ static const char dl_usage[] =
     "      --timeout SECONDS      bound connect, TLS handshake, password command,\n"
     "                             each status line; bodies need 1 KiB/s (default 120)\n"
     "      --window N             RETR commands in flight (default 1000)\n"
-    "      --state FILE           the UID state journal (default\n"
-    "                             $XDG_STATE_HOME/pop3sync/USER@HOST:PORT.state)\n"
+    "      --state FILE           the UID state journal (default DIR/USER@HOST:PORT.state,\n"
+    "                             DIR being " LOCALSTATEDIR "/lib/pop3sync/$USER when\n"
+    "                             a root pop3syncd made it for you, else\n"
+    "                             $XDG_STATE_HOME/pop3sync: the daemon's journal too)\n"
     "      --keep                 leave messages on the server; fetch only new UIDs\n"
     "      --keep-days N          with --keep: delete messages delivered over N days ago\n"
+    "      --no-utf8              never send UTF8, even when the server offers it\n"
     "      --pipelining=on|auto|off\n"
     "                             on: always pipeline (default); auto: only when the\n"
     "                             server advertises PIPELINING; off: lock-step\n"
@@ -173,7 +177,7 @@ static int dl_password_command(uv_loop_t *loop, const char *cmd, unsigned timeou
   pr.sigint.data = pr.sigterm.data = &pr;
   uv_signal_start(&pr.sigint, on_password_signal, SIGINT);
   uv_signal_start(&pr.sigterm, on_password_signal, SIGTERM);
-  int err = pwcmd_start(loop, cmd, timeout_s, isatty(0), on_password, &pr, &pr.pwcmd);
+  int err = pwcmd_start(loop, cmd, timeout_s, isatty(0) ? PWCMD_TTY : PWCMD_OWN_GROUP, on_password, &pr, &pr.pwcmd);
   if (err) {
     snprintf(pr.message, sizeof pr.message, "password command `%s' could not be started: %s", cmd,
              uv_strerror(err));
@@ -214,22 +218,87 @@ static int usage_error(const char *fmt, ...) {
   return EX_USAGE;
 }
 
-/* $XDG_STATE_HOME/pop3sync/USER@TCP_HOST:PORT.state (~/.local/state when
- * unset). */
-static int default_state_path(const struct p3_spec *spec, char *buf, size_t len) {
-  char id[700];
-  const char *xdg = getenv("XDG_STATE_HOME");
-  const char *home = getenv("HOME");
-  if (spec_identity(spec, id, sizeof id) < 0)
-    return -ENAMETOOLONG;
-  int n;
-  if (xdg && xdg[0] == '/')
-    n = snprintf(buf, len, "%s/pop3sync/%s.state", xdg, id);
-  else if (home && home[0] == '/')
-    n = snprintf(buf, len, "%s/.local/state/pop3sync/%s.state", home, id);
-  else
-    return -ENOENT;
-  return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+/* The journal when --state is not given (journal_path.h): the mailbox's
+ * USER@TCP_HOST:PORT.state in LOCALSTATEDIR/lib/pop3sync/$USER when a root
+ * pop3syncd made that directory for us (its journals are the daemon's), else
+ * in $XDG_STATE_HOME/pop3sync, which a pop3syncd run by the user uses too.
+ * When the shared directory is used, a journal of this mailbox left in the
+ * personal one by earlier runs is moved there first (never replacing one).
+ * Returns 0, or the exit status after saying why on stderr. */
+static int dl_state_path(const char *spec_text, const struct p3_spec *spec, char *buf, size_t len) {
+  char dir[PATH_MAX], personal[PATH_MAX], old[PATH_MAX], msg[3 * PATH_MAX];
+  int shared;
+  if (journal_user_dir(NULL, dir, sizeof dir, &shared) != 0 ||
+      journal_path(dir, spec, buf, len) != 0) {
+    fprintf(stderr, "pop3: %s: cannot work out the state file path; use --state FILE\n", spec_text);
+    return 78;
+  }
+  if (!shared || journal_personal_dir(personal, sizeof personal) != 0 ||
+      journal_same_dir(personal, dir) || journal_path(personal, spec, old, sizeof old) != 0)
+    return 0;
+  int r = journal_migrate(old, buf, msg, sizeof msg);
+  if (r == JOURNAL_MOVED)
+    fprintf(stderr, "pop3: %s: %s\n", spec_text, msg);
+  else if (r == JOURNAL_KEPT)
+    fprintf(stderr, "pop3: %s: warning: %s\n", spec_text, msg);
+  else if (r < 0) {
+    fprintf(stderr, "pop3: %s: %s\n", spec_text, msg);
+    return p3_exit_status(r == P3_ELOCKED ? r : P3_ESTATE);
+  }
+  return 0;
+}
+
+/* The last line of every failed run, after the sentences that say why. */
+static void dl_failed(const char *spec_text, const struct engine_result *r) {
+  size_t done = r ? r->delivered : 0;
+  size_t total = r && r->listed > r->already ? r->listed - r->already : 0;
+  fprintf(stderr, "pop3: %s: failed after %zu of %zu messages (%" PRIu64 " bytes saved)\n",
+          spec_text, done, total < done ? done : total, r ? r->bytes : 0);
+}
+
+/* Says how the run went and returns the exit status.  The summary goes to
+ * stdout only when the run did all it had to (exit 0); otherwise stderr gets
+ * one sentence per reason, then dl_failed's line, and stdout nothing, so a
+ * script that reads stdout cannot take a failure for a success. */
+static int dl_report(const char *spec_text, const char *state, const char *maildir, int verbose,
+                     const struct engine_result *r) {
+  /* Messages left behind make the run partial: for lack of space that is a
+   * Maildir problem (73), for stuck messages a temporary failure (75). */
+  int status = p3_exit_status(r->err);
+  if (status == 0 && r->left_for_space)
+    status = 73;
+  if (status == 0 && r->stuck_count)
+    status = 75;
+  if (status == 0) {
+    printf("%s: %zu messages, %" PRIu64 " bytes in %.1f s\n", spec_text, r->delivered, r->bytes,
+           r->seconds);
+    fflush(stdout);
+  }
+  if (r->err)
+    fprintf(stderr, "pop3: %s: %s\n", spec_text, r->message);
+  if (verbose && !r->uidl && r->listed)
+    fprintf(stderr, "pop3: %s: the server has no UIDL: no UID state was kept\n", spec_text);
+  if (r->corrupt_lines)
+    fprintf(stderr,
+            "pop3: %s: %s: %zu corrupt lines ignored (their messages may be fetched "
+            "again)\n",
+            spec_text, state, r->corrupt_lines);
+  for (size_t i = 0; i < r->stuck_count; i++) {
+    const struct engine_stuck *st = &r->stuck[i];
+    fprintf(stderr,
+            "pop3: %s: message %lu (UID %s, %" PRIu64 " bytes) stuck after %u attempts, "
+            "left on the server: %s\n",
+            spec_text, st->number, st->uid, st->size, st->attempts,
+            st->last_error[0] ? st->last_error : "unknown error");
+  }
+  if (r->left_for_space)
+    fprintf(stderr,
+            "pop3: %s: %zu messages (%" PRIu64 " bytes) left on the server: not enough "
+            "disk space in %s\n",
+            spec_text, r->left_for_space, r->left_for_space_bytes, maildir);
+  if (status != 0)
+    dl_failed(spec_text, r);
+  return status;
 }
 
 static int cmd_dl(int argc, char **argv, int verbose) {
@@ -243,7 +312,8 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     OPT_PIPE,
     OPT_STATE,
     OPT_KEEP,
-    OPT_KEEP_DAYS
+    OPT_KEEP_DAYS,
+    OPT_NO_UTF8
   };
   static const struct option opts[] = {
       {"verbose", no_argument, NULL, 'v'},
@@ -258,6 +328,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
       {"state", required_argument, NULL, OPT_STATE},
       {"keep", no_argument, NULL, OPT_KEEP},
       {"keep-days", required_argument, NULL, OPT_KEEP_DAYS},
+      {"no-utf8", no_argument, NULL, OPT_NO_UTF8},
       {NULL, 0, NULL, 0},
   };
   struct engine_options eo;
@@ -320,6 +391,9 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     case OPT_KEEP:
       eo.keep = 1;
       break;
+    case OPT_NO_UTF8:
+      eo.no_utf8 = 1;
+      break;
     case OPT_KEEP_DAYS:
       if (parse_uint(optarg, 0, 100000, &v) != 0)
         return usage_error("--keep-days `%s' is not a number of days", optarg);
@@ -343,6 +417,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
   int owner_rc = maildir_check_owner(maildir, owner_err, sizeof owner_err);
   if (owner_rc) {
     fprintf(stderr, "pop3: %s\n", owner_err);
+    dl_failed(spec_text, NULL);
     return p3_exit_status(owner_rc);
   }
 
@@ -356,6 +431,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     err = target_password(&target, netrc, errbuf, sizeof errbuf);
   if (err) {
     fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
+    dl_failed(spec_text, NULL);
     target_deinit(&target);
     return p3_exit_status(err);
   }
@@ -364,17 +440,17 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     target_deinit(&target);
     return usage_error("%s", "--keep-days needs --keep");
   }
-  char state_buf[4096];
+  char state_buf[PATH_MAX];
   if (state == NULL) {
-    err = default_state_path(&target.spec, state_buf, sizeof state_buf);
-    if (err) {
-      fprintf(stderr, "pop3: %s: cannot work out the state file path; use --state FILE\n",
-              spec_text);
+    int rc = dl_state_path(spec_text, &target.spec, state_buf, sizeof state_buf);
+    if (rc) {
+      dl_failed(spec_text, NULL);
       target_deinit(&target);
-      return 78;
+      return rc;
     }
     state = state_buf;
   }
+  log_debug("%s: state journal %s", spec_text, state);
   eo.state_path = state;
   eo.who = "pop3 dl";
 
@@ -385,6 +461,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
                               sizeof errbuf);
     if (err) {
       fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
+      dl_failed(spec_text, NULL);
       target_deinit(&target);
       uv_loop_close(&loop);
       return p3_exit_status(err);
@@ -402,6 +479,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
   err = engine_start(&loop, &eo, on_done, &run, &run.engine, errbuf, sizeof errbuf);
   if (err) {
     fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
+    dl_failed(spec_text, NULL);
     target_deinit(&target);
     uv_loop_close(&loop);
     return p3_exit_status(err);
@@ -420,35 +498,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
   if (run.progress_on)
     fputs("\r\033[K", stderr);
 
-  const struct engine_result *r = &run.result;
-  printf("%s: %zu messages, %" PRIu64 " bytes in %.1f s\n", spec_text, r->delivered, r->bytes,
-         r->seconds);
-  fflush(stdout);
-  int status = 0;
-  if (r->err) {
-    fprintf(stderr, "pop3: %s: %s\n", spec_text, r->message);
-    status = p3_exit_status(r->err);
-  }
-  if (verbose && !r->uidl && r->listed)
-    fprintf(stderr, "pop3: %s: the server has no UIDL: no UID state was kept\n", spec_text);
-  if (r->corrupt_lines)
-    fprintf(stderr, "pop3: %s: %s: %zu corrupt lines ignored (their messages may be fetched "
-            "again)\n", spec_text, state, r->corrupt_lines);
-  for (size_t i = 0; i < r->stuck_count; i++) {
-    const struct engine_stuck *st = &r->stuck[i];
-    fprintf(stderr, "pop3: %s: message %lu (UID %s, %" PRIu64 " bytes) stuck after %u attempts, "
-            "left on the server: %s\n", spec_text, st->number, st->uid, st->size, st->attempts,
-            st->last_error[0] ? st->last_error : "unknown error");
-  }
-  if (r->left_for_space)
-    fprintf(stderr, "pop3: %s: %zu messages (%" PRIu64 " bytes) left on the server: not enough "
-            "disk space in %s\n", spec_text, r->left_for_space, r->left_for_space_bytes, maildir);
-  /* Messages left behind make the run partial: for lack of space that is a
-   * Maildir problem (73), for stuck messages a temporary failure (75). */
-  if (status == 0 && r->left_for_space)
-    status = 73;
-  if (status == 0 && r->stuck_count)
-    status = 75;
+  int status = dl_report(spec_text, state, maildir, verbose, &run.result);
   engine_free(run.engine);
   target_deinit(&target);
   uv_loop_close(&loop);

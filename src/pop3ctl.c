@@ -529,14 +529,15 @@ static void fill_row(const struct json *acc, time_t now, struct row *row) {
 }
 
 /* Prints the status document as a table.  Returns an exit status. */
-/* Below the table: what the columns cannot say (no UIDL, lock-step after a
- * desync, messages stuck on the server). */
+/* Below the table: what the columns cannot say (no UIDL, UIDs listed more
+ * than once, lock-step after a desync, messages stuck on the server). */
 static void print_status_notes(const struct json *accounts) {
   char name[300], text[ERROR_COLUMN_MAX * 4 + 8];
   for (size_t i = 0; i < accounts->count; i++) {
     const struct json *a = &accounts->items[i];
     const struct json *uidl = json_get(a, "uidl");
     const struct json *lockstep = json_get(a, "lockstep");
+    const struct json *unique = json_get(a, "uids_unique");
     const struct json *stuck = json_get(a, "stuck");
     const struct json *last = json_get(a, "last_run");
     sanitize(json_get_str(a, "name") ? json_get_str(a, "name") : "?", name, sizeof name, 64, 0);
@@ -544,6 +545,10 @@ static void print_status_notes(const struct json *accounts) {
     /* uidl is only known once a session got as far as the listing. */
     if (uidl && uidl->type == JSON_BOOL && !uidl->boolean && result && !strcmp(result, "ok"))
       printf("%s: the server has no UIDL: messages are fetched without a UID state\n", name);
+    if (unique && unique->type == JSON_BOOL && !unique->boolean)
+      printf("%s: the server lists some UIDs more than once: those messages are always "
+             "fetched (a duplicate beats a loss)\n",
+             name);
     if (lockstep && lockstep->type == JSON_BOOL && lockstep->boolean)
       printf("%s: lock-step: an earlier session with this server desynchronised\n", name);
     if (stuck && stuck->type == JSON_ARRAY) {

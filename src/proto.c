@@ -316,6 +316,13 @@ void proto_caps_line(struct p3_caps *c, const char *line, size_t len) {
       c->expire_zero = v == 0;
       c->expire_days = v;
     }
+  } else if (ascii_caseeq(tok, tlen, "EXPIRENEVER")) {
+    /* GNU Mailutils writes "EXPIRE NEVER" without its space. */
+    c->has_expire = 1;
+    c->expire_zero = 0;
+    c->expire_days = -1;
+  } else if (ascii_caseeq(tok, tlen, "UTF8")) {
+    c->utf8 = 1;
   } else if (ascii_caseeq(tok, tlen, "LOGIN-DELAY")) {
     alen = next_token(line, len, &pos, &arg);
     if (token_long(arg, alen, &v) == 0)
@@ -360,20 +367,21 @@ int proto_parse_uidl_line(const char *line, size_t len, unsigned long *num_r, co
   size_t pos = 0, end = len;
   unsigned long num;
 
+  *num_r = 0;
   if (parse_msgnum(line, len, &pos, &num) < 0)
     return P3_EPROTO;
+  *num_r = num; /* from here on only the UID can be wrong */
   /* Trailing blanks are not part of a UID (space is not a uchar); dropping
    * them is safe and some servers pad. */
   while (end > pos && is_blank((unsigned char)line[end - 1]))
     end--;
-  if (end == pos || end - pos > 70)
+  if (end == pos || end - pos > P3_UID_MAX)
     return P3_EPROTO;
   for (size_t i = pos; i < end; i++) {
     unsigned char ch = (unsigned char)line[i];
     if (ch < 0x21 || ch > 0x7e)
       return P3_EPROTO;
   }
-  *num_r = num;
   *uid_r = line + pos;
   *uidlen_r = end - pos;
   return 0;
@@ -389,4 +397,23 @@ int proto_retr_octets(const char *text, size_t len, uint64_t *size_r) {
     return 0; /* "12abc" is not a count */
   *size_r = n;
   return 1;
+}
+
+int proto_retr_says_octets(const char *text, size_t len) {
+  size_t pos = skip_blanks(text, len, 0), start;
+  uint64_t n;
+
+  if (parse_digits(text, len, &pos, UINT64_MAX, &n) < 0)
+    return 0;
+  start = skip_blanks(text, len, pos);
+  if (start == pos)
+    return 0;
+  pos = start;
+  while (pos < len && !is_blank((unsigned char)text[pos]))
+    pos++;
+  /* "octets", and tolerate trailing punctuation such as "octets." */
+  size_t wlen = pos - start;
+  while (wlen > 6 && (text[start + wlen - 1] == '.' || text[start + wlen - 1] == ','))
+    wlen--;
+  return ascii_caseeq(text + start, wlen, "octets");
 }

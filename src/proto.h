@@ -23,9 +23,9 @@ enum p3_resp_code {
 };
 
 struct p3_status {
-  int ok;                  /* 1 for +OK, 0 for -ERR */
-  enum p3_resp_code code;  /* only meaningful for -ERR (and harmless for +OK) */
-  const char *text;        /* points into the line: text after the status word */
+  int ok;                 /* 1 for +OK, 0 for -ERR */
+  enum p3_resp_code code; /* only meaningful for -ERR (and harmless for +OK) */
+  const char *text;       /* points into the line: text after the status word */
   size_t text_len;
 };
 
@@ -69,10 +69,11 @@ struct p3_caps {
   unsigned resp_codes : 1;
   unsigned auth_resp_code : 1;
   unsigned sasl_plain : 1;
-  unsigned expire_zero : 1;  /* EXPIRE 0: retrieved messages are deleted at QUIT */
+  unsigned expire_zero : 1; /* EXPIRE 0: retrieved messages are deleted at QUIT */
   unsigned has_expire : 1;
-  long login_delay;          /* seconds, -1 when not advertised */
-  long expire_days;          /* -1 when not advertised or NEVER */
+  unsigned utf8 : 1; /* RFC 6856 UTF8 (with or without its USER argument) */
+  long login_delay;  /* seconds, -1 when not advertised */
+  long expire_days;  /* -1 when not advertised or NEVER */
 };
 
 void proto_caps_init(struct p3_caps *c);
@@ -84,13 +85,26 @@ void proto_caps_line(struct p3_caps *c, const char *line, size_t len);
 /* Parses a LIST listing line "N SIZE".  Returns 0 or P3_EPROTO. */
 int proto_parse_list_line(const char *line, size_t len, unsigned long *num_r, uint64_t *size_r);
 
-/* Parses a UIDL listing line "N UID" (UID: 1-70 printable characters 0x21-0x7e).
- * On success *uid_r points into line and *uidlen_r is its length. */
+/* Longest UID accepted.  RFC 1939 says 1-70 characters, but servers exceed
+ * it (hash-based UIDs, long folder names); the UID journal takes this many
+ * too. */
+#define P3_UID_MAX 512
+
+/* Parses a UIDL listing line "N UID" (UID: 1-P3_UID_MAX printable characters
+ * 0x21-0x7e).  On success *uid_r points into line and *uidlen_r is its
+ * length.  Returns 0 or P3_EPROTO; on P3_EPROTO *num_r is the message number
+ * when that part was well-formed (only the UID is bad: too long, empty or
+ * not printable) and 0 when even the number could not be read. */
 int proto_parse_uidl_line(const char *line, size_t len, unsigned long *num_r, const char **uid_r,
                           size_t *uidlen_r);
 
 /* Extracts the octet count of a RETR "+OK N octets" text (the status text).
  * Returns 1 and sets *size_r when the text starts with a number, 0 otherwise. */
 int proto_retr_octets(const char *text, size_t len, uint64_t *size_r);
+
+/* 1 when the status text reads "N octets..." (the word case-insensitive),
+ * the form RFC 1939 uses for a RETR reply; a UIDL reply "N UID" read in the
+ * wrong place has a number but not the word. */
+int proto_retr_says_octets(const char *text, size_t len);
 
 #endif

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PWCMD_DEFAULT_TIMEOUT_S 120
 /* SIGTERM, then SIGKILL this much later. */
@@ -50,6 +51,13 @@ struct pwcmd {
   enum pwcmd_kill kill;
   char *buf; /* PWCMD_MAX_OUTPUT + 1 bytes; holds a secret */
   size_t len;
+  /* PWCMD_CALLER_GROUP: stderr is read here, not inherited, and its first
+   * line, cleaned, explains a failure (it must not write straight into a
+   * root daemon's log). */
+  uv_pipe_t errp;
+  int capture_err, err_open;
+  char errtext[256];
+  size_t errlen;
 };
 
 static void maybe_finish(struct pwcmd *p);
@@ -66,9 +74,27 @@ static void send_signal(struct pwcmd *p, int sig) {
     (void)uv_kill(p->pid, sig);
 }
 
+/* ": first line of stderr" with control characters replaced, or "". */
+static void stderr_suffix(const struct pwcmd *p, char *out, size_t size) {
+  size_t n = 0, i = 0;
+  out[0] = '\0';
+  while (i < p->errlen && (p->errtext[i] == '\n' || p->errtext[i] == '\r'))
+    i++;
+  if (i == p->errlen || size < 4)
+    return;
+  out[n++] = ':';
+  out[n++] = ' ';
+  for (; i < p->errlen && p->errtext[i] != '\n' && n + 1 < size; i++) {
+    unsigned char c = (unsigned char)p->errtext[i];
+    out[n++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+  }
+  out[n] = '\0';
+}
+
 static void on_close(uv_handle_t *h) {
   struct pwcmd *p = h->data;
   char message[1024] = "";
+  char why[160];
   char *password = NULL;
   pwcmd_done_cb cb;
   void *data;
@@ -78,6 +104,7 @@ static void on_close(uv_handle_t *h) {
   if (--p->open_handles > 0)
     return;
   err = 0;
+  stderr_suffix(p, why, sizeof why);
   /* In order of what explains the failure best. */
   if (p->spawn_err != 0) {
     err = P3_EPWCMD;
@@ -86,8 +113,8 @@ static void on_close(uv_handle_t *h) {
   } else if (p->err == P3_ETIMEOUT) {
     err = P3_ETIMEOUT;
     p3_set_error(message, sizeof message,
-                 "password command `%s' did not finish within %u s; killed", p->command,
-                 p->timeout_s);
+                 "password command `%s' did not finish within %u s; killed%s", p->command,
+                 p->timeout_s, why);
   } else if (p->err == P3_ECANCELED) {
     err = P3_ECANCELED;
     p3_set_error(message, sizeof message, "password command `%s' was stopped before it finished",
@@ -98,15 +125,15 @@ static void on_close(uv_handle_t *h) {
                  p->command, PWCMD_MAX_OUTPUT);
   } else if (p->term_signal != 0) {
     err = P3_EPWCMD;
-    p3_set_error(message, sizeof message, "password command `%s' was killed by signal %d (%s)",
-                 p->command, p->term_signal, strsignal(p->term_signal));
+    p3_set_error(message, sizeof message, "password command `%s' was killed by signal %d (%s)%s",
+                 p->command, p->term_signal, strsignal(p->term_signal), why);
   } else if (p->exit_status != 0) {
     err = P3_EPWCMD;
-    p3_set_error(message, sizeof message, "password command `%s' exited with status %lld",
-                 p->command, (long long)p->exit_status);
+    p3_set_error(message, sizeof message, "password command `%s' exited with status %lld%s",
+                 p->command, (long long)p->exit_status, why);
   } else if (p->len == 0) {
     err = P3_EPWCMD;
-    p3_set_error(message, sizeof message, "password command `%s' printed nothing", p->command);
+    p3_set_error(message, sizeof message, "password command `%s' printed nothing%s", p->command, why);
   } else {
     char *nl = memchr(p->buf, '\n', p->len);
     size_t linelen = nl != NULL ? (size_t)(nl - p->buf) : p->len;
@@ -148,12 +175,34 @@ static void close_output(struct pwcmd *p) {
   uv_close((uv_handle_t *)&p->out, on_close);
 }
 
+static void close_stderr(struct pwcmd *p) {
+  if (!p->err_open)
+    return;
+  p->err_open = 0;
+  /* What it wrote just before it exited may not have been read yet. */
+  int fd;
+  if (uv_fileno((uv_handle_t *)&p->errp, &fd) == 0) {
+    char sink[256];
+    for (int i = 0; i < 16; i++) {
+      size_t room = sizeof p->errtext - p->errlen;
+      ssize_t n = room ? read(fd, p->errtext + p->errlen, room) : read(fd, sink, sizeof sink);
+      if (n <= 0)
+        break;
+      if (room)
+        p->errlen += (size_t)n;
+    }
+  }
+  uv_read_stop((uv_stream_t *)&p->errp);
+  uv_close((uv_handle_t *)&p->errp, on_close);
+}
+
 /* Once the child is reaped and the output closed, nothing is left to wait
  * for: close the rest; the last close_cb reports. */
 static void maybe_finish(struct pwcmd *p) {
   if (p->closing || !p->exited || p->out_open)
     return;
   p->closing = 1;
+  close_stderr(p);
   uv_close((uv_handle_t *)&p->timer, on_close);
   uv_close((uv_handle_t *)&p->proc, on_close);
 }
@@ -223,6 +272,26 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(p->buf + p->len, (unsigned)(PWCMD_MAX_OUTPUT + 1 - p->len));
 }
 
+static void on_err_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  struct pwcmd *p = h->data;
+  static char sink[256]; /* past the first 256 bytes stderr is drained unread */
+  (void)suggested;
+  if (p->errlen < sizeof p->errtext)
+    *buf = uv_buf_init(p->errtext + p->errlen, (unsigned)(sizeof p->errtext - p->errlen));
+  else
+    *buf = uv_buf_init(sink, sizeof sink);
+}
+
+static void on_err_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  struct pwcmd *p = s->data;
+  if (nread < 0) {
+    uv_read_stop(s); /* closed in maybe_finish */
+    return;
+  }
+  if (nread > 0 && buf->base == p->errtext + p->errlen)
+    p->errlen += (size_t)nread;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   struct pwcmd *p = s->data;
 
@@ -249,7 +318,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
 }
 
-int pwcmd_start(uv_loop_t *loop, const char *command, unsigned timeout_s, int foreground_tty,
+int pwcmd_start(uv_loop_t *loop, const char *command, unsigned timeout_s, enum pwcmd_mode mode,
                 pwcmd_done_cb cb, void *data, struct pwcmd **p_r) {
   uv_process_options_t opts;
   uv_stdio_container_t stdio[3];
@@ -274,7 +343,8 @@ int pwcmd_start(uv_loop_t *loop, const char *command, unsigned timeout_s, int fo
   p->cb = cb;
   p->data = data;
   p->timeout_s = timeout_s ? timeout_s : PWCMD_DEFAULT_TIMEOUT_S;
-  p->detached = !foreground_tty;
+  p->detached = mode == PWCMD_OWN_GROUP;
+  p->capture_err = mode == PWCMD_CALLER_GROUP;
 
   r = uv_pipe_init(loop, &p->out, 0);
   if (r < 0) {
@@ -285,17 +355,26 @@ int pwcmd_start(uv_loop_t *loop, const char *command, unsigned timeout_s, int fo
   }
   r = uv_timer_init(loop, &p->timer);
   assert(r == 0); /* cannot fail on Unix */
-  p->out.data = p->timer.data = p->proc.data = p;
+  if (p->capture_err) {
+    r = uv_pipe_init(loop, &p->errp, 0);
+    assert(r == 0);
+  }
+  p->out.data = p->timer.data = p->proc.data = p->errp.data = p;
 
   memset(&opts, 0, sizeof opts);
   memset(stdio, 0, sizeof stdio);
   /* UV_IGNORE makes libuv open /dev/null for the descriptor. */
-  stdio[0].flags = foreground_tty ? UV_INHERIT_FD : UV_IGNORE;
+  stdio[0].flags = mode == PWCMD_TTY ? UV_INHERIT_FD : UV_IGNORE;
   stdio[0].data.fd = 0;
   stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
   stdio[1].data.stream = (uv_stream_t *)&p->out;
-  stdio[2].flags = UV_INHERIT_FD;
-  stdio[2].data.fd = 2;
+  if (p->capture_err) {
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *)&p->errp;
+  } else {
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = 2;
+  }
   args[0] = (char *)"/bin/sh";
   args[1] = (char *)"-c";
   args[2] = p->command;
@@ -307,9 +386,9 @@ int pwcmd_start(uv_loop_t *loop, const char *command, unsigned timeout_s, int fo
   opts.stdio_count = 3;
   /* Detached: setsid(), so the child leads a new process group (and has no
    * controlling terminal to prompt on); the whole group can be killed. */
-  opts.flags = foreground_tty ? 0 : UV_PROCESS_DETACHED;
+  opts.flags = p->detached ? UV_PROCESS_DETACHED : 0;
 
-  p->open_handles = 3; /* out, timer, proc */
+  p->open_handles = p->capture_err ? 4 : 3; /* out, timer, proc, errp */
   r = uv_spawn(loop, &p->proc, &opts);
   if (r < 0) {
     /* Reported through cb, like any other failure of the command.  The
@@ -320,11 +399,17 @@ int pwcmd_start(uv_loop_t *loop, const char *command, unsigned timeout_s, int fo
     uv_close((uv_handle_t *)&p->out, on_close);
     uv_close((uv_handle_t *)&p->timer, on_close);
     uv_close((uv_handle_t *)&p->proc, on_close);
+    if (p->capture_err)
+      uv_close((uv_handle_t *)&p->errp, on_close);
     *p_r = p;
     return 0;
   }
   p->pid = p->pgid = p->proc.pid;
   p->out_open = 1;
+  if (p->capture_err && uv_read_start((uv_stream_t *)&p->errp, on_err_alloc, on_err_read) == 0)
+    p->err_open = 1;
+  else if (p->capture_err)
+    uv_close((uv_handle_t *)&p->errp, on_close);
   r = uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read);
   if (r < 0) {
     /* Cannot read its answer: it is pointless to let it run. */

@@ -26,11 +26,19 @@ struct pwcmd;
  * already freed when cb runs: do not touch it from cb or after. */
 typedef void (*pwcmd_done_cb)(void *data, int err, char *password, const char *message);
 
-/* foreground_tty: stdin is a terminal and the user may be prompted (pinentry-tty):
- * the child stays in the caller's process group with stdin/stderr inherited, and
- * only that child is killed on timeout.  Otherwise the child gets its own process group
- * (UV_PROCESS_DETACHED gives setsid; fine) with stdin from /dev/null and the whole
- * group is killed on timeout: SIGTERM, then SIGKILL ~2 s later.
+/* How the child is placed (mode):
+ * PWCMD_OWN_GROUP: its own process group (UV_PROCESS_DETACHED gives setsid)
+ *   with stdin from /dev/null; the whole group is killed on timeout: SIGTERM,
+ *   then SIGKILL ~2 s later.
+ * PWCMD_TTY: stdin is a terminal and the user may be prompted (pinentry-tty):
+ *   the child stays in the caller's process group with stdin inherited, and
+ *   only that child is killed on timeout.
+ * PWCMD_CALLER_GROUP: stdin from /dev/null, in the caller's process group;
+ *   only the child is killed on timeout.  For a caller whose own group is
+ *   killed by its parent when it ends (a daemon's worker): what the command
+ *   leaves behind goes with it, and nothing needs to name the child's pid to
+ *   anyone outside.  Its stderr is not inherited: the first line of it, with
+ *   control characters replaced, ends the message of a failure.
  * stdout is read through a pipe (at most 64 KiB kept). cb runs once, on the loop,
  * after the child is reaped and every handle closed.
  *
@@ -46,7 +54,9 @@ typedef void (*pwcmd_done_cb)(void *data, int err, char *password, const char *m
  * from setting up the handles, with *p_r NULL and cb never called.  A
  * command that cannot be started (no /bin/sh, fork failure) is reported
  * through cb as P3_EPWCMD. */
-int pwcmd_start(uv_loop_t *loop, const char *command, unsigned timeout_s, int foreground_tty,
+enum pwcmd_mode { PWCMD_OWN_GROUP, PWCMD_TTY, PWCMD_CALLER_GROUP };
+
+int pwcmd_start(uv_loop_t *loop, const char *command, unsigned timeout_s, enum pwcmd_mode mode,
                 pwcmd_done_cb cb, void *data, struct pwcmd **p_r);
 
 /* kill now (group), cb gets P3_ECANCELED: SIGTERM at once (to the group when

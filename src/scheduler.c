@@ -61,6 +61,7 @@ struct acct {
   uint64_t total_messages, total_bytes;
   int uidl;                 /* -1 before the first session that listed */
   int lockstep;
+  int uids_unique;          /* 0: the last listing showed some UID more than once */
   struct engine_stuck *stuck;
   size_t stuck_count;
   unsigned failures;
@@ -258,6 +259,7 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
   if (res && (res->err == 0 || res->listed > 0)) {
     a->uidl = res->uidl;
     a->lockstep = res->lockstep;
+    a->uids_unique = res->uids_unique;
   }
   if (res) {
     /* Copy: the engine's array goes with the engine. */
@@ -334,7 +336,9 @@ static void on_worker_done(void *data, const struct worker_outcome *o) {
   if (!o->report->done) {
     /* No report: the worker crashed or was killed.  Whatever it saved is in
      * the Maildir with its record; the next run goes on from there. */
-    if (o->signal_name)
+    if (o->silenced)
+      snprintf(buf, sizeof buf, "worker killed: not a word from it for 60 s (stopped?)");
+    else if (o->signal_name)
       snprintf(buf, sizeof buf, "worker killed by signal %d (%s)", o->term_signal,
                o->signal_name);
     else
@@ -398,6 +402,7 @@ static void start_run(struct acct *a) {
   q.window = c->window;
   q.keep = c->keep;
   q.keep_days = c->keep_days;
+  q.no_utf8 = !c->utf8;
   q.verbose = log_verbose();
   a->run = r;
   a->next_run = 0;
@@ -432,6 +437,7 @@ static struct acct *acct_new(struct sched *s, const struct cfg_account *c) {
   a->s = s;
   a->cfg = c;
   a->uidl = -1;
+  a->uids_unique = 1;
   uv_timer_init(s->loop, &a->timer);
   a->timer.data = a;
   return a;
@@ -615,6 +621,10 @@ static void status_account(const struct acct *a, struct jbuf *b) {
   jbuf_bool(b, a->uidl > 0);
   jbuf_key(b, "lockstep");
   jbuf_bool(b, a->lockstep);
+  /* false: some messages carry a UID the listing shows more than once; they
+   * are always fetched (a duplicate beats a loss), see pop3(1). */
+  jbuf_key(b, "uids_unique");
+  jbuf_bool(b, a->uids_unique);
   jbuf_key(b, "stuck");
   jbuf_arr_begin(b);
   for (size_t i = 0; i < a->stuck_count; i++) {

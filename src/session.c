@@ -24,27 +24,31 @@ enum cmd_kind {
   C_RETR,
   C_DELE,
   C_QUIT,
-  C_UIDL1
+  C_UIDL1,
+  C_UTF8,
+  C_TOP
 };
 
-static const char *const cmd_names[] = {"greeting", "CAPA", "STLS", "USER", "PASS", "UIDL",
-                                        "LIST",     "RETR", "DELE", "QUIT", "UIDL"};
+static const char *const cmd_names[] = {"greeting", "CAPA", "STLS", "USER", "PASS", "UIDL", "LIST",
+                                        "RETR",     "DELE", "QUIT", "UIDL", "UTF8", "TOP"};
 
 enum session_state {
-  ST_GREETING,   /* waiting for the server's greeting */
-  ST_CAPA,       /* CAPA in flight (before or after TLS) */
-  ST_STLS,       /* STLS in flight */
-  ST_TLS_WAIT,   /* transport is doing the handshake */
-  ST_AUTH,       /* USER/PASS in flight */
-  ST_LISTING,    /* UIDL/LIST in flight */
-  ST_TRANSFER,   /* RETR/DELE pipeline */
-  ST_BARRIER,    /* fsync of new/ running */
-  ST_QUIT,       /* QUIT in flight */
-  ST_DONE        /* done() called */
+  ST_GREETING, /* waiting for the server's greeting */
+  ST_CAPA,     /* CAPA in flight (before or after TLS) */
+  ST_STLS,     /* STLS in flight */
+  ST_TLS_WAIT, /* transport is doing the handshake */
+  ST_AUTH,     /* USER/PASS in flight */
+  ST_LISTING,  /* UIDL/LIST in flight */
+  ST_PROBE,    /* TOP n 0 probes in flight (only when the owner asked) */
+  ST_TRANSFER, /* RETR/DELE pipeline */
+  ST_BARRIER,  /* fsync of new/ running */
+  ST_QUIT,     /* QUIT in flight */
+  ST_DONE      /* done() called */
 };
 
-static const char *const state_names[] = {"greeting", "capa",     "stls",    "tls-wait", "auth",
-                                          "listing",  "transfer", "barrier", "quit",     "done"};
+static const char *const state_names[] = {"greeting", "capa",    "stls",  "tls-wait",
+                                          "auth",     "listing", "probe", "transfer",
+                                          "barrier",  "quit",    "done"};
 
 struct cmd {
   uint8_t kind;
@@ -77,15 +81,20 @@ struct session {
   /* Reply parsing. */
   char line[P3_LINE_MAX];
   size_t line_len;
-  int in_body;           /* a multi-line reply body is being decoded */
+  int in_body; /* a multi-line reply body is being decoded */
   struct p3_mldec dec;
-  char *scratch;         /* decoder output, SCRATCH_SIZE + 1 bytes */
+  char *scratch; /* decoder output, SCRATCH_SIZE + 1 bytes */
   char list_line[P3_LINE_MAX];
   size_t list_line_len;
-  uint64_t retr_octets;  /* octet count announced by the RETR +OK, or UINT64_MAX */
-  int body_open;         /* msg_begin succeeded; msg_end or msg_abort is owed */
-  uint64_t lines_done;   /* status lines and multi-line terminators received */
-  uint64_t body_octets;  /* wire octets of multi-line bodies received */
+  int list_line_long;   /* the listing line outgrew list_line: the rest is dropped */
+  uint64_t retr_octets; /* octet count announced by the RETR +OK, or UINT64_MAX */
+  /* The message whose "UIDL n" reply just named it, or SIZE_MAX: the next
+   * RETR/TOP reply, if for that message, has an established identity. */
+  size_t checked_idx;
+  int reply_identity;   /* the RETR/TOP reply being received has one */
+  int body_open;        /* msg_begin succeeded; msg_end or msg_abort is owed */
+  uint64_t lines_done;  /* status lines and multi-line terminators received */
+  uint64_t body_octets; /* wire octets of multi-line bodies received */
 
   /* Capabilities and login. */
   struct p3_caps caps;
@@ -101,26 +110,35 @@ struct session {
   int uidl_ok;
   int uidl_failed;
   int list_done;
+  size_t uidl_bad; /* UIDL lines whose UID was malformed or too long */
+  int uids_unique;
+
+  /* Header probes (session_probe_msg). */
+  size_t probes;         /* messages marked SESSION_MSG_PROBE */
+  size_t probe_next;     /* next message index to consider for TOP */
+  size_t probe_inflight; /* TOPs sent and not fully answered */
 
   /* Transfer. */
-  size_t next_retr;      /* next message index to consider for RETR */
-  size_t retr_inflight;  /* RETRs sent and not fully answered */
-  size_t saves_pending;  /* bodies handed to msg_end, not yet reported */
-  size_t *dele_ready;    /* indexes saved (or known delivered), DELE not yet sent */
+  size_t next_retr;     /* next message index to consider for RETR */
+  size_t retr_inflight; /* RETRs sent and not fully answered */
+  size_t saves_pending; /* bodies handed to msg_end, not yet reported */
+  size_t *dele_ready;   /* indexes saved (or known delivered), DELE not yet sent */
   size_t dele_ready_len;
   size_t dele_next_known; /* scan position for SESSION_MSG_DELETE messages */
-  int no_quit;           /* a retrieved message was not saved, or desync */
-  int no_dele;           /* desync: never DELE again */
+  int no_quit;            /* a retrieved message was not saved, or desync */
+  size_t unchecked;       /* pipelined RETRs sent without a "UIDL n" before them */
+  size_t resized;         /* messages delivered with a size other than LIST's */
+  int no_dele;            /* desync: never DELE again */
   int stopping;
   int barrier_done;
-  int partial_err;       /* error to report after a successful QUIT */
+  int partial_err; /* error to report after a successful QUIT */
 
   struct session_stats stats;
   char errtext[512];
   enum p3_resp_code errcode;
   int finished;
   int final_err;
-  size_t error_idx;      /* message the session failed at, or SIZE_MAX */
+  size_t error_idx; /* message the session failed at, or SIZE_MAX */
   size_t deles_sent;
 };
 
@@ -172,10 +190,34 @@ static void set_state(struct session *s, enum session_state st) {
   s->state = st;
 }
 
+static void note(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A note of the session's own for the trace (direction '-'). */
+static void note(struct session *s, const char *fmt, ...) {
+  if (s->ops.trace == NULL)
+    return;
+  char msg[400];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return;
+  s->ops.trace(s->data, '-', msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+}
+
 static void finish(struct session *s, int err) {
   if (s->finished)
     return;
   s->finished = 1;
+  if (err == P3_EDESYNC || err == P3_EPROTO) {
+    /* A body that ended early at a stray "." line looks like a resized
+     * message, and its rest is what then fails to parse: once the stream is
+     * known to be broken, a size that differed is no proof any more. */
+    for (size_t i = 0; i < s->msg_count; i++)
+      if (s->msgs[i].flags & SESSION_MSG_RESIZED)
+        s->msgs[i].flags &= (uint16_t)~SESSION_MSG_VERIFIED;
+  }
   if (s->body_open) {
     /* A body cut short never reaches new/. */
     s->body_open = 0;
@@ -238,6 +280,8 @@ static int send_cmd(struct session *s, enum cmd_kind kind, size_t idx, const cha
     n = snprintf(line, sizeof line, "%s %s\r\n", cmd_names[kind], arg);
   else if (kind == C_RETR || kind == C_DELE || kind == C_UIDL1)
     n = snprintf(line, sizeof line, "%s %lu\r\n", cmd_names[kind], s->msgs[idx].num);
+  else if (kind == C_TOP)
+    n = snprintf(line, sizeof line, "TOP %lu 0\r\n", s->msgs[idx].num);
   else
     n = snprintf(line, sizeof line, "%s\r\n", cmd_names[kind]);
   if (n < 0 || (size_t)n >= sizeof line)
@@ -265,6 +309,7 @@ static int send_cmd(struct session *s, enum cmd_kind kind, size_t idx, const cha
 
 static void start_barrier(struct session *s);
 static void maybe_quit(struct session *s);
+static void pump_probes(struct session *s);
 
 static int want_retr(const struct session *s, size_t idx) {
   return !(s->msgs[idx].flags & (SESSION_MSG_SKIP | SESSION_MSG_DELETE));
@@ -324,12 +369,13 @@ static void pump(struct session *s) {
         }
       }
     }
-  } else if (!s->stopping && s->next_retr < s->msg_count &&
-             s->retr_inflight <= window / 2) {
+  } else if (!s->stopping && s->next_retr < s->msg_count && s->retr_inflight <= window / 2) {
     while (s->next_retr < s->msg_count && s->retr_inflight < window) {
       if (want_retr(s, s->next_retr)) {
-        if (s->uidl_ok)
+        if (s->uidl_ok && s->msgs[s->next_retr].uid_len)
           err = send_cmd(s, C_UIDL1, s->next_retr, NULL);
+        else
+          s->unchecked++;
         if (!err)
           err = send_cmd(s, C_RETR, s->next_retr, NULL);
         if (err)
@@ -394,11 +440,15 @@ static int only_deles_pending(const struct session *s) {
  * saves a round trip: when every RETR was preceded by a UIDL n whose reply
  * named its message, the replies still missing are DELE replies only, and
  * each of those DELEs names a message whose UID and size were checked and
- * whose file and record are durable: QUIT may follow them at once. */
+ * whose file and record are durable: QUIT may follow them at once.  Not
+ * after a message whose size differed from LIST: if its body was cut short
+ * by a stray "." line, its rest is still to come and must be seen (as a
+ * broken reply) before anything is committed. */
 static void maybe_quit(struct session *s) {
   if (s->state != ST_BARRIER || !s->barrier_done)
     return;
-  if (s->fifo.len != 0 && !(s->pipelined && s->uidl_ok && only_deles_pending(s)))
+  if (s->fifo.len != 0 && !(s->pipelined && s->uidl_ok && s->unchecked == 0 && s->resized == 0 &&
+                            only_deles_pending(s)))
     return;
   if (s->no_quit) {
     finish(s, s->partial_err ? s->partial_err : P3_ESAVE);
@@ -407,6 +457,49 @@ static void maybe_quit(struct session *s) {
   set_state(s, ST_QUIT);
   if (send_cmd(s, C_QUIT, 0, NULL) != 0)
     finish(s, -ENOMEM);
+}
+
+static void start_transfer(struct session *s) {
+  for (size_t i = 0; i < s->msg_count; i++)
+    if (s->msgs[i].flags & SESSION_MSG_SKIP)
+      s->stats.skipped++;
+  set_state(s, ST_TRANSFER);
+  pump(s);
+}
+
+/* Sends the TOP n 0 probes, refilled like the RETRs (half a window at a
+ * time; lock-step: one), each after "UIDL n" when pipelined with UIDs, and
+ * starts the transfer once the last probe reply is in. */
+static void pump_probes(struct session *s) {
+  int err = 0;
+  if (s->state != ST_PROBE || s->finished)
+    return;
+  size_t window = s->pipelined ? s->opts.window : 1;
+  if (s->probe_inflight <= window / 2) {
+    while (s->probe_next < s->msg_count && s->probe_inflight < window) {
+      size_t i = s->probe_next++;
+      if (!(s->msgs[i].flags & SESSION_MSG_PROBE))
+        continue;
+      if (s->pipelined && s->uidl_ok && s->msgs[i].uid_len)
+        err = send_cmd(s, C_UIDL1, i, NULL);
+      if (!err)
+        err = send_cmd(s, C_TOP, i, NULL);
+      if (err)
+        break;
+      s->probe_inflight++;
+    }
+  }
+  if (err) {
+    set_local_error(s, "%s", "internal error queueing commands");
+    finish(s, err);
+    return;
+  }
+  if (s->probe_next < s->msg_count || s->probe_inflight > 0)
+    return;
+  if (s->ops.probed)
+    s->ops.probed(s->data);
+  if (!s->finished)
+    start_transfer(s);
 }
 
 static int begin_transfer(struct session *s) {
@@ -431,11 +524,20 @@ static int begin_transfer(struct session *s) {
     s->ops.listed(s->data);
   if (s->finished)
     return 0;
-  for (size_t i = 0; i < s->msg_count; i++)
-    if (s->msgs[i].flags & SESSION_MSG_SKIP)
-      s->stats.skipped++;
-  set_state(s, ST_TRANSFER);
-  pump(s);
+  if (s->probes == 0) {
+    start_transfer(s);
+    return 0;
+  }
+  set_state(s, ST_PROBE);
+  if (s->capa_ok && !s->caps.top) {
+    /* CAPA was answered without TOP: asking would only earn -ERRs. */
+    note(s, "%zu header probes not sent: the server does not offer TOP", s->probes);
+    for (size_t i = 0; i < s->msg_count && !s->finished; i++)
+      if ((s->msgs[i].flags & SESSION_MSG_PROBE) && s->ops.probe_end)
+        s->ops.probe_end(s->data, i, 0);
+    s->probe_next = s->msg_count;
+  }
+  pump_probes(s);
   return 0;
 }
 
@@ -510,8 +612,23 @@ static int listing_line(struct session *s, enum cmd_kind kind, const char *line,
    * number once both listings are in. */
   const char *uid;
   size_t uidlen;
-  if (proto_parse_uidl_line(line, len, &num, &uid, &uidlen) != 0)
-    return P3_EPROTO;
+  if (s->list_line_long || proto_parse_uidl_line(line, len, &num, &uid, &uidlen) != 0) {
+    /* One bad UID (too long, not printable) must not block the mailbox:
+     * only its message goes without a UID (always fetched, never deleted
+     * unseen).  It is entered with an empty UID so that a second entry for
+     * the same number cannot lend it one. */
+    if (s->list_line_long)
+      proto_parse_uidl_line(line, len, &num, &uid, &uidlen); /* just the number */
+    s->uidl_bad++;
+    if (s->uidl_bad <= 5)
+      note(s, "UIDL line \"%.*s%s\": %s", (int)(len > 40 ? 40 : len), line, len > 40 ? "..." : "",
+           num ? "malformed or too long a UID, the message is treated as having none"
+               : "malformed, ignored");
+    if (num == 0)
+      return 0;
+    uid = "";
+    uidlen = 0;
+  }
   size_t need = sizeof(unsigned long) + uidlen + 1;
   if (s->uids_len + need > s->uids_cap) {
     size_t cap = s->uids_cap ? s->uids_cap : 4096;
@@ -533,10 +650,12 @@ static int listing_line(struct session *s, enum cmd_kind kind, const char *line,
 }
 
 /* Attaches UIDs to messages.  Both listings are sorted by number in
- * practice; a server that lists UIDs for numbers LIST did not show, or
- * misses some, is treated as having no UIDL at all (safer than guessing). */
+ * practice; a server that lists UIDs for numbers LIST did not show, or out
+ * of order, is treated as having no UIDL at all (safer than guessing).  A
+ * message UIDL misses, lists twice or with a bad UID goes without a UID. */
 static int match_uids(struct session *s) {
-  size_t pos = 0, i = 0;
+  size_t pos = 0, i = 0, seen_at = SIZE_MAX;
+  int twice = 0;
   if (!s->uidl_ok)
     return 0;
   while (pos < s->uids_len) {
@@ -548,13 +667,55 @@ static int match_uids(struct session *s) {
       i++;
     if (i == s->msg_count || s->msgs[i].num != num)
       return P3_EPROTO;
-    s->msgs[i].uid_off = (uint32_t)(pos + sizeof num);
-    s->msgs[i].uid_len = (uint8_t)len;
+    if (seen_at == i) {
+      twice = 1; /* the same number again: neither UID can be trusted */
+    } else {
+      if (twice && seen_at != SIZE_MAX)
+        s->msgs[seen_at].uid_len = 0;
+      twice = 0;
+      seen_at = i;
+      s->msgs[i].uid_off = (uint32_t)(pos + sizeof num);
+      s->msgs[i].uid_len = (uint16_t)len;
+    }
     pos += sizeof num + len + 1;
   }
-  for (i = 0; i < s->msg_count; i++)
-    if (s->msgs[i].uid_len == 0)
-      return P3_EPROTO;
+  if (twice && seen_at != SIZE_MAX)
+    s->msgs[seen_at].uid_len = 0;
+  return 0;
+}
+
+struct uid_ref {
+  const char *uid;
+  size_t idx;
+};
+
+static int cmp_uid_ref(const void *a, const void *b) {
+  const struct uid_ref *x = a, *y = b;
+  int c = strcmp(x->uid, y->uid);
+  return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* Flags every message whose UID is listed more than once (hash-based UIDs:
+ * popa3d, solid-pop3d): such a UID names no single message. */
+static int find_dup_uids(struct session *s) {
+  size_t n = 0;
+  struct uid_ref *v = malloc((s->msg_count ? s->msg_count : 1) * sizeof *v);
+  if (v == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < s->msg_count; i++)
+    if (s->msgs[i].uid_len) {
+      v[n].uid = s->uids + s->msgs[i].uid_off;
+      v[n].idx = i;
+      n++;
+    }
+  qsort(v, n, sizeof *v, cmp_uid_ref);
+  for (size_t i = 1; i < n; i++)
+    if (strcmp(v[i - 1].uid, v[i].uid) == 0) {
+      s->msgs[v[i - 1].idx].flags |= SESSION_MSG_DUPUID;
+      s->msgs[v[i].idx].flags |= SESSION_MSG_DUPUID;
+      s->uids_unique = 0;
+    }
+  free(v);
   return 0;
 }
 
@@ -567,12 +728,30 @@ static void listing_complete(struct session *s) {
     }
   if (match_uids(s) != 0) {
     /* UIDL and LIST disagree: carry on without UIDs. */
+    note(s, "%s", "UIDL lists messages that LIST does not: UIDs are not used");
     s->uidl_ok = 0;
+  }
+  if (s->uidl_ok) {
+    size_t with = 0;
+    for (size_t i = 0; i < s->msg_count; i++)
+      with += s->msgs[i].uid_len != 0;
+    if (s->uidl_bad > 5)
+      note(s, "%zu malformed UIDL lines in all", s->uidl_bad);
+    if (with < s->msg_count)
+      note(s, "%zu of %zu messages have no usable UID", s->msg_count - with, s->msg_count);
+    if (with == 0 && s->msg_count)
+      s->uidl_ok = 0; /* nothing usable: as good as no UIDL */
+  }
+  if (!s->uidl_ok)
     for (size_t i = 0; i < s->msg_count; i++)
       s->msgs[i].uid_len = 0;
+  int err = s->uidl_ok ? find_dup_uids(s) : 0;
+  if (err) {
+    finish(s, err);
+    return;
   }
   s->stats.listed = s->msg_count;
-  int err = begin_transfer(s);
+  err = begin_transfer(s);
   if (err)
     finish(s, err);
 }
@@ -658,7 +837,26 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
       finish(s, resp_error(st, P3_EAUTH));
       return;
     }
+    if (s->caps.utf8 && !s->opts.no_utf8) {
+      /* RFC 6856.  Courier rewrites messages with UTF-8 headers for clients
+       * that did not ask; pipelined, UIDL and LIST follow at once (replies
+       * come in order, so UTF8 applies to them). */
+      if (send_cmd(s, C_UTF8, 0, NULL) != 0) {
+        finish(s, -ENOMEM);
+        return;
+      }
+      if (!s->pipelined)
+        return;
+    }
     send_listing(s);
+    return;
+  case C_UTF8:
+    fifo_pop(s);
+    /* A refusal changes nothing: the messages come as they would have. */
+    if (!st->ok)
+      note(s, "the server refused UTF8: messages with UTF-8 headers may be served rewritten");
+    if (!s->pipelined)
+      send_listing(s);
     return;
   case C_UIDL:
     if (st->ok) {
@@ -683,6 +881,10 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
     return;
   case C_RETR: {
     struct session_msg *m = &s->msgs[c->idx];
+    /* Lock-step: the only reply outstanding.  Pipelined: "UIDL n" right
+     * before named this message. */
+    s->reply_identity = !s->pipelined || s->checked_idx == c->idx;
+    s->checked_idx = SIZE_MAX;
     if (!st->ok) {
       /* The server refuses this one message: keep it, go on with the rest. */
       fifo_pop(s);
@@ -705,7 +907,13 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
     uint64_t octets;
     s->retr_octets = UINT64_MAX;
     if (proto_retr_octets(st->text, st->text_len, &octets)) {
-      if (octets != m->size) {
+      /* A count other than LIST's is the server's word for what follows
+       * when the reply is known to be this message's, and in a pipeline
+       * only in the "N octets" form: a UIDL reply "N UID" slipped into
+       * this place has a number too. */
+      if (octets != m->size &&
+          (!s->reply_identity ||
+           (s->pipelined && !proto_retr_says_octets(st->text, st->text_len)))) {
         char why[160];
         snprintf(why, sizeof why, "RETR %lu announced %llu octets but LIST said %llu", m->num,
                  (unsigned long long)octets, (unsigned long long)m->size);
@@ -727,6 +935,7 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
   case C_UIDL1: {
     size_t idx = c->idx;
     fifo_pop(s);
+    s->checked_idx = SIZE_MAX;
     unsigned long num;
     const char *uid;
     size_t uidlen;
@@ -735,10 +944,27 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
         num != s->msgs[idx].num || uidlen != s->msgs[idx].uid_len ||
         memcmp(uid, want, uidlen) != 0) {
       char why[200];
-      snprintf(why, sizeof why, "the reply to UIDL %lu does not name message %lu (%s)",
+      snprintf(why, sizeof why, "the reply to UIDL %lu does not name message %lu (%.80s)",
                s->msgs[idx].num, s->msgs[idx].num, want);
       desync(s, why);
+      return;
     }
+    s->checked_idx = idx;
+    return;
+  }
+  case C_TOP: {
+    s->reply_identity = !s->pipelined || s->checked_idx == c->idx;
+    s->checked_idx = SIZE_MAX;
+    if (st->ok) {
+      *multiline_r = 1;
+      return;
+    }
+    fifo_pop(s);
+    s->probe_inflight--;
+    note(s, "no header probe for message %lu: the server refused TOP", s->msgs[c->idx].num);
+    if (s->ops.probe_end)
+      s->ops.probe_end(s->data, c->idx, 0);
+    pump_probes(s);
     return;
   }
   case C_DELE:
@@ -770,6 +996,36 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
   }
 }
 
+/* The wire size of a body (CRLF form, stuffing included) matches a count
+ * when it lies within [count - 2, count + lines + 2]: servers count with LF
+ * line ends, or without the last CRLF. */
+static int size_fits(uint64_t raw, uint64_t lines, uint64_t count) {
+  uint64_t lo = count > 2 ? count - 2 : 0;
+  /* An announced count comes from the server: no overflow on its word. */
+  uint64_t hi = count <= UINT64_MAX - 2 - lines ? count + lines + 2 : UINT64_MAX;
+  return raw >= lo && raw <= hi;
+}
+
+/* A RETR reply of established identity whose body does not match the count
+ * its +OK line announced: that message failed (nothing of it is saved), the
+ * rest goes on.  It was retrieved, though, and servers that delete what was
+ * retrieved at QUIT (EXPIRE 0) would lose it: no QUIT this session. */
+static void retr_short_of_count(struct session *s, size_t idx, uint64_t raw) {
+  struct session_msg *m = &s->msgs[idx];
+  s->ops.msg_abort(s->data, idx);
+  m->flags |= SESSION_MSG_FAILED;
+  s->stats.failed++;
+  set_local_error(s, "message %lu: RETR announced %llu octets but sent %llu", m->num,
+                  (unsigned long long)s->retr_octets, (unsigned long long)raw);
+  s->partial_err = P3_EPARTIAL;
+  s->no_quit = 1;
+  s->no_dele = 1;
+  if (s->ops.msg_failed)
+    s->ops.msg_failed(s->data, idx, s->errtext);
+  if (!s->finished)
+    pump(s);
+}
+
 /* The end of a multi-line reply. */
 static void on_body_end(struct session *s, struct cmd *c) {
   enum cmd_kind kind = (enum cmd_kind)c->kind;
@@ -788,29 +1044,46 @@ static void on_body_end(struct session *s, struct cmd *c) {
     return;
   case C_RETR: {
     struct session_msg *m = &s->msgs[idx];
+    uint64_t raw = s->dec.raw_bytes, lines = s->dec.lines;
     s->retr_inflight--;
-    /* The desync rule: the wire size (CRLF form, stuffing included) must lie
-     * within [LIST - 2, LIST + lines + 2]. */
-    uint64_t raw = s->dec.raw_bytes;
-    uint64_t lo = m->size > 2 ? m->size - 2 : 0, hi = m->size + s->dec.lines + 2;
     s->body_open = 0;
-    if (raw < lo || raw > hi) {
-      s->ops.msg_abort(s->data, idx);
-      char why[200];
-      snprintf(why, sizeof why,
-               "RETR %lu returned %llu octets in %llu lines but LIST said %llu",
-               m->num, (unsigned long long)raw, (unsigned long long)s->dec.lines,
-               (unsigned long long)m->size);
-      s->error_idx = idx;
-      desync(s, why);
+    int list_ok = size_fits(raw, lines, m->size);
+    if (!s->reply_identity) {
+      /* The desync rule: nothing but LIST vouches for this reply. */
+      if (!list_ok) {
+        s->ops.msg_abort(s->data, idx);
+        char why[200];
+        snprintf(why, sizeof why, "RETR %lu returned %llu octets in %llu lines but LIST said %llu",
+                 m->num, (unsigned long long)raw, (unsigned long long)lines,
+                 (unsigned long long)m->size);
+        s->error_idx = idx;
+        desync(s, why);
+        return;
+      }
+    } else if (s->retr_octets != UINT64_MAX && !size_fits(raw, lines, s->retr_octets)) {
+      retr_short_of_count(s, idx, raw);
       return;
     }
+    if (!list_ok) {
+      m->flags |= SESSION_MSG_RESIZED;
+      s->resized++;
+      note(s, "message %lu: RETR sent %llu octets but LIST said %llu: delivered as served", m->num,
+           (unsigned long long)raw, (unsigned long long)m->size);
+    }
+    if (s->reply_identity)
+      m->flags |= SESSION_MSG_VERIFIED;
     s->stats.retrieved++;
     s->saves_pending++;
     s->ops.msg_end(s->data, idx);
     pump(s);
     return;
   }
+  case C_TOP:
+    s->probe_inflight--;
+    if (s->ops.probe_end)
+      s->ops.probe_end(s->data, idx, s->reply_identity);
+    pump_probes(s);
+    return;
   default:
     return;
   }
@@ -841,26 +1114,37 @@ static void on_line(struct session *s, const char *line, size_t len) {
     s->in_body = 1;
     mldec_init(&s->dec);
     s->list_line_len = 0;
+    s->list_line_long = 0;
   }
 }
 
-/* Decoded bytes of a listing body (CAPA/UIDL/LIST): split into lines. */
+/* Decoded bytes of a listing body (CAPA/UIDL/LIST): split into lines.  An
+ * over-long UIDL line (a UID far beyond P3_UID_MAX) costs only its message
+ * its UID, and an over-long CAPA line (a chatty IMPLEMENTATION) is ignored;
+ * a LIST line that long is an error. */
 static int listing_bytes(struct session *s, enum cmd_kind kind, const char *p, size_t n) {
   while (n) {
     const char *nl = memchr(p, '\n', n);
     size_t take = nl ? (size_t)(nl - p) : n;
-    if (s->list_line_len + take >= sizeof s->list_line)
-      return P3_EPROTO;
+    if (s->list_line_len + take >= sizeof s->list_line) {
+      if (kind == C_LIST)
+        return P3_EPROTO;
+      s->list_line_long = 1;
+      take = sizeof s->list_line - 1 - s->list_line_len; /* keep the start */
+    }
     memcpy(s->list_line + s->list_line_len, p, take);
     s->list_line_len += take;
     if (!nl)
       break;
-    int err = listing_line(s, kind, s->list_line, s->list_line_len);
+    int err = 0;
+    if (!(kind == C_CAPA && s->list_line_long))
+      err = listing_line(s, kind, s->list_line, s->list_line_len);
     if (err)
       return err;
     s->list_line_len = 0;
-    p += take + 1;
-    n -= take + 1;
+    s->list_line_long = 0;
+    n -= (size_t)(nl - p) + 1;
+    p = nl + 1;
   }
   return 0;
 }
@@ -884,6 +1168,9 @@ static size_t feed_body(struct session *s, const char *buf, size_t len) {
           return used;
         }
         s->stats.bytes += outlen;
+      } else if (c->kind == C_TOP) {
+        if (s->ops.probe_data)
+          s->ops.probe_data(s->data, c->idx, s->scratch, outlen);
       } else {
         int err = listing_bytes(s, (enum cmd_kind)c->kind, s->scratch, outlen);
         if (err) {
@@ -896,7 +1183,7 @@ static size_t feed_body(struct session *s, const char *buf, size_t len) {
     if (end) {
       s->in_body = 0;
       s->lines_done++;
-      if (c->kind != C_RETR && s->list_line_len) {
+      if (c->kind != C_RETR && c->kind != C_TOP && (s->list_line_len || s->list_line_long)) {
         set_local_error(s, "malformed %s listing", cmd_names[c->kind]);
         finish(s, P3_EPROTO);
         return used;
@@ -969,6 +1256,8 @@ struct session *session_new(const struct session_options *opts, const struct ses
   }
   s->state = ST_GREETING;
   s->error_idx = SIZE_MAX;
+  s->checked_idx = SIZE_MAX;
+  s->uids_unique = 1;
   fifo_push(s, C_GREETING, 0);
   return s;
 }
@@ -998,6 +1287,16 @@ void session_connection_lost(struct session *s, int err) {
     return;
   if (err == 0)
     err = P3_EEOF;
+  if (s->state == ST_QUIT) {
+    /* Courier over STLS sometimes drops the connection instead of
+     * answering QUIT; whether it applied the DELEs is unknown. */
+    s->errcode = P3_RC_NONE;
+    if (s->deles_sent)
+      set_local_error(s, "%s",
+                      "it did not answer QUIT, so its deletions may not have been applied");
+    else
+      set_local_error(s, "%s", "it did not answer QUIT");
+  }
   finish(s, err);
 }
 
@@ -1012,6 +1311,9 @@ void session_timeout(struct session *s) {
   else if (s->in_body)
     set_local_error(s, "the reply to %s did not arrive in time",
                     c ? cmd_names[c->kind] : "the last command");
+  else if (s->state == ST_QUIT && s->deles_sent)
+    set_local_error(s, "%s",
+                    "no reply to QUIT, so the server's deletions may not have been applied");
   else
     set_local_error(s, "no reply to %s", c ? cmd_names[c->kind] : "the last command");
   finish(s, P3_ETIMEOUT);
@@ -1129,6 +1431,19 @@ void session_skip_msg(struct session *s, size_t idx) {
 void session_delete_only(struct session *s, size_t idx) {
   if (idx < s->msg_count)
     s->msgs[idx].flags |= SESSION_MSG_DELETE;
+}
+
+void session_probe_msg(struct session *s, size_t idx) {
+  /* Only while `listed` runs: the probes go out right after it. */
+  if (s->state != ST_LISTING || s->finished || idx >= s->msg_count ||
+      (s->msgs[idx].flags & SESSION_MSG_PROBE))
+    return;
+  s->msgs[idx].flags |= SESSION_MSG_PROBE;
+  s->probes++;
+}
+
+int session_uids_unique(const struct session *s) {
+  return s->uids_unique;
 }
 
 const struct p3_caps *session_caps(const struct session *s) {

@@ -5,12 +5,27 @@
  * callbacks in struct session_ops.
  *
  * Flow: greeting -> CAPA -> [STLS -> (transport handshake) -> CAPA] ->
- * USER+PASS -> UIDL+LIST -> RETR pipeline (bounded window) with DELE for each
- * message once its delivery reports it saved -> barrier (fsync new/) -> QUIT.
+ * USER+PASS -> [UTF8] -> UIDL+LIST -> [TOP n 0 probes] -> RETR pipeline
+ * (bounded window) with DELE for each message once its delivery reports it
+ * saved -> barrier (fsync new/) -> QUIT.
  * Replies match commands strictly in order through a FIFO of commands in
  * flight.  A reply that cannot belong to the command it is matched with
  * (desync) stops all further DELEs and the session closes without QUIT, so
- * the server keeps every message. */
+ * the server keeps every message.
+ *
+ * UTF8 (RFC 6856) is sent right after login when CAPA advertises it (unless
+ * no_utf8): Courier otherwise serves messages with UTF-8 headers rewritten
+ * into a "cannot display" wrapper of another size.
+ *
+ * Reply identity and sizes.  A RETR reply's identity is established when
+ * the session is lock-step (it is the only reply outstanding) or when the
+ * "UIDL n" sent right before "RETR n" named that message.  Such a reply may
+ * differ in size from LIST (servers rewrite messages, or grow them): it is
+ * delivered as served, checked against the octet count its +OK line
+ * announced when there is one (a mismatch fails that message only), and the
+ * difference is noted in the trace.  Without an established identity a size
+ * that differs from LIST is a desync, as is an announced count that differs
+ * from LIST. */
 #ifndef P3_SESSION_H
 #define P3_SESSION_H
 
@@ -29,19 +44,32 @@ enum session_pipelining {
 #define SESSION_MAX_WINDOW 100000
 
 struct session_msg {
-  unsigned long num;  /* message number on the server */
-  uint64_t size;      /* LIST size */
-  uint32_t uid_off;   /* offset of the UID in the session's UID arena */
-  uint8_t uid_len;    /* 0: no UID */
-  uint8_t flags;      /* SESSION_MSG_* */
+  unsigned long num; /* message number on the server */
+  uint64_t size;     /* LIST size */
+  uint32_t uid_off;  /* offset of the UID in the session's UID arena */
+  uint16_t uid_len;  /* 0: no UID (none listed, or malformed / over P3_UID_MAX) */
+  uint16_t flags;    /* SESSION_MSG_* */
 };
 
 enum {
   SESSION_MSG_SKIP = 1,    /* owner decided not to retrieve it (session_skip_msg) */
   SESSION_MSG_SAVED = 2,   /* delivery reported it durable in new/ */
-  SESSION_MSG_FAILED = 4,  /* RETR -ERR or save failed */
+  SESSION_MSG_FAILED = 4,  /* RETR -ERR, a size check, or the save failed */
   SESSION_MSG_DELETED = 8, /* DELE +OK received */
-  SESSION_MSG_DELETE = 16  /* owner asks for DELE without RETR (already delivered) */
+  SESSION_MSG_DELETE = 16, /* owner asks for DELE without RETR (already delivered) */
+  /* The RETR reply handed to msg_begin..msg_end was proven to belong to this
+   * message (lock-step, or a matching "UIDL n" right before it) and passed
+   * the size checks.  With SAVED: this very message is durable in new/, even
+   * if the session later desynchronised.  Cleared again when a RESIZED
+   * message is followed by a desync or protocol error in the same session
+   * (a body cut short by a server's stray "." line looks resized too). */
+  SESSION_MSG_VERIFIED = 32,
+  /* Its UID appears more than once in the listing (session_uids_unique). */
+  SESSION_MSG_DUPUID = 64,
+  /* Its RETR reply differed in size from LIST and was delivered as served. */
+  SESSION_MSG_RESIZED = 128,
+  /* The owner asked for a header probe (session_probe_msg). */
+  SESSION_MSG_PROBE = 256
 };
 
 struct session_ops {
@@ -67,7 +95,21 @@ struct session_ops {
    * a desync at it): why is the server's text or a local sentence.  May be
    * NULL. */
   void (*msg_failed)(void *data, size_t idx, const char *why);
-  /* Protocol trace for -v: dir is 'C' or 'S'; PASS arguments are masked. */
+  /* Header probes (session_probe_msg), all three may be NULL.  probe_data
+   * gets the decoded header of the "TOP n 0" reply for message idx
+   * (dot-unstuffed, LF line ends, like msg_data), in pieces; probe_end ends
+   * each probe: ok 1 when the whole reply arrived and its identity was
+   * established (lock-step, or a matching "UIDL n" before it), 0 on -ERR,
+   * when the server lacks TOP, or when the reply cannot be tied to idx.
+   * When every probe is over, probed runs once, before any RETR or DELE:
+   * the owner may still call session_skip_msg()/session_delete_only() from
+   * probe_end or probed.  After session_fail() from one of them the rest
+   * are not called. */
+  void (*probe_data)(void *data, size_t idx, const char *buf, size_t len);
+  void (*probe_end)(void *data, size_t idx, int ok);
+  void (*probed)(void *data);
+  /* Protocol trace for -v: dir is 'C' or 'S'; PASS arguments are masked;
+   * '-' for the session's own notes (state changes, sizes that differ). */
   void (*trace)(void *data, char dir, const char *line, size_t len);
   /* The session is over (called once).  err 0: QUIT acknowledged and every
    * message done; otherwise why it ended.  The owner closes the transport;
@@ -78,11 +120,12 @@ struct session_ops {
 struct session_options {
   const char *user;
   const char *password;
-  int starttls;                  /* require STLS before login */
-  int tls_active;                /* implicit TLS: already encrypted */
+  int starttls;   /* require STLS before login */
+  int tls_active; /* implicit TLS: already encrypted */
   enum session_pipelining pipelining;
-  unsigned window;               /* RETRs in flight; 0 = default */
-  int keep;                      /* never DELE a retrieved message (keep mode) */
+  unsigned window; /* RETRs in flight; 0 = default */
+  int keep;        /* never DELE a retrieved message (keep mode) */
+  int no_utf8;     /* do not send UTF8 even when advertised */
 };
 
 struct session;
@@ -156,6 +199,16 @@ const char *session_msg_uid(const struct session *s, size_t idx);
 void session_skip_msg(struct session *s, size_t idx);
 /* Marks idx as already delivered: DELE it without retrieving it. */
 void session_delete_only(struct session *s, size_t idx);
+/* Asks for a header probe of idx ("TOP n 0"); only from the `listed`
+ * callback, later calls are ignored.  When any message is probed, the
+ * probes go out (pipelined like the rest) before the first RETR, and the
+ * transfer starts only after ops->probed; when none is, nothing changes.
+ * A server whose CAPA lacks TOP gets no TOP: each probe ends with ok 0. */
+void session_probe_msg(struct session *s, size_t idx);
+/* 0 when some UID appears more than once in the listing (each such message
+ * carries SESSION_MSG_DUPUID: a UID that is not an identity, so such a
+ * message must never be deleted unseen), else 1 (also without UIDL). */
+int session_uids_unique(const struct session *s);
 
 /* Capabilities seen (after TLS, the ones seen inside TLS). */
 const struct p3_caps *session_caps(const struct session *s);
@@ -174,21 +227,23 @@ size_t session_error_msg(const struct session *s);
  * the listing); text explains why. */
 void session_fail(struct session *s, int err, const char *text);
 
-/* The server's text for the error the session ended with (NUL-terminated;
- * "" when the error did not come from a server reply). */
+/* The server's text for the error the session ended with, or the session's
+ * own sentence for it (NUL-terminated; "" when there is nothing to add).
+ * When the connection is lost while QUIT is in flight it says that the
+ * server's deletions may not have been applied. */
 const char *session_error_text(const struct session *s);
 /* The response code of that reply. */
 enum p3_resp_code session_error_code(const struct session *s);
 
 struct session_stats {
-  size_t listed;       /* messages on the server */
-  size_t retrieved;    /* RETR +OK bodies received completely */
-  size_t saved;        /* durable in new/ */
-  size_t deleted;      /* DELE +OK (applied only if QUIT succeeded) */
-  size_t failed;       /* RETR -ERR or save failure */
-  size_t skipped;      /* left on the server on purpose */
-  uint64_t bytes;      /* decoded body bytes delivered to msg_data */
-  int quit_ok;         /* QUIT answered +OK */
+  size_t listed;    /* messages on the server */
+  size_t retrieved; /* RETR +OK bodies received completely */
+  size_t saved;     /* durable in new/ */
+  size_t deleted;   /* DELE +OK (applied only if QUIT succeeded) */
+  size_t failed;    /* RETR -ERR or save failure */
+  size_t skipped;   /* left on the server on purpose */
+  uint64_t bytes;   /* decoded body bytes delivered to msg_data */
+  int quit_ok;      /* QUIT answered +OK */
 };
 const struct session_stats *session_stats(const struct session *s);
 

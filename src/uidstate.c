@@ -23,7 +23,7 @@
  * below add up to well under it, so a formatted line always fits. */
 #define LINE_CAP 4096
 #define SERVER_CAP 600
-#define UID_CAP 70
+#define UID_CAP UIDSTATE_UID_MAX
 #define NAME_CAP 255
 #define ERROR_CAP 300
 #define WHO_CAP 100
@@ -40,6 +40,8 @@ struct dstate {
   uint64_t size;
   time_t when;
   uint64_t epoch; /* barriers seen before it: pending while == st->epoch */
+  bool has_digest;
+  uint8_t digest[UIDSTATE_DIGEST_LEN];
 };
 
 /* Servers are interned: many records share one, and the lock-step flag
@@ -154,7 +156,6 @@ static uint64_t fnv1a(const char *s, size_t len, uint64_t h) {
 
 #define FNV_SEED 0xcbf29ce484222325ULL
 
-
 static char *dup_mem(const char *s, size_t len) {
   char *p = malloc(len + 1);
 
@@ -184,7 +185,8 @@ static bool server_ok(const char *s, size_t len) {
   return word_ok(s, len, SERVER_CAP);
 }
 
-/* RFC 1939: a UID is 1 to 70 characters 0x21 to 0x7E. */
+/* RFC 1939: a UID is 1 to 70 characters 0x21 to 0x7E; servers exceed the
+ * length, so up to UID_CAP are accepted. */
 static bool uid_ok(const char *s, size_t len) {
   size_t i;
 
@@ -280,10 +282,25 @@ static int finish_line(char *out, int body) {
   return body + CRC_TAIL + 1;
 }
 
+/* digest: UIDSTATE_DIGEST_LEN bytes, or NULL for a line without one. */
 static int fmt_d(char *out, const char *server, const char *uid, uint64_t size, const char *name,
-                 time_t when) {
-  return finish_line(out, snprintf(out, LINE_CAP, "D %s %s %llu %s %lld", server, uid,
-                                   (unsigned long long)size, name, (long long)when));
+                 time_t when, const uint8_t *digest) {
+  char hex[2 * UIDSTATE_DIGEST_LEN + 2] = "";
+  if (digest != NULL) {
+    static const char digits[] = "0123456789abcdef";
+    hex[0] = ' ';
+    for (size_t i = 0; i < UIDSTATE_DIGEST_LEN; i++) {
+      hex[1 + 2 * i] = digits[digest[i] >> 4];
+      hex[2 + 2 * i] = digits[digest[i] & 15];
+    }
+    hex[1 + 2 * UIDSTATE_DIGEST_LEN] = '\0';
+  }
+  return finish_line(out, snprintf(out, LINE_CAP, "D %s %s %llu %s %lld%s", server, uid,
+                                   (unsigned long long)size, name, (long long)when, hex));
+}
+
+static const uint8_t *dstate_digest(const struct dstate *d) {
+  return d->has_digest ? d->digest : NULL;
 }
 
 /* error is already sanitized. */
@@ -301,6 +318,10 @@ static int fmt_l(char *out, const char *server, bool on, time_t when) {
 
 static int fmt_f(char *out, const char *server, const char *uid, time_t when) {
   return finish_line(out, snprintf(out, LINE_CAP, "F %s %s %lld", server, uid, (long long)when));
+}
+
+static int fmt_r(char *out, const char *server, const char *uid, time_t when) {
+  return finish_line(out, snprintf(out, LINE_CAP, "R %s %s %lld", server, uid, (long long)when));
 }
 
 static int fmt_b(char *out, time_t when) {
@@ -414,6 +435,8 @@ static void rec_sync(struct rec *r) {
   /* 0 means "not delivered" to callers, so a D stamped 0 (or before 1970)
    * still reads as delivered. */
   r->pub.delivered = r->has_d ? (r->d.when > 0 ? r->d.when : 1) : 0;
+  r->pub.delivered_size = r->has_d ? r->d.size : 0;
+  r->pub.digest = r->has_d && r->d.has_digest ? r->d.digest : NULL;
   r->pub.last_error = r->error != NULL ? r->error : "";
 }
 
@@ -473,7 +496,8 @@ static bool rec_pending(const struct uidstate *st, const struct rec *r) {
  * interned server may stay behind). */
 
 static int apply_d(struct uidstate *st, const char *server, size_t slen, const char *uid,
-                   size_t ulen, uint64_t size, const char *name, size_t nlen, time_t when) {
+                   size_t ulen, uint64_t size, const char *name, size_t nlen, time_t when,
+                   const uint8_t *digest) {
   struct server *srv;
   struct rec *r;
   struct dstate *save = NULL;
@@ -508,6 +532,11 @@ static int apply_d(struct uidstate *st, const char *server, size_t slen, const c
   r->d.size = size;
   r->d.when = when;
   r->d.epoch = st->epoch;
+  r->d.has_digest = digest != NULL;
+  if (digest != NULL)
+    memcpy(r->d.digest, digest, UIDSTATE_DIGEST_LEN);
+  else
+    memset(r->d.digest, 0, UIDSTATE_DIGEST_LEN);
   r->has_d = true;
   r->pub.size = size;
   r->pub.attempts = 0;
@@ -545,6 +574,28 @@ static int apply_a(struct uidstate *st, const char *server, size_t slen, const c
   return 0;
 }
 
+/* R: the record's deletion was committed on the server (or the UID turned
+ * out not to identify one message): the record goes entirely, attempts and
+ * all, so that a later message with the same UID is new. */
+static int apply_r(struct uidstate *st, const char *server, size_t slen, const char *uid,
+                   size_t ulen) {
+  struct server *srv = server_find(st, server, slen);
+  struct rec **pp;
+  uint64_t h;
+
+  if (srv == NULL || st->recs_nb == 0)
+    return 0;
+  h = rec_hash(srv, uid, ulen);
+  for (pp = &st->recs[bucket_of(h, st->recs_nb)]; *pp != NULL; pp = &(*pp)->next) {
+    struct rec *r = *pp;
+    if (r->hash == h && r->srv == srv && r->uid_len == ulen && memcmp(r->uid, uid, ulen) == 0) {
+      rec_remove(st, pp);
+      break;
+    }
+  }
+  return 0;
+}
+
 /* F: the last D for this UID cannot be trusted (its session desynchronised,
  * so the file may hold another message).  A pending D that overrode a
  * durable one falls back to it; otherwise the UID counts as not delivered.
@@ -566,6 +617,9 @@ static int apply_f(struct uidstate *st, const char *server, size_t slen, const c
     memset(&r->d, 0, sizeof(r->d));
     r->has_d = false;
     prev_free(r);
+    /* Nothing left to say about this UID. */
+    if (r->pub.attempts == 0)
+      return apply_r(st, server, slen, uid, ulen);
   }
   rec_sync(r);
   return 0;
@@ -621,12 +675,29 @@ static bool hex_lower(const char *s, size_t len, uint32_t *v_r) {
   return true;
 }
 
+/* 2 * UIDSTATE_DIGEST_LEN lowercase hex digits into out. */
+static bool parse_digest(const char *s, size_t len, uint8_t *out) {
+  size_t i;
+
+  if (len != 2 * UIDSTATE_DIGEST_LEN)
+    return false;
+  for (i = 0; i < UIDSTATE_DIGEST_LEN; i++) {
+    uint32_t v;
+    if (!hex_lower(s + 2 * i, 2, &v))
+      return false;
+    out[i] = (uint8_t)v;
+  }
+  return true;
+}
+
 /* One line without its newline.  Returns 0 when applied, 1 when corrupt,
  * -ENOMEM. */
 static int parse_line(struct uidstate *st, const char *line, size_t len) {
   const char *p, *end, *server, *uid, *f, *name;
   size_t slen, ulen, flen, nlen;
   uint64_t size, attempts;
+  uint8_t digest[UIDSTATE_DIGEST_LEN];
+  bool has_digest;
   uint32_t crc;
   time_t when;
 
@@ -642,9 +713,14 @@ static int parse_line(struct uidstate *st, const char *line, size_t len) {
     if (!take(&p, end, &server, &slen) || !server_ok(server, slen) || !take(&p, end, &uid, &ulen) ||
         !uid_ok(uid, ulen) || !take(&p, end, &f, &flen) || !parse_u64(f, flen, &size) ||
         !take(&p, end, &name, &nlen) || !name_ok(name, nlen) || !take(&p, end, &f, &flen) ||
-        !parse_time(f, flen, &when) || p != end)
+        !parse_time(f, flen, &when))
       return 1;
-    return apply_d(st, server, slen, uid, ulen, size, name, nlen, when);
+    /* The header digest is optional: lines written before it existed have
+     * none. */
+    has_digest = p != end;
+    if (has_digest && (!take(&p, end, &f, &flen) || !parse_digest(f, flen, digest) || p != end))
+      return 1;
+    return apply_d(st, server, slen, uid, ulen, size, name, nlen, when, has_digest ? digest : NULL);
   case 'A':
     if (!take(&p, end, &server, &slen) || !server_ok(server, slen) || !take(&p, end, &uid, &ulen) ||
         !uid_ok(uid, ulen) || !take(&p, end, &f, &flen) || !parse_u64(f, flen, &size) ||
@@ -661,6 +737,11 @@ static int parse_line(struct uidstate *st, const char *line, size_t len) {
         !uid_ok(uid, ulen) || !take(&p, end, &f, &flen) || !parse_time(f, flen, &when) || p != end)
       return 1;
     return apply_f(st, server, slen, uid, ulen);
+  case 'R':
+    if (!take(&p, end, &server, &slen) || !server_ok(server, slen) || !take(&p, end, &uid, &ulen) ||
+        !uid_ok(uid, ulen) || !take(&p, end, &f, &flen) || !parse_time(f, flen, &when) || p != end)
+      return 1;
+    return apply_r(st, server, slen, uid, ulen);
   case 'L':
     if (!take(&p, end, &server, &slen) || !server_ok(server, slen) || !take(&p, end, &f, &flen))
       return 1;
@@ -793,8 +874,8 @@ static void clear_out(char **line_r, size_t *len_r) {
 }
 
 int uidstate_append_delivered(struct uidstate *st, const char *server, const char *uid,
-                              uint64_t size, const char *name, time_t when, char **line_r,
-                              size_t *len_r) {
+                              uint64_t size, const char *name, time_t when, const uint8_t *digest,
+                              char **line_r, size_t *len_r) {
   char line[LINE_CAP];
   int err;
 
@@ -802,9 +883,10 @@ int uidstate_append_delivered(struct uidstate *st, const char *server, const cha
   if (server == NULL || uid == NULL || name == NULL || !server_ok(server, strlen(server)) ||
       !uid_ok(uid, strlen(uid)) || !name_ok(name, strlen(name)))
     return -EINVAL;
-  if ((err = hand_out(line, fmt_d(line, server, uid, size, name, when), line_r, len_r)) < 0)
+  if ((err = hand_out(line, fmt_d(line, server, uid, size, name, when, digest), line_r, len_r)) < 0)
     return err;
-  err = apply_d(st, server, strlen(server), uid, strlen(uid), size, name, strlen(name), when);
+  err =
+      apply_d(st, server, strlen(server), uid, strlen(uid), size, name, strlen(name), when, digest);
   if (err < 0) {
     free(*line_r);
     clear_out(line_r, len_r);
@@ -860,15 +942,15 @@ int uidstate_append_lockstep(struct uidstate *st, const char *server, int on, ti
   return err;
 }
 
-int uidstate_format_delivered(const char *server, const char *uid, uint64_t size,
-                              const char *name, time_t when, char *buf, size_t buflen) {
+int uidstate_format_delivered(const char *server, const char *uid, uint64_t size, const char *name,
+                              time_t when, const uint8_t *digest, char *buf, size_t buflen) {
   char line[LINE_CAP];
   int n;
 
   if (server == NULL || uid == NULL || name == NULL || !server_ok(server, strlen(server)) ||
       !uid_ok(uid, strlen(uid)) || !name_ok(name, strlen(name)))
     return -EINVAL;
-  n = fmt_d(line, server, uid, size, name, when);
+  n = fmt_d(line, server, uid, size, name, when, digest);
   if (n < 0)
     return n;
   if ((size_t)n >= buflen)
@@ -889,6 +971,35 @@ int uidstate_append_forget(struct uidstate *st, const char *server, const char *
   if ((err = hand_out(line, fmt_f(line, server, uid, when), line_r, len_r)) < 0)
     return err;
   return apply_f(st, server, strlen(server), uid, strlen(uid));
+}
+
+int uidstate_append_retire(struct uidstate *st, const char *server, const char *uid, time_t when,
+                           char **line_r, size_t *len_r) {
+  char line[LINE_CAP];
+  int err;
+
+  clear_out(line_r, len_r);
+  if (server == NULL || uid == NULL || !server_ok(server, strlen(server)) ||
+      !uid_ok(uid, strlen(uid)))
+    return -EINVAL;
+  if ((err = hand_out(line, fmt_r(line, server, uid, when), line_r, len_r)) < 0)
+    return err;
+  return apply_r(st, server, strlen(server), uid, strlen(uid));
+}
+
+int uidstate_set_size(struct uidstate *st, const char *server, const char *uid, uint64_t size) {
+  struct server *srv =
+      server != NULL && uid != NULL ? server_find(st, server, strlen(server)) : NULL;
+  struct rec *r = srv != NULL ? rec_find(st, srv, uid, strlen(uid)) : NULL;
+
+  if (r == NULL || !r->has_d)
+    return -ENOENT;
+  r->d.size = size;
+  /* An A after the D set the size the failed attempts were about. */
+  if (r->pub.attempts == 0)
+    r->pub.size = size;
+  rec_sync(r);
+  return 0;
 }
 
 int uidstate_append_barrier(struct uidstate *st, time_t when, char **line_r, size_t *len_r) {
@@ -1150,7 +1261,7 @@ static int read_journal(struct uidstate *st, char **buf_r, size_t *len_r, char *
   }
   if (sb.st_size > FILE_CAP) {
     p3_set_error(errbuf, errlen, "%s is too large (%lld bytes; at most %lld)", st->path,
-            (long long)sb.st_size, (long long)FILE_CAP);
+                 (long long)sb.st_size, (long long)FILE_CAP);
     return -EFBIG;
   }
   /* One byte more than the size says, so that growth shows (it should
@@ -1178,7 +1289,7 @@ static int read_journal(struct uidstate *st, char **buf_r, size_t *len_r, char *
       if ((off_t)cap > FILE_CAP) {
         free(buf);
         p3_set_error(errbuf, errlen, "%s is too large (more than %lld bytes)", st->path,
-                (long long)FILE_CAP);
+                     (long long)FILE_CAP);
         return -EFBIG;
       }
       cap = cap * 2 > (size_t)FILE_CAP + 1 ? (size_t)FILE_CAP + 1 : cap * 2;
@@ -1255,7 +1366,7 @@ static int repair_journal(struct uidstate *st, const char *buf, size_t len, char
     err = ftruncate(st->fd, (off_t)keep) != 0 ? -errno : fsync_retry(st->fd);
     if (err < 0) {
       p3_set_error(errbuf, errlen, "cannot truncate the torn last line of %s: %s", st->path,
-              strerror(-err));
+                   strerror(-err));
       return err;
     }
   }
@@ -1407,7 +1518,8 @@ static void write_state(const struct uidstate *st, struct writer *w, time_t now)
       else if (r->prev != NULL)
         d = r->prev;
       if (d != NULL)
-        writer_add(w, line, fmt_d(line, r->srv->name, r->uid, d->size, d->name, d->when));
+        writer_add(w, line,
+                   fmt_d(line, r->srv->name, r->uid, d->size, d->name, d->when, dstate_digest(d)));
     }
   for (i = 0; i < st->srvs_nb; i++) {
     const struct server *s;
@@ -1422,7 +1534,9 @@ static void write_state(const struct uidstate *st, struct writer *w, time_t now)
         if (!rec_written(r))
           continue;
         if (pass == 0 && rec_pending(st, r) && !r->doomed)
-          writer_add(w, line, fmt_d(line, r->srv->name, r->uid, r->d.size, r->d.name, r->d.when));
+          writer_add(w, line,
+                     fmt_d(line, r->srv->name, r->uid, r->d.size, r->d.name, r->d.when,
+                           dstate_digest(&r->d)));
         if (pass == 1 && r->pub.attempts > 0)
           writer_add(w, line,
                      fmt_a(line, r->srv->name, r->uid, r->pub.size, r->pub.attempts, r->a_when,

@@ -7,14 +7,18 @@
  * corrupt line is detected and ignored — when in doubt, deliver):
  *
  *   pop3sync-state 1                                         header (first line, no CRC)
- *   D <server> <uid> <size> <basename> <unixtime> *<crc>      delivered
+ *   D <server> <uid> <size> <basename> <unixtime>[ <digest>] *<crc>  delivered
  *   A <server> <uid> <size> <attempts> <unixtime>[ <error...>] *<crc>  failed attempts
  *   L <server> on|off <unixtime> *<crc>   next session for this server is (not) lock-step
  *   F <server> <uid> <unixtime> *<crc>    forget the last D (its session desynchronised)
+ *   R <server> <uid> <unixtime> *<crc>    retire: drop the record entirely
  *   B <unixtime> *<crc>                   barrier: every D above is durable
  *
  * <server> is "user@host:port" (spec_identity; 1-600 bytes, no spaces or
- * control characters), <uid> the UIDL (1-70 characters 0x21-0x7E),
+ * control characters), <uid> the UIDL (1-512 characters 0x21-0x7E: RFC 1939
+ * says 70, servers exceed it), <digest> the message's header digest
+ * (hdrdigest.h) in 64 lowercase hex digits (lines written before it existed
+ * have none, and are still read),
  * <basename> the delivered file's name in new/ (without any ":2,..." info
  * part; no '/' or ':'), <size> and <attempts> decimal, <unixtime> decimal
  * seconds.  <attempts> is the new total (at least 1), not an increment.
@@ -25,7 +29,10 @@
  * Later lines override earlier ones for the same (server, uid): a D sets
  * the delivered state and resets attempts; an A sets attempts, error and
  * size but keeps the delivered state (a UID that came back with other
- * content).  D records written after the last B count only if their file
+ * content).  An R removes the record of (server, uid), D, attempts and all:
+ * its deletion on the server was committed (DELE +OK, then QUIT +OK), so a
+ * later message with the same UID is new (see plan.h).  D records written
+ * after the last B count only if their file
  * is still in new/ or cur/ (a power loss may have undone the rename);
  * older D records always count (the user may have read and deleted the
  * file).  A malformed line, a line whose CRC does not match and a last
@@ -47,16 +54,24 @@
 #include <stdint.h>
 #include <time.h>
 
+/* SHA-256, as hdrdigest.h's HDRDIGEST_LEN. */
+#define UIDSTATE_DIGEST_LEN 32
+/* The longest UID a record may hold. */
+#define UIDSTATE_UID_MAX 512
+
 struct uidstate;
 
 struct uidstate_rec {
   const char *server;
   const char *uid;
-  uint64_t size;
-  const char *name;      /* delivered file name, "" for attempt-only records */
-  time_t delivered;      /* 0 when not delivered */
-  unsigned attempts;     /* failed attempts so far */
-  const char *last_error;/* "" when none */
+  uint64_t size;           /* the last D's or A's LIST size */
+  const char *name;        /* delivered file name, "" for attempt-only records */
+  time_t delivered;        /* 0 when not delivered */
+  uint64_t delivered_size; /* the LIST size the delivery was recorded with (0: none) */
+  const uint8_t *digest;   /* the delivery's header digest (UIDSTATE_DIGEST_LEN
+                              bytes), NULL when not delivered or recorded without */
+  unsigned attempts;       /* failed attempts so far */
+  const char *last_error;  /* "" when none */
 };
 
 /* Opens (creating mode 0600, parent directories 0700) and locks path with
@@ -108,13 +123,13 @@ int uidstate_lockstep(const struct uidstate *st, const char *server);
 
 /* Formatters: update memory and return a malloc'd line (with newline) in
  * *line_r for the caller to append; *len_r its length.  Return 0 or -ENOMEM
- * (or -EINVAL for a uid/server/name with spaces or control characters). */
+ * (or -EINVAL for a uid/server/name with spaces or control characters).
+ * digest: UIDSTATE_DIGEST_LEN bytes (borrowed), or NULL for none. */
 int uidstate_append_delivered(struct uidstate *st, const char *server, const char *uid,
-                              uint64_t size, const char *name, time_t when, char **line_r,
-                              size_t *len_r);
-int uidstate_append_attempt(struct uidstate *st, const char *server, const char *uid,
-                            uint64_t size, const char *error, time_t when, char **line_r,
-                            size_t *len_r);
+                              uint64_t size, const char *name, time_t when, const uint8_t *digest,
+                              char **line_r, size_t *len_r);
+int uidstate_append_attempt(struct uidstate *st, const char *server, const char *uid, uint64_t size,
+                            const char *error, time_t when, char **line_r, size_t *len_r);
 int uidstate_append_lockstep(struct uidstate *st, const char *server, int on, time_t when,
                              char **line_r, size_t *len_r);
 int uidstate_append_barrier(struct uidstate *st, time_t when, char **line_r, size_t *len_r);
@@ -123,17 +138,30 @@ int uidstate_append_barrier(struct uidstate *st, time_t when, char **line_r, siz
  * that overrode a durable one falls back to it. */
 int uidstate_append_forget(struct uidstate *st, const char *server, const char *uid, time_t when,
                            char **line_r, size_t *len_r);
+/* "R <server> <uid> <unixtime>": retire the record of (server, uid): its
+ * deletion was committed on the server, or its UID turned out not to name
+ * one message.  Removes it from memory at once (a no-op when there is
+ * none). */
+int uidstate_append_retire(struct uidstate *st, const char *server, const char *uid, time_t when,
+                           char **line_r, size_t *len_r);
+
+/* The delivered message of (server, uid) is listed with another size but is
+ * the same message (its header digest agrees, see plan.h): records the new
+ * size in memory only; the next uidstate_compact writes it (a run that ends
+ * before that checks again next time).  Returns 0, or -ENOENT when there is
+ * no delivered record. */
+int uidstate_set_size(struct uidstate *st, const char *server, const char *uid, uint64_t size);
 
 /* Formats the D line for a delivery without touching any state: a pure,
  * thread-safe function (for a worker thread that appends it right before the
  * rename into new/).  Returns the length written into buf (with its
  * newline), or -EINVAL / -ENOSPC. */
-int uidstate_format_delivered(const char *server, const char *uid, uint64_t size,
-                              const char *name, time_t when, char *buf, size_t buflen);
+int uidstate_format_delivered(const char *server, const char *uid, uint64_t size, const char *name,
+                              time_t when, const uint8_t *digest, char *buf, size_t buflen);
 
 /* Iterates over every record (any order); stops when cb returns non-zero. */
-void uidstate_foreach(const struct uidstate *st, int (*cb)(void *data, const struct uidstate_rec *r),
-                      void *data);
+void uidstate_foreach(const struct uidstate *st,
+                      int (*cb)(void *data, const struct uidstate_rec *r), void *data);
 
 /* Rewrites the journal keeping only records for which keep(data, rec)
  * returns non-zero (all when keep is NULL), plus the lock-step flags, into

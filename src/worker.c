@@ -11,11 +11,14 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "engine.h"
 #include "errors.h"
+#include "journal_path.h"
+#include "log.h"
 #include "privsep.h"
 #include "pwcmd.h"
 #include "target.h"
@@ -38,6 +41,7 @@ struct worker {
   struct pwcmd *pwcmd;
   struct engine *engine;
   struct engine_options eo;
+  char state_dir[PATH_MAX]; /* the user's state directory */
   char state_path[PATH_MAX];
   int stopping;
   int reported;
@@ -180,8 +184,11 @@ static void on_trace(void *data, const char *line) {
 
 static void on_progress(uv_timer_t *t) {
   struct worker *w = t->data;
-  if (w->engine == NULL)
+  if (w->engine == NULL) {
+    /* The daemon kills a worker it has not heard from in a while. */
+    send_line(w, "alive", "", 1);
     return;
+  }
   size_t done, total;
   uint64_t bytes;
   engine_progress(w->engine, &done, &total, &bytes);
@@ -211,6 +218,7 @@ static void start_engine(struct worker *w) {
   eo->window = w->req.window;
   eo->keep = w->req.keep;
   eo->keep_days = w->req.keep_days;
+  eo->no_utf8 = w->req.no_utf8;
   eo->state_path = w->state_path;
   eo->who = "pop3syncd";
   if (w->req.verbose) {
@@ -223,19 +231,54 @@ static void start_engine(struct worker *w) {
     fail(w, err, errbuf);
     return;
   }
-  uv_timer_start(&w->progress, on_progress, 1000, 1000);
 }
 
 static void on_password(void *data, int err, char *password, const char *message) {
   struct worker *w = data;
   w->pwcmd = NULL;
-  send_line(w, "child", "0", 0);
   if (err) {
     fail(w, err, message);
     return;
   }
   w->target.password = password;
   start_engine(w);
+}
+
+/* One mailbox, one journal (journal_path.h): the journal is named by the
+ * mailbox the spec resolved to, in the user's state directory, where that
+ * user's `pop3 dl' finds it too.  Journals under an older name are moved
+ * there first: the daemon's ACCOUNT.state, and the user's `pop3 dl' journal
+ * in the personal directory when `pop3 dl' now uses this one.  Returns 0, or
+ * -1 after fail(). */
+static int set_state_path(struct worker *w) {
+  char msg[sizeof(((struct engine_result *)0)->message)], old[2][PATH_MAX], dir[PATH_MAX];
+  const char *olds[2];
+  size_t n = 0;
+  int shared;
+  if (journal_path(w->state_dir, &w->target.spec, w->state_path, sizeof w->state_path) != 0) {
+    fail(w, P3_ESTATE, "state path too long");
+    return -1;
+  }
+  if (snprintf(old[0], sizeof old[0], "%s/%s.state", w->state_dir, w->req.account) <
+      (int)sizeof old[0])
+    olds[n++] = old[0];
+  if (journal_user_dir(NULL, dir, sizeof dir, &shared) == 0 && shared &&
+      journal_same_dir(dir, w->state_dir) && journal_personal_dir(dir, sizeof dir) == 0 &&
+      !journal_same_dir(dir, w->state_dir) &&
+      journal_path(dir, &w->target.spec, old[1], sizeof old[1]) == 0)
+    olds[n++] = old[1];
+  for (size_t i = 0; i < n; i++) {
+    int r = journal_migrate(olds[i], w->state_path, msg, sizeof msg);
+    if (r == JOURNAL_MOVED) {
+      log_info("%s: %s", w->req.account, msg);
+    } else if (r == JOURNAL_KEPT) {
+      log_warning("%s: warning: %s", w->req.account, msg);
+    } else if (r < 0) {
+      fail(w, r == P3_ELOCKED ? r : P3_ESTATE, msg);
+      return -1;
+    }
+  }
+  return 0;
 }
 
 static void resolve(struct worker *w) {
@@ -245,6 +288,8 @@ static void resolve(struct worker *w) {
     fail(w, err, errbuf);
     return;
   }
+  if (set_state_path(w) != 0)
+    return;
   if (w->req.password) {
     w->target.password = strdup(w->req.password);
     if (w->target.password == NULL) {
@@ -256,16 +301,16 @@ static void resolve(struct worker *w) {
   }
   if (w->req.password_command) {
     unsigned timeout = w->req.timeout_s ? w->req.timeout_s : 120;
-    err = pwcmd_start(&w->loop, w->req.password_command, timeout, 0, on_password, w, &w->pwcmd);
+    /* In the worker's own process group, which the daemon kills when the
+     * worker ends: the daemon never signals a pid the worker names. */
+    err = pwcmd_start(&w->loop, w->req.password_command, timeout, PWCMD_CALLER_GROUP,
+                      on_password, w, &w->pwcmd);
     if (err) {
       snprintf(errbuf, sizeof errbuf, "password command `%.200s': %s", w->req.password_command,
                p3_strerror(err));
       fail(w, P3_EPWCMD, errbuf);
       return;
     }
-    char pid[24];
-    snprintf(pid, sizeof pid, "%d", pwcmd_pid(w->pwcmd));
-    send_line(w, "child", pid, 0);
     return;
   }
   err = target_password(&w->target, w->req.netrc, errbuf, sizeof errbuf);
@@ -317,12 +362,29 @@ static int read_request(int fd, struct worker_request *req, char *errbuf, size_t
   return err;
 }
 
+/* Only stdio and the channel come from the daemon: any other descriptor it
+ * had open without close-on-exec (a file it was reading) must not reach the
+ * user's password command. */
+static void close_inherited_fds(int chan_fd) {
+  unsigned first = (unsigned)chan_fd + 1;
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, first, ~0U, 0) == 0)
+    return;
+#endif
+  long max = sysconf(_SC_OPEN_MAX);
+  if (max < 0 || max > 65536)
+    max = 65536;
+  for (long i = first; i < max; i++)
+    (void)close((int)i);
+}
+
 int worker_main(int fd) {
   static struct worker w; /* one per process */
   char errbuf[512];
   pid_t parent = getppid();
   signal(SIGPIPE, SIG_IGN);
   umask(077);
+  close_inherited_fds(fd);
   int err = read_request(fd, &w.req, errbuf, sizeof errbuf);
   if (err) {
     fprintf(stderr, "pop3syncd worker: %s\n", errbuf);
@@ -349,6 +411,7 @@ int worker_main(int fd) {
   w.sigterm.data = w.sigint.data = w.progress.data = &w;
   uv_signal_start(&w.sigterm, on_signal, SIGTERM);
   uv_signal_start(&w.sigint, on_signal, SIGINT);
+  uv_timer_start(&w.progress, on_progress, 1000, 1000);
   if (w.chan_open)
     uv_read_start((uv_stream_t *)&w.chan, on_chan_alloc, on_chan_read);
 
@@ -362,11 +425,11 @@ int worker_main(int fd) {
       err = privsep_drop(w.req.user, (uid_t)w.req.uid, errbuf, sizeof errbuf);
     if (err)
       fail(&w, err, errbuf);
-    else if (snprintf(w.state_path, sizeof w.state_path, "%s/%s/%s.state", w.req.state_dir,
-                      w.req.user, w.req.account) >= (int)sizeof w.state_path)
+    else if (snprintf(w.state_dir, sizeof w.state_dir, "%s/%s", w.req.state_dir, w.req.user) >=
+             (int)sizeof w.state_dir)
       fail(&w, P3_ESTATE, "state path too long");
-  } else if (snprintf(w.state_path, sizeof w.state_path, "%s/%s.state", w.req.state_dir,
-                      w.req.account) >= (int)sizeof w.state_path) {
+  } else if (snprintf(w.state_dir, sizeof w.state_dir, "%s", w.req.state_dir) >=
+             (int)sizeof w.state_dir) {
     fail(&w, P3_ESTATE, "state path too long");
   }
   /* Set after the drop: a change of credentials clears it. */

@@ -151,6 +151,7 @@ int worker_request_format(const struct worker_request *q, char **buf_r, size_t *
   U("keep", (unsigned)(q->keep != 0));
   if (err == 0)
     err = append_int(&buf, &len, &cap, "keep_days", q->keep_days);
+  U("no_utf8", (unsigned)(q->no_utf8 != 0));
   U("verbose", (unsigned)(q->verbose != 0));
   S("end", "");
 #undef S
@@ -236,6 +237,8 @@ static int request_field(struct worker_request *q, const char *key, const char *
     q->window = (unsigned)u;
   else if (strcmp(key, "keep") == 0)
     q->keep = u != 0;
+  else if (strcmp(key, "no_utf8") == 0)
+    q->no_utf8 = u != 0;
   else if (strcmp(key, "verbose") == 0)
     q->verbose = u != 0;
   else
@@ -304,6 +307,7 @@ void worker_request_free(struct worker_request *q) {
 void worker_report_init(struct worker_report *rep) {
   memset(rep, 0, sizeof *rep);
   rep->r.login_delay = -1;
+  rep->r.uids_unique = 1;
 }
 
 void worker_report_free(struct worker_report *rep) {
@@ -314,11 +318,24 @@ void worker_report_free(struct worker_report *rep) {
   rep->r.stuck_count = 0;
 }
 
+/* Text from a worker reaches root's log and the status JSON: it runs as
+ * the user and relays what a server or a password command said, so
+ * control characters are replaced. */
+static void copy_printable(char *dst, size_t size, const char *src) {
+  size_t i = 0;
+  for (; src[i] && i + 1 < size; i++) {
+    unsigned char c = (unsigned char)src[i];
+    dst[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+  }
+  if (size)
+    dst[i] = '\0';
+}
+
 static int result_field(struct engine_result *r, const char *f, const char *v) {
   unsigned long long u;
   long long s;
   if (strcmp(f, "message") == 0) {
-    snprintf(r->message, sizeof r->message, "%s", v);
+    copy_printable(r->message, sizeof r->message, v);
     return 0;
   }
   if (strcmp(f, "err") == 0 || strcmp(f, "login_delay") == 0) {
@@ -352,6 +369,8 @@ static int result_field(struct engine_result *r, const char *f, const char *v) {
     r->uidl = u != 0;
   else if (strcmp(f, "lockstep") == 0)
     r->lockstep = u != 0;
+  else if (strcmp(f, "uids_unique") == 0)
+    r->uids_unique = u != 0;
   else if (strcmp(f, "corrupt_lines") == 0)
     r->corrupt_lines = (size_t)u;
   else if (strcmp(f, "milliseconds") == 0)
@@ -377,13 +396,6 @@ int worker_report_line(struct worker_report *rep, char *line, const char **trace
     rep->progress_bytes = b;
     return 0;
   }
-  if (strcmp(key, "child") == 0) {
-    long long pid;
-    if (parse_ll(v, 0, INT_MAX, &pid))
-      return -EINVAL;
-    rep->child_pid = (int)pid;
-    return 0;
-  }
   if (strcmp(key, "result") == 0) {
     char *sp = strchr(v, ' ');
     if (sp == NULL)
@@ -407,14 +419,14 @@ int worker_report_line(struct worker_report *rep, char *line, const char **trace
     x->number = (unsigned long)num;
     x->size = size;
     x->attempts = att;
-    snprintf(x->uid, sizeof x->uid, "%s", v + off);
+    copy_printable(x->uid, sizeof x->uid, v + off);
     return 0;
   }
   if (strcmp(key, "stuck_error") == 0) {
     if (rep->stuck_count == 0)
       return -EINVAL;
-    snprintf(rep->stuck[rep->stuck_count - 1].last_error,
-             sizeof rep->stuck[rep->stuck_count - 1].last_error, "%s", v);
+    copy_printable(rep->stuck[rep->stuck_count - 1].last_error,
+                   sizeof rep->stuck[rep->stuck_count - 1].last_error, v);
     return 0;
   }
   if (strcmp(key, "done") == 0) {
@@ -447,6 +459,7 @@ int worker_report_format(const struct engine_result *r, char **buf_r, size_t *le
   F("login_delay", "%ld", r->login_delay);
   F("uidl", "%d", r->uidl != 0);
   F("lockstep", "%d", r->lockstep != 0);
+  F("uids_unique", "%d", r->uids_unique != 0);
   F("corrupt_lines", "%zu", r->corrupt_lines);
   F("milliseconds", "%llu", (unsigned long long)(r->seconds * 1000.0));
 #undef F
@@ -457,7 +470,7 @@ int worker_report_format(const struct engine_result *r, char **buf_r, size_t *le
   }
   for (size_t i = 0; err == 0 && i < r->stuck_count; i++) {
     const struct engine_stuck *s = &r->stuck[i];
-    char line[160];
+    char line[sizeof s->uid + 80];
     /* UIDs are printable ASCII without spaces (RFC 1939); an empty one
      * (no UIDL) is written as "-". */
     snprintf(line, sizeof line, "%lu %llu %u %s", s->number, (unsigned long long)s->size,

@@ -7,8 +7,9 @@
  * escapes "\\", "\n" and "\r" inside it).  The request ends with "end";
  * the worker's report ends with "done".  Events before "done":
  *   trace TEXT              a protocol trace line (only when asked for)
- *   progress D T B          D of T messages saved, B bytes received
- *   child PID               a password command runs as process group PID
+ *   alive                   once a second before the engine runs
+ *   progress D T B          D of T messages saved, B bytes received; once
+ *                           a second while it runs
  *   result FIELD VALUE      one field of the run's result (see below)
  *   stuck NUM SIZE ATT UID  a message left alone; its text follows as
  *   stuck_error TEXT
@@ -26,7 +27,7 @@
 /* A request or a single line longer than this is refused. */
 #define WORKER_REQUEST_MAX (256u << 10)
 #define WORKER_LINE_MAX 8192
-#define WORKER_STUCK_MAX 100000
+#define WORKER_STUCK_MAX 1000
 
 struct worker_request {
   char *account;
@@ -46,6 +47,7 @@ struct worker_request {
   unsigned window;
   int keep;
   int keep_days;
+  int no_utf8;
   int verbose;
 };
 
@@ -76,7 +78,6 @@ struct worker_report {
   int done;                    /* "done" was received */
   size_t progress_done, progress_total;
   uint64_t progress_bytes;
-  int child_pid;               /* a running password command's group, 0 when none */
 };
 
 void worker_report_init(struct worker_report *rep);

@@ -16,6 +16,7 @@ struct worker_run {
   uv_process_t proc;
   uv_pipe_t chan;
   uv_timer_t kill_timer;
+  uv_timer_t watchdog; /* restarted by every line from the worker */
   struct worker_run_ops ops;
   void *data;
   struct worker_report report;
@@ -25,6 +26,7 @@ struct worker_run {
   int handles;        /* open handles still to close */
   int exited, chan_done, reported;
   int exit_status, term_signal;
+  int silenced; /* the watchdog killed it */
   int pid;
   char readbuf[16384];
 };
@@ -53,9 +55,11 @@ static void close_chan(struct worker_run *w) {
 static void maybe_done(struct worker_run *w) {
   if (w->reported || !w->exited || !w->chan_done)
     return;
-  if (w->handles == 1 && !uv_is_closing((uv_handle_t *)&w->kill_timer)) {
+  if (!uv_is_closing((uv_handle_t *)&w->kill_timer)) {
     uv_timer_stop(&w->kill_timer);
+    uv_timer_stop(&w->watchdog);
     uv_close((uv_handle_t *)&w->kill_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&w->watchdog, on_handle_closed);
     return;
   }
   if (w->handles)
@@ -66,6 +70,7 @@ static void maybe_done(struct worker_run *w) {
       .exit_status = w->term_signal ? -1 : w->exit_status,
       .term_signal = w->term_signal,
       .signal_name = NULL,
+      .silenced = w->silenced,
   };
   static char name[32];
   if (w->term_signal) {
@@ -83,10 +88,22 @@ static void on_kill_timer(uv_timer_t *t) {
   struct worker_run *w = t->data;
   if (!w->exited && w->pid > 0)
     kill(-w->pid, SIGKILL);
-  if (w->report.child_pid > 0)
-    kill(-w->report.child_pid, SIGKILL);
   if (w->exited)
     close_chan(w);
+}
+
+/* A worker that says nothing for this long (it sends a line a second) is
+ * stopped (SIGSTOP) or wedged; it must not hold its account and a
+ * max_parallel slot for ever. */
+#define WORKER_SILENCE_MS 60000
+
+static void on_watchdog(uv_timer_t *t) {
+  struct worker_run *w = t->data;
+  if (w->exited || w->pid <= 0)
+    return;
+  w->silenced = 1;
+  kill(-w->pid, SIGKILL);
+  kill(-w->pid, SIGCONT);
 }
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
@@ -97,8 +114,6 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
   /* Anything it started in its group (a password command's helpers) goes too. */
   if (w->pid > 0)
     kill(-w->pid, SIGKILL);
-  if (w->report.child_pid > 0)
-    kill(-w->report.child_pid, SIGKILL);
   uv_close((uv_handle_t *)p, on_handle_closed);
   /* A dead worker's channel may still hold a last report; read it to EOF,
    * but do not wait for a grandchild that keeps the socket open. */
@@ -132,11 +147,18 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   struct worker_run *w = s->data;
   if (n < 0) {
     close_chan(w);
+    /* A worker that closed its channel has nothing more to say: it has a
+     * moment to exit, then its group is killed. */
+    if (!w->exited && !uv_is_active((uv_handle_t *)&w->kill_timer) &&
+        !uv_is_closing((uv_handle_t *)&w->kill_timer))
+      uv_timer_start(&w->kill_timer, on_kill_timer, 5000, 0);
     return;
   }
   for (ssize_t i = 0; i < n && !w->chan_done; i++) {
     char c = buf->base[i];
     if (c == '\n') {
+      if (!w->exited)
+        uv_timer_again(&w->watchdog);
       if (!w->line_overflow) {
         w->line[w->line_len] = '\0';
         handle_line(w);
@@ -182,7 +204,8 @@ int worker_run_start(uv_loop_t *loop, const char *exe, const struct worker_reque
   worker_report_init(&w->report);
   uv_pipe_init(loop, &w->chan, 0);
   uv_timer_init(loop, &w->kill_timer);
-  w->chan.data = w->kill_timer.data = w->proc.data = w;
+  uv_timer_init(loop, &w->watchdog);
+  w->chan.data = w->kill_timer.data = w->watchdog.data = w->proc.data = w;
 
   char *args[] = {"pop3syncd", "--worker", NULL};
   uv_stdio_container_t stdio[4];
@@ -204,7 +227,7 @@ int worker_run_start(uv_loop_t *loop, const char *exe, const struct worker_reque
    * it started; no UV_PROCESS_SETUID: the worker drops privileges itself,
    * keeping the user's supplementary groups. */
   po.flags = UV_PROCESS_DETACHED;
-  w->handles = 3;
+  w->handles = 4;
   int err = uv_spawn(loop, &w->proc, &po);
   if (err) {
     p3_set_error(errbuf, errlen, "cannot start a worker process: %s", uv_strerror(err));
@@ -215,11 +238,12 @@ int worker_run_start(uv_loop_t *loop, const char *exe, const struct worker_reque
     w->reported = 1;
     uv_close((uv_handle_t *)&w->chan, on_failed_closed);
     uv_close((uv_handle_t *)&w->kill_timer, on_failed_closed);
+    uv_close((uv_handle_t *)&w->watchdog, on_failed_closed);
     uv_close((uv_handle_t *)&w->proc, on_failed_closed);
     return err;
   }
   w->pid = w->proc.pid;
-  w->handles = 3;
+  uv_timer_start(&w->watchdog, on_watchdog, WORKER_SILENCE_MS, WORKER_SILENCE_MS);
   rw->req.data = rw;
   uv_buf_t b = uv_buf_init(rw->buf, (unsigned)rw->len);
   if (uv_write(&rw->req, (uv_stream_t *)&w->chan, &b, 1, on_request_written) != 0) {

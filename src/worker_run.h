@@ -17,6 +17,7 @@ struct worker_outcome {
   int exit_status;                    /* the worker's, -1 when killed by a signal */
   int term_signal;                    /* 0 when it exited */
   const char *signal_name;            /* "SIGSEGV", or NULL */
+  int silenced;                       /* killed for a minute without a word */
 };
 
 struct worker_run_ops {
@@ -33,8 +34,7 @@ int worker_run_start(uv_loop_t *loop, const char *exe, const struct worker_reque
                      char *errbuf, size_t errlen);
 
 /* Asks the worker to stop (SIGTERM: it saves what is in flight) and kills
- * its process group, and any password command's group it reported, after
- * grace_ms. */
+ * its process group (the worker and what it started) after grace_ms. */
 void worker_run_stop(struct worker_run *w, unsigned grace_ms);
 
 const struct worker_report *worker_run_report(const struct worker_run *w);

@@ -6,7 +6,7 @@
 #     exactly `id -G USER' as groups; no chown is ever called on a Maildir path (strace); the
 #     delivered files are the user's, every message exactly once;
 #   - the user's symlink attacks after the daemon started: Maildir/tmp -> a root directory of
-#     36-hour-old files, Maildir/new -> a root directory, STATE_DIR/USER/NAME.state -> a root
+#     36-hour-old files, Maildir/new -> a root directory, STATE_DIR/USER/MAILBOX.state -> a root
 #     0600 file, the Maildir itself -> a root directory: every decoy is byte-identical with
 #     the same owners and modes afterwards, nothing new in it, nothing lost on the server;
 #   - a netrc owned by root, or the user's ~/.netrc a symlink to root's file: refused (78);
@@ -14,6 +14,10 @@
 #     ends the daemon within 10 s, leaving no password command behind;
 #   - a worker killed with SIGSEGV mid-run: the daemon survives, last_run says so (75,
 #     signal SIGSEGV), and the next run delivers everything exactly once.
+#   - a worker stopped with SIGSTOP is killed after 60 s without a word; the
+#     next run delivers everything exactly once.
+#   - a failing password command's stderr reaches last_run.error, its control
+#     characters replaced.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
 . "${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}/tests/lib/common.sh"
@@ -100,8 +104,8 @@ accounts = (
     server = "tcp:test@127.0.0.1:$PORT";
     maildir = "$TU_HOME/Maildir2";
     netrc = "$T/root.netrc"; },
-  { name = "symnetrc"; user = "$TU";
-    server = "tcp:test@127.0.0.1:$PORT";
+  { name = "symnetrc"; user = "$TU"; # a mailbox of its own: one account per mailbox
+    server = "tcp:other@127.0.0.1:$PORT";
     maildir = "$TU_HOME/Maildir2"; }
 );
 EOF
@@ -198,13 +202,14 @@ fetch_expect_fail maildir-symlink
 check_decoys maildir-symlink
 as_user rm -f "$MD"
 
-as_user mv "$STATE_U/acct.state" "$STATE_U/acct.state.real"
-as_user ln -s "$T/decoy3/secret" "$STATE_U/acct.state"
+J=$STATE_U/test@127.0.0.1:$PORT.state # named by the mailbox (pop3(1), FILES)
+as_user mv "$J" "$J.real"
+as_user ln -s "$T/decoy3/secret" "$J"
 fetch_expect_fail state-symlink
-grep -q "acct.state" "$T/state-symlink.out" || d_fail "state-symlink: the error does not name the state file"
+grep -qF "$J" "$T/state-symlink.out" || d_fail "state-symlink: the error does not name the state file"
 check_decoys state-symlink
-as_user rm -f "$STATE_U/acct.state"
-as_user mv "$STATE_U/acct.state.real" "$STATE_U/acct.state"
+as_user rm -f "$J"
+as_user mv "$J.real" "$J"
 
 # Back to normal: everything arrives, once.
 restore_maildir
@@ -241,6 +246,7 @@ DAEMON_PID=
 
 # ---- hung password commands do not hold anyone up; SIGTERM still ends it in 10 s
 marker=p3hang$$
+# (A mailbox each: two accounts of one user on one mailbox are a configuration error.)
 {
   daemon_conf_globals
   echo "max_parallel = 8;"
@@ -248,7 +254,7 @@ marker=p3hang$$
   echo "accounts = ("
   for i in 1 2 3 4; do
     cat <<EOF
-  { name = "hang$i"; user = "$TU"; server = "tcp:test@127.0.0.1:$PORT"; maildir = "$TU_HOME/hang$i";
+  { name = "hang$i"; user = "$TU"; server = "tcp:hang$i@127.0.0.1:$PORT"; maildir = "$TU_HOME/hang$i";
     timeout = 60; password_command = "sleep 1000 # $marker"; },
 EOF
   done
@@ -313,6 +319,50 @@ jq_py "$T/st.json" 'acc("crash")["last_run"]["error"]' | grep -q "worker killed 
 ctl fetch crash >"$T/crash2.out" 2>&1 || { cat "$T/crash2.out" >&2; d_fail "the run after the crash failed"; }
 same_messages "$T/orig" "$TU_HOME/crash" || d_fail "after the crash: not every message exactly once"
 t_assert_eq "$(find "$T/srv" -type f | wc -l)" 0 "messages left after the crash and rerun"
+daemon_stop 15 || d_fail "daemon exit status"
+
+# ---- a stopped worker cannot hold its account for ever; a password
+# command's complaint reaches the status cleaned of control characters
+rm -rf "$T/srv"
+cp -r "$T/orig" "$T/srv"
+{
+  daemon_conf_globals
+  cat <<EOF
+interval = 3600;
+accounts = ( { name = "stopme"; user = "$TU"; server = "tcp:test@127.0.0.1:$PORT2";
+               maildir = "$TU_HOME/stopme"; password = "secret"; },
+             { name = "pwerr"; user = "$TU"; server = "tcp:other@127.0.0.1:$PORT2";
+               maildir = "$TU_HOME/pwerr"; password_command = "printf 'oops\\\\033[31m\\\\n' >&2; exit 3"; } );
+EOF
+} | daemon_conf "$CONF"
+daemon_start "$CONF"
+ctl fetch pwerr >"$T/pwerr.out" 2>&1
+rc=$?
+t_assert_eq "$rc" 78 "fetch whose password command failed"
+daemon_status_json "$T/st.json"
+err=$(jq_py "$T/st.json" 'acc("pwerr")["last_run"]["error"]')
+case "$err" in
+*"exited with status 3: oops?[31m"*) ;;
+*) d_fail "pwerr: last_run.error is \"$err\"" ;;
+esac
+ctl fetch stopme >"$T/stop.out" 2>&1 &
+fetch_pid=$!
+wait_until 30 _maildir_has "$TU_HOME/stopme" 1 || d_fail "nothing delivered before the stop"
+worker=$(pgrep -u "$TU" -f 'pop3syncd --worker' | head -1)
+[ -n "$worker" ] || d_fail "no worker to stop"
+kill -STOP "$worker"
+# The daemon gives it 60 s of silence; a bounded wait.
+for _ in $(seq 1 100); do kill -0 "$fetch_pid" 2>/dev/null || break; sleep 1; done
+kill -0 "$fetch_pid" 2>/dev/null && d_fail "a stopped worker held its run for 100 s"
+wait "$fetch_pid"
+rc=$?
+t_assert_eq "$rc" 75 "fetch whose worker was stopped"
+daemon_status_json "$T/st.json"
+jq_py "$T/st.json" 'acc("stopme")["last_run"]["error"]' | grep -q "not a word from it for 60 s" ||
+  d_fail "last_run.error does not say the worker went silent"
+kill -0 "$worker" 2>/dev/null && d_fail "the stopped worker is still there"
+ctl fetch stopme >"$T/stop2.out" 2>&1 || { cat "$T/stop2.out" >&2; d_fail "the run after the stop failed"; }
+same_messages "$T/orig" "$TU_HOME/stopme" || d_fail "after the stop: not every message exactly once"
 daemon_stop 15 || d_fail "daemon exit status"
 
 echo "PASS: daemon-privsep"

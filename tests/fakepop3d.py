@@ -2,8 +2,12 @@
 """fakepop3d -- pop3sync's scriptable test POP3 server (Python 3.11 standard library only).
 
 usage: fakepop3d.py [--host ADDR] [--port N] [--maildir DIR | --generate N[:SIZE]]
-                    [--user U] [--password P] [--uid-mode sha1|number|msgnum]
-                    [--no-capa] [--no-pipelining] [--no-uidl] [--expire0] [--expire0-enforce]
+                    [--user U] [--password P] [--uid-mode sha1|number|msgnum|headers]
+                    [--profile dovecot|popa3d|solid|courier|mailutils] [--uid-len KEY=LEN]
+                    [--no-capa] [--no-pipelining] [--no-uidl] [--no-top] [--expire0]
+                    [--expire0-enforce] [--utf8] [--utf8-rewrite] [--x-uidl] [--grow-at-quit]
+                    [--retr-reply octets|follow|plain] [--apop-greeting]
+                    [--capa-extra LINE] [--implementation TEXT]
                     [--stls CERT KEY | --ssl CERT KEY] [--latency MS]
                     [--max-sessions N] [--lifetime SECONDS] [--record FILE]
                     [--port-file FILE] [--verbose] [fault options, see below]
@@ -32,7 +36,13 @@ Mailbox
   UIDs (--uid-mode): sha1 (default): the first 20 hex digits of SHA-1 of the message bytes,
   stable across server restarts (byte-identical copies after the first one get SHA-1 of
   name + NUL + content instead); number: "1", "2", ... in first-seen order, stable while this
-  process runs; msgnum: the message's number in the current session (unstable on purpose).
+  process runs; msgnum: the message's number in the current session (unstable on purpose);
+  headers: the MD5 (32 hex digits) of the message's Received and Message-ID fields, as
+  popa3d and solid-pop3d hash some header lines: a copy that arrives again, or another
+  message with the same such fields, has the same UID, also twice in one listing.
+  A UID is fixed when the message is first read (it does not change when --grow-at-quit
+  adds headers). --uid-len KEY=LEN (repeatable): the message whose --maildir file name (or
+  --generate number) is KEY gets a UID of exactly LEN hex digits instead (over-long UIDs).
   Deletion: DELE marks; QUIT in the TRANSACTION state commits (UPDATE state): the messages
   leave this process's mailbox and, with --maildir, their files are unlinked from DIR.
   Without QUIT (disconnect, fault) nothing is deleted. The commit happens when QUIT is
@@ -42,14 +52,49 @@ Mailbox
   The lock is held from a successful PASS until the server closes the connection or the
   client goes away (a stalled session keeps it until then).
 
+Profiles (--profile NAME) set defaults for the options below (an option given on the command
+line wins); each mirrors what a real server does that matters to a client's UID journal:
+  dovecot    nothing (the plain behaviour above)
+  popa3d     --uid-mode headers --no-capa --retr-reply plain
+  solid      (or solid-pop3d) --uid-mode headers --no-capa --apop-greeting
+  courier    (or courier-pop) --utf8-rewrite --retr-reply follow, IMPLEMENTATION Courier
+             Mail Server. Courier over STLS that drops the connection at QUIT: add
+             --stls CERT KEY --drop-at-quit.
+  mailutils  --x-uidl --grow-at-quit, CAPA also lists "EXPIRENEVER" (no space),
+             IMPLEMENTATION GNU Mailutils 3.15
+  --no-top          TOP answers -ERR and is not listed in CAPA
+  --retr-reply F    RETR's +OK line: octets "+OK <n> octets" (default), follow
+                    "+OK <n> octets follow." (Courier), plain "+OK" (no count)
+  --apop-greeting   the greeting carries an APOP timestamp "<pid.time@host>" (APOP is still
+                    refused)
+  --utf8            CAPA lists "UTF8 USER"; the UTF8 command (RFC 6856; taken before and
+                    after login, like Courier) answers +OK and sets the session's utf8 flag
+  --utf8-rewrite    implies --utf8. For a session that has not sent UTF8, a message with a
+                    byte >= 0x80 in its header block is served by RETR and TOP as a 7-bit
+                    "cannot display Unicode content" wrapper with the original attached in
+                    base64: LIST and STAT still give the original size, RETR announces the
+                    rewritten size ("+OK <n> octets follow." with --retr-reply follow) and
+                    sends exactly that; UIDL is unchanged. After UTF8: the original.
+  --x-uidl          every message is served (LIST size, RETR, TOP) with an "X-UIDL:" header
+                    added at the end of its header block, whose value changes with each
+                    session ("<session start time>.<session number>", fixed width)
+  --grow-at-quit    at a committed QUIT, every message that stays gets (at the end of its
+                    header block) "X-UID: <n>" (n fixed once), "Status: RO" once it has been
+                    retrieved, else "Status: O", and the first one "X-IMAPbase: <validity>
+                    <next uid>": LIST sizes grow, UIDs stay. Kept in this process's memory
+                    (the --maildir files are not rewritten).
+  --capa-extra LINE (repeatable) one more CAPA line;  --implementation TEXT  its IMPLEMENTATION
+
 Login: USER/PASS against --user (default "test") and --password (default "secret"); a wrong
   pair gets "-ERR [AUTH] invalid credentials". APOP and AUTH are refused.
-CAPA: CAPA, TOP, USER (before login), UIDL, PIPELINING, RESP-CODES, AUTH-RESP-CODE,
-  EXPIRE 0 (with --expire0 or --expire0-enforce), STLS (with --stls, before TLS),
-  IMPLEMENTATION fakepop3d. --no-capa: CAPA answers -ERR. --no-pipelining: no PIPELINING.
+CAPA: CAPA, TOP (unless --no-top), USER (before login), UIDL, PIPELINING, RESP-CODES,
+  AUTH-RESP-CODE, EXPIRE 0 (with --expire0 or --expire0-enforce), STLS (with --stls, before
+  TLS), UTF8 USER (with --utf8), the --capa-extra lines, IMPLEMENTATION fakepop3d (or
+  --implementation TEXT). --no-capa: CAPA answers -ERR. --no-pipelining: no PIPELINING.
   --no-uidl: UIDL answers -ERR and is not listed. --expire0-enforce also deletes, at a
   committed QUIT, every message that was retrieved with RETR in that session.
-Commands: USER PASS QUIT CAPA STLS STAT LIST UIDL RETR TOP DELE NOOP RSET, case-insensitive.
+Commands: USER PASS QUIT CAPA STLS STAT LIST UIDL RETR TOP DELE NOOP RSET (and UTF8 with
+  --utf8), case-insensitive.
   Anything else, or a command in the wrong state, gets -ERR; a line longer than 512 octets
   gets "-ERR line too long" (one reply; the rest of it up to LF is discarded).
 TLS: --stls CERT KEY offers STLS ("+OK Begin TLS negotiation", then the handshake; plaintext
@@ -81,6 +126,11 @@ Byte counts are payload bytes sent by the server, greeting included (plaintext u
   --no-greeting          never send a greeting (commands are still processed)
   --greeting-text TEXT   send TEXT verbatim (plus CRLF) as the greeting, e.g. "-ERR busy"
   --close-after-pass     close right after the reply to PASS has been sent
+  --drop-at-quit         QUIT is not processed: no reply, no UPDATE state (nothing marked is
+                         deleted), the server closes the connection (Courier over STLS)
+  --hold-after-bytes K   with --hold-until FILE: send K bytes, then create FILE.held and send
+                         nothing more (commands are still read) until FILE exists; then go on
+                         (a test fills the disk meanwhile, whatever the machine's load)
   --drip WHAT            send part of a reply one byte at a time, --drip-interval apart:
                          greeting: the whole greeting; status: the status line of the reply
                          to each --drip-cmd command (the rest follows at once); body:
@@ -108,6 +158,8 @@ Lines), written when the session ends, and also for sessions still open at shutd
   processed      how many of them were processed (the rest came after QUIT, a close or a
                  stall, or were plaintext after STLS)
   retrieved      message numbers for which RETR answered +OK, in order (repeats kept)
+  utf8           true if the client sent UTF8 (with --utf8)
+  held           true if --hold-after-bytes held this session
   marked         message numbers marked by DELE at the end of the session
   quit           true if a QUIT was processed
   committed      true if it was processed in the TRANSACTION state (UPDATE state entered)
@@ -132,7 +184,8 @@ Lines), written when the session ends, and also for sessions still open at shutd
   stls_discarded about how many octets the client sent after STLS in plaintext (dropped)
   start          Unix time of accept; duration: seconds
   end            why it ended: "quit", "client-closed", "fault:drop-after-bytes",
-                 "fault:truncate-retr", "fault:close-after-pass", "shutdown", "error:<text>"
+                 "fault:truncate-retr", "fault:close-after-pass", "fault:drop-at-quit",
+                 "shutdown", "error:<text>"
 --verbose: one line per session on stderr when it ends (and a few startup/shutdown notes).
 """
 
@@ -184,32 +237,142 @@ def wire_body(raw):
     return size, b"".join(out)
 
 
-class Message:
-    __slots__ = ("key", "raw", "size", "wire", "uid", "serial")
+def split_header(raw):
+    """(head, sep, body): the header lines, the empty line that ends them ("\\n" or "\\r\\n",
+    b"" when there is none) and the body."""
+    if raw.startswith(b"\n") or raw.startswith(b"\r\n"):
+        sep = b"\n" if raw.startswith(b"\n") else b"\r\n"
+        return b"", sep, raw[len(sep):]
+    a = raw.find(b"\n\n")
+    b = raw.find(b"\r\n\r\n")
+    if b >= 0 and (a < 0 or b < a):
+        return raw[:b + 2], b"\r\n", raw[b + 4:]
+    if a >= 0:
+        return raw[:a + 1], b"\n", raw[a + 2:]
+    return raw, b"", b""
 
-    def __init__(self, key, raw, uid, serial):
-        self.key = key  # file name, or generated index
+
+def header_fields(head):
+    """[(lower-case name, whole field bytes including continuation lines)]."""
+    out = []
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and out:
+            out[-1] = (out[-1][0], out[-1][1] + line)
+        else:
+            out.append((line.split(b":", 1)[0].strip().lower().decode("latin-1"), line))
+    return out
+
+
+def add_headers(raw, fields):
+    """raw with the header fields [(name, value)] replacing any of the same name, appended at
+    the end of the header block (in the message's own line-end style)."""
+    head, sep, body = split_header(raw)
+    eol = b"\r\n" if (sep == b"\r\n" or head.endswith(b"\r\n")) else b"\n"
+    names = set(n.lower() for n, _ in fields)
+    kept = [f for n, f in header_fields(head) if n not in names]
+    if kept and not kept[-1].endswith(b"\n"):
+        kept[-1] += eol
+    new = [b"%s: %s%s" % (n.encode(), v.encode(), eol) for n, v in fields if v is not None]
+    return b"".join(kept) + b"".join(new) + (sep or eol) + body
+
+
+def header_uid(raw):
+    """--uid-mode headers: MD5 of the Received and Message-ID fields (like popa3d and
+    solid-pop3d, which hash some header lines): messages that share those fields share a
+    UID, byte-identical copies included."""
+    head = split_header(raw)[0]
+    h = hashlib.md5()
+    for name, field in header_fields(head):
+        if name in ("received", "message-id"):
+            h.update(field.rstrip(b"\r\n"))
+            h.update(b"\n")
+    return h.hexdigest()
+
+
+def long_uid(seed, length):
+    """A UID of exactly length characters (hex), derived from seed."""
+    out = ""
+    k = 0
+    while len(out) < length:
+        out += hashlib.sha1(seed.encode() + b"-%d" % k).hexdigest()
+        k += 1
+    return out[:length]
+
+
+def has_8bit_header(raw):
+    return any(c >= 0x80 for c in split_header(raw)[0])
+
+
+def courier_rewrite(raw):
+    """What Courier serves a client that has not sent UTF8 for a message with UTF-8 headers:
+    a 7-bit wrapper that says so, with the original attached (base64)."""
+    import base64
+    fields = dict((n, f) for n, f in reversed(header_fields(split_header(raw)[0])))
+    date = fields.get("date", b"Date: Mon, 01 Jan 2024 00:00:00 +0000\n").rstrip(b"\r\n")
+    if any(c >= 0x80 for c in date):
+        date = b"Date: Mon, 01 Jan 2024 00:00:00 +0000"
+    b64 = base64.encodebytes(raw)
+    return (b"From: Courier mail server <postmaster@fakepop3d.example.org>\n"
+            b"Subject: Unicode message\n" + date + b"\n"
+            b"Mime-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"=_courier_0\"\n"
+            b"Content-Transfer-Encoding: 7bit\n"
+            b"\n"
+            b"This is a MIME-formatted message.\n"
+            b"\n"
+            b"--=_courier_0\n"
+            b"Content-Type: text/plain; charset=us-ascii\n"
+            b"\n"
+            b"This message cannot be displayed: it has Unicode content, and your mail\n"
+            b"program does not support it (RFC 6856). The original message is attached.\n"
+            b"\n"
+            b"--=_courier_0\n"
+            b"Content-Type: message/global\n"
+            b"Content-Transfer-Encoding: base64\n"
+            b"\n" + b64 + b"\n--=_courier_0--\n")
+
+
+class View:
+    """A message as one session serves it (the stored bytes, rewritten or with headers
+    inserted by a profile)."""
+    __slots__ = ("raw", "size", "wire")
+
+    def __init__(self, raw):
         self.raw = raw
         self.size, self.wire = wire_body(raw)
-        self.uid = uid
-        self.serial = serial
 
     def top(self, nlines):
         """Headers, the empty line and the first nlines body lines, stuffed and terminated."""
-        raw = self.raw
-        sep = raw.find(b"\n\n")
-        if sep < 0:
-            sep2 = raw.find(b"\r\n\r\n")
-            if sep2 < 0:
-                return wire_body(raw)[1]
-            head, body = raw[:sep2 + 4], raw[sep2 + 4:]
-        else:
-            head, body = raw[:sep + 2], raw[sep + 2:]
+        head, sep, body = split_header(self.raw)
+        if not sep:
+            return wire_body(self.raw)[1]
         body_lines = body.split(b"\n")
         if body_lines and body_lines[-1] == b"":
             body_lines.pop()
         part = b"".join(line + b"\n" for line in body_lines[:nlines])
-        return wire_body(head + part)[1]
+        return wire_body(head + sep + part)[1]
+
+
+class Message(View):
+    __slots__ = ("key", "orig", "uid", "serial", "added", "ximap_uid")
+
+    def __init__(self, key, raw, uid, serial):
+        super().__init__(raw)
+        self.key = key  # file name, or generated index
+        self.orig = raw  # the bytes as read or generated (raw may grow: --grow-at-quit)
+        self.uid = uid
+        self.serial = serial
+        self.added = {}  # --grow-at-quit: header name -> value
+        self.ximap_uid = None
+
+    def set_added(self, added):
+        """Re-derive raw from orig plus the added header fields; True if it changed."""
+        if added == self.added:
+            return False
+        self.added = dict(added)
+        raw = add_headers(self.orig, list(added.items())) if added else self.orig
+        View.__init__(self, raw)
+        return True
 
 
 WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
@@ -257,10 +420,13 @@ class Mailbox:
     def __init__(self, opts):
         self.maildir = opts.maildir
         self.uid_mode = opts.uid_mode
+        self.uid_len = opts.uid_len
         self.messages = []  # current list, in order
         self.cache = {}  # maildir: name -> (mtime_ns, size, Message)
         self.next_serial = 1
         self.locked_by = None
+        self.imap_uidnext = 1  # --grow-at-quit: the next X-UID
+        self.imap_uidvalidity = 1700000000
         if opts.generate:
             count, size = opts.generate
             for i in range(1, count + 1):
@@ -269,10 +435,14 @@ class Mailbox:
             self.refresh()
 
     def _make(self, key, raw, dup=False):
-        if dup:
+        if self.uid_mode == "headers":
+            uid = header_uid(raw)
+        elif dup:
             uid = hashlib.sha1(str(key).encode() + b"\0" + raw).hexdigest()[:20]
         else:
             uid = hashlib.sha1(raw).hexdigest()[:20]
+        if str(key) in self.uid_len:
+            uid = long_uid(uid, self.uid_len[str(key)])
         m = Message(key, raw, uid, self.next_serial)
         self.next_serial += 1
         return m
@@ -303,7 +473,7 @@ class Mailbox:
                 except OSError:
                     continue
                 m = self._make(name, raw, dup=hashlib.sha1(raw).hexdigest()[:20] in seen_content)
-            seen_content.add(hashlib.sha1(m.raw).hexdigest()[:20])
+            seen_content.add(hashlib.sha1(m.orig).hexdigest()[:20])
             newcache[name] = (st.st_mtime_ns, st.st_size, m)
             msgs.append(m)
         self.cache = newcache
@@ -322,6 +492,23 @@ class Mailbox:
                 except OSError as e:
                     log("cannot unlink %s: %s" % (m.key, e))
                 self.cache.pop(m.key, None)
+
+    def grow(self, kept, retrieved):
+        """--grow-at-quit (GNU Mailutils rewriting its mbox at QUIT): each message in kept
+        gets an X-UID (once), a Status (RO once retrieved, else O), and the first one the
+        X-IMAPbase line (UIDVALIDITY and the next UID); the UIDs stay."""
+        for i, m in enumerate(kept):
+            if m.ximap_uid is None:
+                m.ximap_uid = self.imap_uidnext
+                self.imap_uidnext += 1
+        for i, m in enumerate(kept):
+            added = {}
+            if i == 0:
+                added["X-IMAPbase"] = "%d %d" % (self.imap_uidvalidity, self.imap_uidnext)
+            added["X-UID"] = str(m.ximap_uid)
+            seen = m.added.get("Status") == "RO" or id(m) in retrieved
+            added["Status"] = "RO" if seen else "O"
+            m.set_added(added)
 
     def uid_of(self, m, num):
         if self.uid_mode == "number":
@@ -371,6 +558,9 @@ class Session:
         self.committed = False
         self.deleted = []
         self.deleted_uids = []
+        self.utf8 = False  # the client sent UTF8
+        self.views = {}  # id(Message) -> View served in this session
+        self.held = False  # --hold-after-bytes: the hold happened
         self.writes = 0
         self.rounds = 0
         self.rounds_txn = 0
@@ -417,7 +607,9 @@ class Session:
                      "truncate_retr"):
             for v in getattr(o, name):
                 out.append("--%s %d" % (name.replace("_", "-"), v))
-        for name in ("no_greeting", "close_after_pass"):
+        if o.hold_after_bytes is not None:
+            out.append("--hold-after-bytes %d" % o.hold_after_bytes)
+        for name in ("no_greeting", "close_after_pass", "drop_at_quit"):
             if getattr(o, name):
                 out.append("--" + name.replace("_", "-"))
         if o.drip:
@@ -467,6 +659,17 @@ class Session:
         if self.faulty and o.stall_after_bytes is not None and (
                 limit is None or o.stall_after_bytes < limit):
             limit, what = o.stall_after_bytes, "stall"
+        if (self.faulty and o.hold_after_bytes is not None and not self.held
+                and self.bytes_out + len(data) > o.hold_after_bytes):
+            self.held = True
+            first = data[:max(0, o.hold_after_bytes - self.bytes_out)]
+            data = data[len(first):]
+            res = await self.send(first) if first else None
+            if res is not None:
+                return res
+            if not await self.hold():
+                self.stalled = True
+                return "stall"
         cut = False
         if limit is not None and self.bytes_out + len(data) >= limit:
             data = data[:max(0, limit - self.bytes_out)]
@@ -483,6 +686,24 @@ class Session:
             self.end = self.end or "fault:drop-after-bytes"
             return "close"
         return None
+
+    async def hold(self):
+        """--hold-after-bytes: create FILE.held, then wait until --hold-until FILE exists
+        (False if the client went away first)."""
+        o = self.opts
+        try:
+            with open(o.hold_until + ".held", "w") as f:
+                f.write("%d\n" % self.bytes_out)
+        except OSError as e:
+            log("cannot create %s.held: %s" % (o.hold_until, e))
+        if o.verbose:
+            log("session %d: holding after %d bytes until %s exists"
+                % (self.num, self.bytes_out, o.hold_until))
+        while not os.path.exists(o.hold_until):
+            if self.end is not None:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def send_paced(self, item, data):
         """send(), slowed down by --drip and --body-rate where they apply to this item."""
@@ -608,6 +829,9 @@ class Session:
         if not self.fault("no_greeting"):
             if self.faulty and o.greeting_text is not None:
                 g = o.greeting_text.encode("utf-8", "replace") + b"\r\n"
+            elif o.apop_greeting:
+                g = b"+OK POP3 server ready <%d.%d@fakepop3d.example.org>\r\n" % (
+                    os.getpid(), int(self.start))
             else:
                 g = b"+OK fakepop3d ready\r\n"
             self.enqueue("raw", g)
@@ -699,6 +923,11 @@ class Session:
         st = self.state
 
         if kw == "QUIT":
+            if self.fault("drop_at_quit"):
+                # Courier over STLS, sometimes: no reply, no UPDATE state, the connection
+                # just goes away.
+                self.state = "done"
+                return self.reply(b"", action="fault:drop-at-quit")
             self.quit = True
             if st == "txn":
                 self.commit()
@@ -711,7 +940,9 @@ class Session:
         if kw == "CAPA":
             if o.no_capa:
                 return self.reply(b"-ERR unknown command\r\n")
-            caps = ["CAPA", "TOP"]
+            caps = ["CAPA"]
+            if not o.no_top:
+                caps.append("TOP")
             if st == "auth":
                 caps.append("USER")
             if not o.no_uidl:
@@ -723,11 +954,22 @@ class Session:
                 caps.append("EXPIRE 0")
             if st == "auth" and o.stls and self.tls == "none":
                 caps.append("STLS")
-            caps.append("IMPLEMENTATION fakepop3d")
+            if o.utf8:
+                caps.append("UTF8 USER")
+            caps += o.capa_extra
+            caps.append("IMPLEMENTATION " + o.implementation)
             body = "".join(c + "\r\n" for c in caps).encode()
             return self.reply(b"+OK Capability list follows\r\n" + body + b".\r\n")
         if kw == "NOOP" and st == "txn":
             return self.reply(b"+OK\r\n")
+        if kw == "UTF8" and o.utf8:
+            # RFC 6856 allows it in the AUTHORIZATION state; Courier also takes it after
+            # login. It changes what RETR and TOP serve (--utf8-rewrite).
+            if args:
+                return self.reply(b"-ERR UTF8 takes no argument\r\n")
+            self.utf8 = True
+            self.views.clear()
+            return self.reply(b"+OK UTF8 enabled\r\n")
 
         if st == "auth":
             if kw == "STLS":
@@ -759,7 +1001,7 @@ class Session:
                 mb.locked_by = self
                 self.msgs = list(mb.messages)
                 self.state = "txn"
-                total = sum(m.size for m in self.msgs)
+                total = sum(self.list_size(m) for m in self.msgs)
                 return self.reply(b"+OK logged in, %d messages (%d octets)\r\n"
                                   % (len(self.msgs), total), action=action)
             if kw in ("APOP", "AUTH"):
@@ -773,7 +1015,8 @@ class Session:
             if args:
                 return self.reply(b"-ERR too many arguments\r\n")
             live = self.live()
-            return self.reply(b"+OK %d %d\r\n" % (len(live), sum(m.size for _, m in live)))
+            return self.reply(b"+OK %d %d\r\n" % (len(live),
+                                                   sum(self.list_size(m) for _, m in live)))
         if kw == "LIST" or (kw == "UIDL" and not o.no_uidl):
             uidl = kw == "UIDL"
             mb = self.srv.mailbox
@@ -781,7 +1024,7 @@ class Session:
             def item(n, m):
                 if uidl:
                     return b"%d %s" % (n, mb.uid_of(m, n).encode())
-                return b"%d %d" % (n, m.size)
+                return b"%d %d" % (n, self.list_size(m))
             if len(args) > 1:
                 return self.reply(b"-ERR too many arguments\r\n")
             if args:
@@ -802,17 +1045,24 @@ class Session:
             if self.fault_n("err_on_retr", n):
                 return self.reply(SIMULATED_ERR)
             self.retrieved.append(n)
-            data = b"+OK %d octets\r\n" % m.size + m.wire
+            v = self.served(m)
+            if o.retr_reply == "plain":
+                data = b"+OK\r\n"
+            elif o.retr_reply == "follow":
+                data = b"+OK %d octets follow.\r\n" % v.size
+            else:
+                data = b"+OK %d octets\r\n" % v.size
+            data += v.wire
             if self.fault_n("truncate_retr", n):
                 return self.reply(data[:len(data) // 2], action="fault:truncate-retr")
             return self.reply(data)
-        if kw == "TOP":
+        if kw == "TOP" and not o.no_top:
             if len(args) != 2 or not args[1].isdigit():
                 return self.reply(b"-ERR TOP needs two arguments\r\n")
             n, m = self.msg_arg(args[0])
             if m is None:
                 return self.reply(n)
-            return self.reply(b"+OK\r\n" + m.top(int(args[1])))
+            return self.reply(b"+OK\r\n" + self.served(m).top(int(args[1])))
         if kw == "DELE":
             if len(args) != 1:
                 return self.reply(b"-ERR DELE needs one argument\r\n")
@@ -829,6 +1079,27 @@ class Session:
         if kw in ("USER", "PASS", "APOP", "AUTH", "STLS"):
             return self.reply(b"-ERR command not valid in this state\r\n")
         return self.reply(b"-ERR unknown command\r\n")
+
+    def served(self, m):
+        """The View of m that RETR and TOP send in this session."""
+        v = self.views.get(id(m))
+        if v is None:
+            o = self.opts
+            raw = m.raw
+            if o.utf8_rewrite and not self.utf8 and has_8bit_header(raw):
+                raw = courier_rewrite(raw)
+            if o.x_uidl:
+                raw = add_headers(raw, [("X-UIDL", "%010d.%06d" % (int(self.start), self.num))])
+            v = View(raw) if raw is not m.raw else m
+            self.views[id(m)] = v
+        return v
+
+    def list_size(self, m):
+        """The size LIST and STAT give: the stored message's, except that --x-uidl is counted
+        (it is part of the server's message), the --utf8-rewrite is not (as Courier)."""
+        if self.opts.x_uidl:
+            return self.served(m).size
+        return m.size
 
     def live(self):
         return [(i + 1, m) for i, m in enumerate(self.msgs) if i + 1 not in self.marked]
@@ -853,6 +1124,10 @@ class Session:
         self.deleted = nums
         self.deleted_uids = [mb.uid_of(self.msgs[n - 1], n) for n in nums]
         mb.commit([self.msgs[n - 1] for n in nums])
+        if self.opts.grow_at_quit:
+            gone = set(nums)
+            kept = [m for i, m in enumerate(self.msgs) if i + 1 not in gone]
+            mb.grow(kept, set(id(self.msgs[n - 1]) for n in self.retrieved))
         self.committed = True
 
     # -- end ------------------------------------------------------------------------------
@@ -877,6 +1152,8 @@ class Session:
             "committed": self.committed,
             "deleted": self.deleted,
             "deleted_uids": self.deleted_uids,
+            "utf8": self.utf8,
+            "held": self.held,
             "writes": self.writes,
             "rounds": self.rounds,
             "rounds_txn": self.rounds_txn,
@@ -1009,6 +1286,43 @@ def parse_sessions(text):
         raise argparse.ArgumentTypeError("expected a comma-separated list of numbers or 'all'")
 
 
+def parse_uid_len(text):
+    key, _, n = text.partition("=")
+    try:
+        n = int(n)
+    except ValueError:
+        n = 0
+    if not key or n < 1:
+        raise argparse.ArgumentTypeError("expected KEY=LEN (LEN >= 1)")
+    return key, n
+
+
+# Built-in values of the options a profile may set (None on the command line: not given).
+DEFAULTS = {
+    "uid_mode": "sha1", "no_top": False, "apop_greeting": False, "retr_reply": "octets",
+    "utf8": False, "utf8_rewrite": False, "x_uidl": False, "grow_at_quit": False,
+    "capa_extra": [], "implementation": "fakepop3d", "no_capa": False,
+}
+
+# --profile NAME: what a real server does that matters to a client's UID journal.
+PROFILES = {
+    "dovecot": {},
+    # popa3d 1.0.3: UIDL is a hash of some header lines; no CAPA; RETR answers a bare +OK.
+    "popa3d": {"uid_mode": "headers", "no_capa": True, "retr_reply": "plain"},
+    # solid-pop3d 0.15: header-hash UIDs, no CAPA, an APOP timestamp in the greeting.
+    "solid": {"uid_mode": "headers", "no_capa": True, "apop_greeting": True},
+    # Courier 1.0.16: UTF8 (RFC 6856); messages with UTF-8 headers rewritten for others.
+    "courier": {"utf8_rewrite": True, "retr_reply": "follow",
+                "implementation": "Courier Mail Server"},
+    # GNU Mailutils 3.15: X-UIDL in what it serves, headers added to kept messages at QUIT,
+    # "EXPIRENEVER" (no space) in CAPA.
+    "mailutils": {"x_uidl": True, "grow_at_quit": True, "capa_extra": ["EXPIRENEVER"],
+                  "implementation": "GNU Mailutils 3.15"},
+}
+PROFILES["solid-pop3d"] = PROFILES["solid"]
+PROFILES["courier-pop"] = PROFILES["courier"]
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="fakepop3d.py", description=__doc__,
@@ -1020,8 +1334,20 @@ def parse_args(argv):
     g.add_argument("--generate", type=parse_generate, metavar="N[:SIZE]")
     p.add_argument("--user", default="test")
     p.add_argument("--password", default="secret")
-    p.add_argument("--uid-mode", choices=("sha1", "number", "msgnum"), default="sha1")
-    p.add_argument("--no-capa", action="store_true")
+    p.add_argument("--profile", choices=sorted(PROFILES), metavar="NAME")
+    p.add_argument("--uid-mode", choices=("sha1", "number", "msgnum", "headers"))
+    p.add_argument("--uid-len", type=parse_uid_len, action="append", default=[],
+                   metavar="KEY=LEN")
+    p.add_argument("--no-top", action="store_true", default=None)
+    p.add_argument("--apop-greeting", action="store_true", default=None)
+    p.add_argument("--retr-reply", choices=("octets", "follow", "plain"))
+    p.add_argument("--utf8", action="store_true", default=None)
+    p.add_argument("--utf8-rewrite", action="store_true", default=None)
+    p.add_argument("--x-uidl", action="store_true", default=None)
+    p.add_argument("--grow-at-quit", action="store_true", default=None)
+    p.add_argument("--capa-extra", action="append", metavar="LINE")
+    p.add_argument("--implementation", metavar="TEXT")
+    p.add_argument("--no-capa", action="store_true", default=None)
     p.add_argument("--no-pipelining", action="store_true")
     p.add_argument("--no-uidl", action="store_true")
     p.add_argument("--expire0", action="store_true")
@@ -1045,11 +1371,24 @@ def parse_args(argv):
     p.add_argument("--no-greeting", action="store_true")
     p.add_argument("--greeting-text", metavar="TEXT")
     p.add_argument("--close-after-pass", action="store_true")
+    p.add_argument("--drop-at-quit", action="store_true")
+    p.add_argument("--hold-after-bytes", type=int, metavar="K")
+    p.add_argument("--hold-until", metavar="FILE")
     p.add_argument("--drip", choices=("greeting", "status", "body"))
     p.add_argument("--drip-interval", type=float, default=0.5, metavar="S")
     p.add_argument("--drip-cmd", default="RETR", metavar="WORD")
     p.add_argument("--body-rate", type=int, default=0, metavar="BPS")
     o = p.parse_args(argv)
+    # A profile fills in what the command line left unset; built-in defaults fill the rest.
+    prof = PROFILES[o.profile] if o.profile else {}
+    for name, default in DEFAULTS.items():
+        if getattr(o, name) is None:
+            setattr(o, name, prof.get(name, default))
+    if o.utf8_rewrite:
+        o.utf8 = True
+    o.uid_len = dict(o.uid_len)
+    if (o.hold_after_bytes is None) != (o.hold_until is None):
+        p.error("--hold-after-bytes and --hold-until go together")
     if o.lifetime <= 0:
         p.error("--lifetime must be positive")
     if o.latency < 0:

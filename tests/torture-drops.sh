@@ -1,7 +1,8 @@
 #!/bin/bash
 # torture-drops.sh -- exactly-once delivery when the connection drops anywhere: 200 small
 # --varied messages served by fakepop3d --maildir; a clean reference session gives the total
-# bytes the server sends; then for 50 offsets spread over [0, total] (the greeting and login,
+# bytes the server sends; then for TORTURE_CUTS offsets (default 100; `make torture`: 1000)
+# spread over [0, total] (the greeting and login,
 # mid-RETR, between replies, among the DELE replies, just before and after QUIT's reply) a
 # fresh case: `pop3 dl` against --drop-after-bytes OFFSET (session 1 only), which must exit 75
 # (0 once the offset is past the whole session) and lose nothing, then clean reruns with the
@@ -10,14 +11,14 @@
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
 . "${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}/tests/lib/common.sh"
-T_TIMEOUT=${T_TIMEOUT:-240}
+T_TIMEOUT=${T_TIMEOUT:-$((240 + 2 * ${NOFFSETS:-${TORTURE_CUTS:-100}}))}
 t_init torture-drops
 . "$top_srcdir/tests/lib/torture.sh"
 
 [ -x "$POP3" ] || t_skip "$POP3 not built"
 [ -n "$PYTHON" ] || t_skip "no python3"
 
-NOFFSETS=${NOFFSETS:-50}
+NOFFSETS=${NOFFSETS:-$TORTURE_CUTS}
 PAR=${PAR:-4}
 start=$SECONDS
 

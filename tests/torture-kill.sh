@@ -1,16 +1,17 @@
 #!/bin/bash
 # torture-kill.sh -- exactly-once delivery across SIGKILL at random moments:
-#   - `pop3 dl` (200 small messages, fakepop3d --latency 5): KILLS trials (default 24), each
+# (TORTURE_KILLS trials in all, default 10, `make torture`: 100; 3 in 4 of them `pop3 dl`)
+#   - `pop3 dl` (200 small messages, fakepop3d --latency 5): KILLS trials (default 7), each
 #     killed after a random delay in [0, the duration of a clean run], then rerun with the same
 #     --state until the server is empty; every original delivered exactly once;
-#   - pop3syncd (one account, interval 1, state_dir in $T): DAEMON_KILLS trials (default 8),
+#   - pop3syncd (one account, interval 1, state_dir in $T): DAEMON_KILLS trials (default 3),
 #     the daemon killed at a random moment of its first fetch, restarted, and left to empty
 #     the server; then stopped and the same invariant checked.
 # The random delays come from SEED (default fixed, printed); rerun with SEED=N to reproduce.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
 . "${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}/tests/lib/common.sh"
-T_TIMEOUT=${T_TIMEOUT:-240}
+T_TIMEOUT=${T_TIMEOUT:-$((200 + 4 * ${TORTURE_KILLS:-10}))}
 t_init torture-kill
 . "$top_srcdir/tests/lib/torture.sh"
 
@@ -20,8 +21,9 @@ DAEMON=${DAEMON:-$top_builddir/pop3syncd}
 POP3CTL=${POP3CTL:-$top_builddir/pop3ctl}
 
 SEED=${SEED:-20261128}
-KILLS=${KILLS:-24}
-DAEMON_KILLS=${DAEMON_KILLS:-8}
+# TORTURE_KILLS (tests/lib/torture.sh) split 3:1, at least one of each.
+KILLS=${KILLS:-$((TORTURE_KILLS * 3 / 4 > 0 ? TORTURE_KILLS * 3 / 4 : 1))}
+DAEMON_KILLS=${DAEMON_KILLS:-$((TORTURE_KILLS - KILLS > 0 ? TORTURE_KILLS - KILLS : 1))}
 PAR=${PAR:-2}
 RANDOM=$SEED
 t_log "random seed $SEED (SEED=$SEED reproduces the delays)"
@@ -109,7 +111,8 @@ EOF
   kill -KILL "$dpid" 2>/dev/null
   wait "$dpid" 2>/dev/null
   echo "killed after $delay ms" >>"$T/$name.rcs"
-  ln -sf "$name.statedir/${state_sub}acct.state" "$T/$name.state"
+  # The journal is named by the mailbox (pop3(1), FILES).
+  ln -sf "$name.statedir/${state_sub}test@127.0.0.1:$TT_PORT.state" "$T/$name.state"
   tt_lost "$name" "$T/orig"
   local left
   left=$(tt_left "$name")

@@ -45,8 +45,8 @@ static int regen_cb(void *data, const struct uidstate_rec *r) {
   size_t len;
 
   if (r->delivered != 0) {
-    if (uidstate_append_delivered(g->scratch, r->server, r->uid, r->size, r->name, r->delivered,
-                                  &line, &len) != 0 ||
+    if (uidstate_append_delivered(g->scratch, r->server, r->uid, r->delivered_size, r->name,
+                                  r->delivered, r->digest, &line, &len) != 0 ||
         len > 4096)
       abort();
     add_text(g, line, len);
@@ -71,8 +71,10 @@ static int compare_cb(void *data, const struct uidstate_rec *r) {
   const struct uidstate_rec *r2 = uidstate_find(again, r->server, r->uid);
 
   if (r2 == NULL || r2->delivered != r->delivered || strcmp(r2->name, r->name) != 0 ||
-      r2->size != r->size || strcmp(r2->last_error, r->last_error) != 0 ||
-      r2->attempts != (r->attempts > 0 ? 1U : 0U))
+      r2->size != r->size || r2->delivered_size != r->delivered_size ||
+      (r2->digest == NULL) != (r->digest == NULL) ||
+      (r->digest != NULL && memcmp(r2->digest, r->digest, UIDSTATE_DIGEST_LEN) != 0) ||
+      strcmp(r2->last_error, r->last_error) != 0 || r2->attempts != (r->attempts > 0 ? 1U : 0U))
     abort();
   return 0;
 }

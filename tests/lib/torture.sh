@@ -14,7 +14,10 @@
 #   tt_restart NAME [fakepop3d options]    stop it and serve $T/NAME.srv as it is now, on the
 #                                          same port (the state is keyed by user@host:port)
 #   tt_dl NAME [pop3 dl options]           one `pop3 dl` of the case; status in TT_RC (also
-#                                          appended to $T/NAME.rcs); stderr appended to NAME.err
+#                                          appended to $T/NAME.rcs); stderr appended to NAME.err;
+#                                          SPEC is $TT_SCHEME:test@$TT_HOST:PORT (default
+#                                          tcp: and 127.0.0.1; e.g. starttls and
+#                                          '127.0.0.1!localhost' with --ca-file)
 #   tt_converge NAME [MAX] [options]       rerun tt_dl until the server is empty (at most MAX
 #                                          runs, default 5); each rerun must exit 0; fails if
 #                                          the server is not empty by then
@@ -32,6 +35,15 @@
 #                                          once); it passes by calling tt_pass ID TEXT, else fails
 #   tt_cases_done                          wait for all cases, log each; TT_FAILS: how many failed
 #                                          (not in $(...): wait works only in the main shell)
+#   tt_msg FILE MSGID SUBJECT BODY         a small message with a Received and a Message-ID
+#                                          field (what popa3d and solid-pop3d hash into a UID)
+#
+# Trial counts of the fault torture (make check uses the defaults; `make torture`, i.e.
+# tests/torture-all.sh, sets them much higher):
+#   TORTURE_CUTS   connection cuts in torture-drops.sh (default 100)
+#   TORTURE_KILLS  SIGKILLs in torture-kill.sh (default 10: 3 in 4 of `pop3 dl`, the rest
+#                  of the daemon, at least one of each)
+# The older per-script knobs (NOFFSETS, KILLS, DAEMON_KILLS) still win when set.
 
 TT_VERIFY=$top_srcdir/tests/lib/verify.py
 TT_FAKE=$top_srcdir/tests/fakepop3d.py
@@ -40,6 +52,10 @@ TT_LIMIT=${TT_LIMIT:-60}
 TT_PORT=
 TT_PID=
 TT_RC=
+TT_SCHEME=${TT_SCHEME:-tcp}
+TT_HOST=${TT_HOST:-127.0.0.1}
+TORTURE_CUTS=${TORTURE_CUTS:-100}
+TORTURE_KILLS=${TORTURE_KILLS:-10}
 
 tt_verify() {
   "$PYTHON" "$TT_VERIFY" "$@"
@@ -113,7 +129,7 @@ tt_dl() {
   TT_RC=0
   echo "==== pop3 dl $*" >>"$T/$name.err"
   timeout -k 5 "$TT_LIMIT" "$POP3" dl "${TT_PW[@]}" --state "$T/$name.state" "$@" \
-    "tcp:test@127.0.0.1:$(tt_port "$name")" "$T/$name.md" </dev/null >"$T/$name.out" \
+    "$TT_SCHEME:test@$TT_HOST:$(tt_port "$name")" "$T/$name.md" </dev/null >"$T/$name.out" \
     2>"$T/$name.lasterr" || TT_RC=$?
   cat "$T/$name.lasterr" >>"$T/$name.err"
   echo "$TT_RC" >>"$T/$name.rcs"
@@ -253,7 +269,7 @@ _tt_case_cleanup() {
   for f in "$T"/*.pid; do
     [ -f "$f" ] || continue
     # Only the servers this subshell started: their pid files hold children of this shell.
-    if [ "$(ps -o ppid= -p "$(cat "$f")" 2>/dev/null | tr -d ' ')" = "$BASHPID" ]; then
+    if [ "$(ps -o ppid= -p "$(cat "$f" 2>/dev/null)" 2>/dev/null | tr -d ' ')" = "$BASHPID" ]; then
       tt_unserve "$(basename "$f" .pid)"
     fi
   done
@@ -279,4 +295,18 @@ tt_cases_done() {
   done
   TT_CASES=()
   TT_FAILS=$fails
+}
+
+tt_msg() {
+  mkdir -p "$(dirname "$1")"
+  printf '%s\n' \
+    'Received: from mx.example.org (mx.example.org [192.0.2.1])' \
+    '	by pop.example.net with ESMTP id 4QxYz; Mon, 1 Jan 2024 10:00:00 +0000' \
+    'From: Sender <sender@example.org>' \
+    'To: Test User <test@example.net>' \
+    "Subject: $3" \
+    'Date: Mon, 1 Jan 2024 10:00:00 +0000' \
+    "Message-ID: <$2@example.org>" \
+    '' \
+    "$4" >"$1"
 }

@@ -536,11 +536,48 @@ static void test_account_errors(void) {
   /* Duplicates point at the first one. */
   EXPECT_ONE("accounts = (\n"
              "  { name = \"work\"; server = \"h\"; maildir = \"/m\"; },\n"
-             "  { name = \"play\"; server = \"h\"; maildir = \"/m\"; },\n"
+             "  { name = \"play\"; server = \"h2\"; maildir = \"/m\"; },\n"
              "  {\n"
              "    name = \"work\"; server = \"h\"; maildir = \"/m\"; }\n"
              ");\n",
              5, "duplicate account name `work' (first defined at line 2)");
+
+  /* One mailbox, one journal: two accounts of one local user on the same
+   * user@tcp_host:port, however written, point at each other. */
+  EXPECT_ONE("accounts = (\n"
+             "  { name = \"a\"; server = \"me@h\"; maildir = \"/m\"; },\n"
+             "  { name = \"b\"; server = \"tcp:you@h:110\"; maildir = \"/m\"; },\n"
+             "  { name = \"c\";\n"
+             "    server = \"starttls:me@h!mail.example:995\"; maildir = \"/n\"; }\n"
+             ");\n",
+             4,
+             "accounts `c' and `a' (line 2) fetch the same mailbox me@h:995 as one local user: "
+             "keep one of them (a mailbox has one journal)");
+  /* Other users, ports, hosts, netrc files, a disabled account: no error. */
+  CHECK_INT(load("accounts = (\n"
+                 "  { name = \"a\"; server = \"me@h\"; maildir = \"/m\"; },\n"
+                 "  { name = \"b\"; server = \"you@h\"; maildir = \"/m\"; },\n"
+                 "  { name = \"c\"; server = \"me@h:996\"; maildir = \"/m\"; },\n"
+                 "  { name = \"d\"; server = \"me@h2\"; maildir = \"/m\"; },\n"
+                 "  { name = \"e\"; server = \"me@h\"; netrc = \"/n\"; maildir = \"/m\"; },\n"
+                 "  { name = \"f\"; server = \"me@h\"; enabled = false; maildir = \"/m\"; }\n"
+                 ");\n"),
+            0);
+  /* As root: the same mailbox for two local users is two journals. */
+  root_rules = 1;
+  CHECK_INT(load("accounts = (\n"
+                 "  { name = \"a\"; server = \"me@h\"; user = \"nobody\"; maildir = \"/m\"; },\n"
+                 "  { name = \"b\"; server = \"me@h\"; user = \"daemon\"; maildir = \"/m\"; }\n"
+                 ");\n"),
+            0);
+  EXPECT_ONE("accounts = (\n"
+             "  { name = \"a\"; server = \"h\"; user = \"nobody\"; maildir = \"/m\"; },\n"
+             "  { name = \"b\"; server = \"nobody@h\"; user = \"nobody\"; maildir = \"/m\"; }\n"
+             ");\n",
+             3,
+             "accounts `b' and `a' (line 2) fetch the same mailbox nobody@h:995 as one local "
+             "user: keep one of them (a mailbox has one journal)");
+  root_rules = 0;
 }
 
 static void test_many_errors(void) {

@@ -610,6 +610,23 @@ static void test_caps(void) {
   CHECK_INT(c.sasl_plain, 0);
   CHECK_INT(c.has_expire, 0);
 
+  /* RFC 6856; Mailutils' EXPIRE NEVER without its space. */
+  proto_caps_init(&c);
+  CHECK_INT(c.utf8, 0);
+  caps(&c, "UTF8 USER");
+  CHECK_INT(c.utf8, 1);
+  proto_caps_init(&c);
+  caps(&c, "utf8");
+  CHECK_INT(c.utf8, 1);
+  caps(&c, "EXPIRENEVER");
+  CHECK_INT(c.has_expire, 1);
+  CHECK_INT(c.expire_zero, 0);
+  CHECK_INT(c.expire_days, -1);
+  proto_caps_init(&c);
+  caps(&c, "UTF8X");
+  caps(&c, "UTF");
+  CHECK_INT(c.utf8, 0);
+
   /* Names are whole tokens. */
   proto_caps_init(&c);
   caps(&c, "STLSX");
@@ -784,7 +801,7 @@ static void test_list(void) {
 }
 
 static void test_uidl(void) {
-  char line[128];
+  char line[P3_UID_MAX + 8];
   uidl_ok("1 whqtswO00WBw418f9t5JxYwZ", 1, "whqtswO00WBw418f9t5JxYwZ");
   uidl_ok("2 QhdPYR:00WBw1Ph7x7", 2, "QhdPYR:00WBw1Ph7x7");
   uidl_ok("10 !", 10, "!");
@@ -792,13 +809,32 @@ static void test_uidl(void) {
   uidl_ok("3 <abc@def>", 3, "<abc@def>");
   uidl_ok("4  padded  ", 4, "padded");
   uidl_ok("5 x\t", 5, "x");
-  /* 70 characters is the limit. */
+  /* RFC 1939's 70 characters are exceeded by real servers: up to
+   * P3_UID_MAX (512) is accepted, one more is not. */
   memset(line, 0, sizeof(line));
   memcpy(line, "9 ", 2);
   memset(line + 2, 'u', 70);
   uidl_ok(line, 9, line + 2);
-  line[72] = 'u';
-  uidl_bad(line, 73);
+  memset(line + 2, 'u', 300);
+  uidl_ok(line, 9, line + 2);
+  memset(line + 2, 'u', P3_UID_MAX);
+  uidl_ok(line, 9, line + 2);
+  line[2 + P3_UID_MAX] = 'u';
+  uidl_bad(line, 2 + P3_UID_MAX + 1);
+  {
+    /* A bad UID still names its message; a bad number names none. */
+    unsigned long n = 99;
+    const char *u;
+    size_t ulen;
+    CHECK_INT(proto_parse_uidl_line(line, 2 + P3_UID_MAX + 1, &n, &u, &ulen), P3_EPROTO);
+    CHECK_INT(n, 9);
+    n = 99;
+    CHECK_INT(proto_parse_uidl_line("7 a\x80\x62", 5, &n, &u, &ulen), P3_EPROTO);
+    CHECK_INT(n, 7);
+    n = 99;
+    CHECK_INT(proto_parse_uidl_line("x abc", 5, &n, &u, &ulen), P3_EPROTO);
+    CHECK_INT(n, 0);
+  }
 
   uidl_bad("", 0);
   uidl_bad("1", 1);
@@ -840,6 +876,21 @@ static void test_retr_octets(void) {
   CHECK(n == 12);
 }
 
+static void test_retr_says_octets(void) {
+  CHECK_INT(proto_retr_says_octets(S("979 octets follow.")), 1);
+  CHECK_INT(proto_retr_says_octets(S("123 octets")), 1);
+  CHECK_INT(proto_retr_says_octets(S("123 OCTETS")), 1);
+  CHECK_INT(proto_retr_says_octets(S("123  octets.")), 1);
+  /* A UIDL reply "N UID" read where a RETR reply belongs. */
+  CHECK_INT(proto_retr_says_octets(S("3 uid-3")), 0);
+  CHECK_INT(proto_retr_says_octets(S("3 octetsx")), 0);
+  CHECK_INT(proto_retr_says_octets(S("123")), 0);
+  CHECK_INT(proto_retr_says_octets(S("123octets")), 0);
+  CHECK_INT(proto_retr_says_octets(S("message follows")), 0);
+  CHECK_INT(proto_retr_says_octets(S("")), 0);
+  CHECK_INT(proto_retr_says_octets("12 octets", 8), 0);
+}
+
 int main(void) {
   test_status();
   test_mldec_cases();
@@ -853,5 +904,6 @@ int main(void) {
   test_list();
   test_uidl();
   test_retr_octets();
+  test_retr_says_octets();
   return check_result("test_proto");
 }

@@ -16,14 +16,23 @@
 
 struct rec {
   struct session *s;
-  char sent[1 << 16];  /* everything the client sent */
+  char sent[1 << 16]; /* everything the client sent */
   size_t sent_len;
-  int writes;          /* non-empty outputs taken */
+  int writes; /* non-empty outputs taken */
   char body[MAXMSG][512];
   size_t body_len[MAXMSG];
   int begun[MAXMSG], ended[MAXMSG], aborted[MAXMSG];
   int tls_started, barriers, done, done_err;
   int fail_data_at;    /* msg_data fails for this index (or -1) */
+  int failed[MAXMSG];  /* msg_failed calls */
+  char trace[1 << 15]; /* '-' notes, one per line */
+  size_t trace_len;
+  /* Header probes: what each got, and the order of events ("E2:1 P "). */
+  void (*on_listed)(struct rec *r);
+  void (*on_probed)(struct rec *r);
+  char probe[MAXMSG][256];
+  size_t probe_len[MAXMSG];
+  char events[256];
 };
 
 static int r_begin(void *d, size_t idx) {
@@ -59,6 +68,46 @@ static void r_done(void *d, int err) {
   r->done++;
   r->done_err = err;
 }
+static void r_failed(void *d, size_t idx, const char *why) {
+  ((struct rec *)d)->failed[idx]++;
+}
+static void r_trace(void *d, char dir, const char *line, size_t len) {
+  struct rec *r = d;
+  if (dir == '-' && r->trace_len + len + 2 < sizeof r->trace) {
+    memcpy(r->trace + r->trace_len, line, len);
+    r->trace_len += len;
+    r->trace[r->trace_len++] = '\n';
+    r->trace[r->trace_len] = '\0';
+  }
+}
+static void event(struct rec *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void event(struct rec *r, const char *fmt, ...) {
+  size_t n = strlen(r->events);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->events + n, sizeof r->events - n, fmt, ap);
+  va_end(ap);
+}
+static void r_listed(void *d) {
+  struct rec *r = d;
+  if (r->on_listed)
+    r->on_listed(r);
+}
+static void r_probe_data(void *d, size_t idx, const char *buf, size_t len) {
+  struct rec *r = d;
+  if (r->probe_len[idx] + len <= sizeof r->probe[idx])
+    memcpy(r->probe[idx] + r->probe_len[idx], buf, len);
+  r->probe_len[idx] += len;
+}
+static void r_probe_end(void *d, size_t idx, int ok) {
+  event(d, "E%zu:%d ", idx, ok);
+}
+static void r_probed(void *d) {
+  struct rec *r = d;
+  event(r, "P ");
+  if (r->on_probed)
+    r->on_probed(r);
+}
 
 static const struct session_ops ops = {
     .msg_begin = r_begin,
@@ -67,6 +116,12 @@ static const struct session_ops ops = {
     .msg_abort = r_abort,
     .start_tls = r_tls,
     .barrier = r_barrier,
+    .listed = r_listed,
+    .msg_failed = r_failed,
+    .probe_data = r_probe_data,
+    .probe_end = r_probe_end,
+    .probed = r_probed,
+    .trace = r_trace,
     .done = r_done,
 };
 
@@ -104,8 +159,11 @@ static void feed(struct rec *r, const char *fmt, ...) {
 
 static struct rec *start(enum session_pipelining p, unsigned window, int starttls) {
   struct rec *r = calloc(1, sizeof *r);
-  struct session_options o = {.user = "test", .password = "secret", .starttls = starttls,
-                              .pipelining = p, .window = window};
+  struct session_options o = {.user = "test",
+                              .password = "secret",
+                              .starttls = starttls,
+                              .pipelining = p,
+                              .window = window};
   r->fail_data_at = -1;
   r->s = session_new(&o, &ops, r);
   return r;
@@ -173,8 +231,8 @@ static void test_pipelined_happy(void) {
   for (int i = 1; i <= 3; i++) {
     char b[64];
     msg_body(i, b, sizeof b);
-    off += (size_t)snprintf(all + off, sizeof all - off, "+OK %d uid-%d\r\n+OK %zu octets\r\n%s.\r\n",
-                            i, i, strlen(b), b);
+    off += (size_t)snprintf(all + off, sizeof all - off,
+                            "+OK %d uid-%d\r\n+OK %zu octets\r\n%s.\r\n", i, i, strlen(b), b);
   }
   for (size_t i = 0; i < off; i++)
     session_feed(r->s, all + i, 1);
@@ -314,17 +372,27 @@ static void test_no_capa(void) {
   finish_rec(r);
 }
 
+/* Pipelined without UIDL nothing but LIST vouches for a RETR reply: a count
+ * or a body of another size is a desync. */
+static void list_no_uidl(struct rec *r, int n) {
+  char buf[4096];
+  size_t off = (size_t)snprintf(buf, sizeof buf, "-ERR no UIDL\r\n+OK\r\n");
+  for (int i = 1; i <= n; i++)
+    off += (size_t)snprintf(buf + off, sizeof buf - off, "%d %d\r\n", i, i < 10 ? 11 : 12);
+  off += (size_t)snprintf(buf + off, sizeof buf - off, ".\r\n");
+  session_feed(r->s, buf, off);
+}
+
 static void test_octets_desync(void) {
   struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
   login_and_list(r, 2, capa_full);
   take(r);
   feed(r, "+OK\r\n+OK\r\n");
   take(r);
-  list_msgs(r, 2);
-  take(r);
+  list_no_uidl(r, 2);
+  CHECK_STR(take(r), "RETR 1\r\nRETR 2\r\n");
   retr_reply(r, 1);
   session_saved(r->s, 0, 0);
-  uidl_reply(r, 2);
   feed(r, "+OK 999 octets\r\nxx\r\n.\r\n");
   CHECK_INT(r->done, 1);
   CHECK_INT(r->done_err, P3_EDESYNC);
@@ -335,16 +403,15 @@ static void test_octets_desync(void) {
 }
 
 static void test_size_desync_mid_body(void) {
-  /* Without an octet count, a body far larger than LIST is a desync, and
-   * the partial delivery is aborted. */
+  /* Without an octet count or an established identity, a body far larger
+   * than LIST is a desync, and the partial delivery is aborted. */
   struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
   login_and_list(r, 1, capa_full);
   take(r);
   feed(r, "+OK\r\n+OK\r\n");
   take(r);
-  list_msgs(r, 1);
-  take(r);
-  uidl_reply(r, 1);
+  list_no_uidl(r, 1);
+  CHECK_STR(take(r), "RETR 1\r\n");
   feed(r, "+OK message follows\r\nline one\r\nline two\r\nline three\r\n.\r\n");
   CHECK_INT(r->done_err, P3_EDESYNC);
   CHECK_INT(r->aborted[0], 1);
@@ -578,6 +645,449 @@ static void test_injection(void) {
   finish_rec(r);
 }
 
+/* ---- issue 9: the servers people actually run */
+
+static const char *capa_top = "+OK\r\nUSER\r\nUIDL\r\nTOP\r\nPIPELINING\r\n.\r\n";
+
+/* Logs in (pipelined or not) and feeds a UIDL and a LIST listing. */
+static void login_with(struct rec *r, const char *capa, const char *uidl, const char *list) {
+  feed(r, "+OK ready\r\n");
+  take(r);
+  feed(r, "%s", capa);
+  take(r);
+  if (session_pipelined(r->s)) {
+    feed(r, "+OK\r\n+OK\r\n");
+    take(r);
+    feed(r, "%s%s", uidl, list);
+  } else {
+    feed(r, "+OK\r\n");
+    take(r);
+    feed(r, "+OK\r\n");
+    take(r);
+    feed(r, "%s", uidl);
+    take(r);
+    feed(r, "%s", list);
+  }
+}
+
+/* A body of exactly `octets` wire octets (CRLF lines of up to 80). */
+static size_t make_body(char *buf, size_t octets) {
+  size_t off = 0;
+  while (off < octets) {
+    size_t left = octets - off, len = left > 80 ? 80 : left;
+    if (left > 80 && left - 80 < 2)
+      len = 78; /* leave room for a last CRLF */
+    memset(buf + off, 'x', len - 2);
+    memcpy(buf + off + len - 2, "\r\n", 2);
+    off += len;
+  }
+  buf[off] = '\0';
+  return off;
+}
+
+static size_t count_lines(const char *b) {
+  size_t n = 0;
+  for (; *b; b++)
+    n += *b == '\n';
+  return n;
+}
+
+static void test_utf8(void) {
+  const char *capa_utf8 = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nUTF8 USER\r\n.\r\n";
+  /* Advertised, pipelined: UTF8 goes out with UIDL and LIST. */
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 0, capa_utf8);
+  CHECK_STR(take(r), "USER test\r\nPASS secret\r\n");
+  feed(r, "+OK\r\n+OK\r\n");
+  CHECK_STR(take(r), "UTF8\r\nUIDL\r\nLIST\r\n");
+  feed(r, "+OK UTF8 enabled\r\n");
+  list_msgs(r, 0);
+  CHECK_STR(take(r), "QUIT\r\n");
+  feed(r, "+OK\r\n");
+  CHECK_INT(r->done_err, 0);
+  finish_rec(r);
+
+  /* Lock-step: UTF8 alone, then the listing; a refusal changes nothing. */
+  r = start(SESSION_PIPELINING_OFF, 0, 0);
+  login_and_list(r, 0, capa_utf8);
+  CHECK_STR(take(r), "USER test\r\n");
+  feed(r, "+OK\r\n");
+  CHECK_STR(take(r), "PASS secret\r\n");
+  feed(r, "+OK\r\n");
+  CHECK_STR(take(r), "UTF8\r\n");
+  feed(r, "-ERR no\r\n");
+  CHECK_STR(take(r), "UIDL\r\n");
+  CHECK_INT(r->done, 0);
+  finish_rec(r);
+
+  /* Not advertised: not sent. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 0, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  finish_rec(r);
+
+  /* Advertised but turned off (utf8 = false). */
+  struct session_options o = {.user = "test", .password = "secret", .no_utf8 = 1};
+  r = calloc(1, sizeof *r);
+  r->fail_data_at = -1;
+  r->s = session_new(&o, &ops, r);
+  login_and_list(r, 0, capa_utf8);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  take(r);
+  CHECK(strstr(r->sent, "UTF8") == NULL);
+  finish_rec(r);
+}
+
+/* Courier without UTF8: LIST says 276, RETR announces and sends 979.  With
+ * the reply's identity established by UIDL n it is delivered as served. */
+static void test_resized_after_uidl_n(void) {
+  static char body[2048];
+  size_t blen = make_body(body, 979);
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_with(r, capa_full, "+OK\r\n1 a\r\n2 b\r\n.\r\n", "+OK\r\n1 276\r\n2 11\r\n.\r\n");
+  CHECK_STR(take(r), "UIDL 1\r\nRETR 1\r\nUIDL 2\r\nRETR 2\r\n");
+  feed(r, "+OK 1 a\r\n+OK 979 octets follow.\r\n%s.\r\n", body);
+  CHECK_INT(r->done, 0);
+  CHECK_INT(r->ended[0], 1);
+  CHECK_INT(r->aborted[0], 0);
+  CHECK_INT(r->body_len[0], blen - count_lines(body));
+  CHECK(session_msg(r->s, 0)->flags & SESSION_MSG_VERIFIED);
+  CHECK(session_msg(r->s, 0)->flags & SESSION_MSG_RESIZED);
+  CHECK(strstr(r->trace, "message 1: RETR sent 979 octets but LIST said 276") != NULL);
+  feed(r, "+OK 2 b\r\n+OK 11 octets\r\nMessage 2\r\n.\r\n");
+  CHECK(session_msg(r->s, 1)->flags & SESSION_MSG_VERIFIED);
+  CHECK(!(session_msg(r->s, 1)->flags & SESSION_MSG_RESIZED));
+  session_saved(r->s, 0, 0);
+  session_saved(r->s, 1, 0);
+  CHECK_STR(take(r), "DELE 1\r\nDELE 2\r\n");
+  session_barrier_done(r->s, 0);
+  /* No QUIT before the DELE replies after a resized message: a body cut
+   * short would have its rest still to come. */
+  CHECK_STR(take(r), "");
+  feed(r, "+OK\r\n+OK\r\n");
+  CHECK_STR(take(r), "QUIT\r\n");
+  feed(r, "+OK\r\n");
+  CHECK_INT(r->done_err, 0);
+  CHECK_INT(session_stats(r->s)->deleted, 2);
+  finish_rec(r);
+
+  /* Lock-step: the only reply outstanding, no UIDL n needed; no count. */
+  r = start(SESSION_PIPELINING_OFF, 0, 0);
+  login_with(r, capa_full, "+OK\r\n1 a\r\n.\r\n", "+OK\r\n1 276\r\n.\r\n");
+  CHECK_STR(take(r), "RETR 1\r\n");
+  feed(r, "+OK\r\n%s.\r\n", body);
+  CHECK_INT(r->ended[0], 1);
+  CHECK_INT(session_msg(r->s, 0)->flags & (SESSION_MSG_VERIFIED | SESSION_MSG_RESIZED),
+            SESSION_MSG_VERIFIED | SESSION_MSG_RESIZED);
+  CHECK_INT(r->done, 0);
+  finish_rec(r);
+
+  /* Pipelined, identity established, but the count not in "N octets" form
+   * (a UIDL reply in the wrong place would look like that): desync. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_with(r, capa_full, "+OK\r\n1 a\r\n.\r\n", "+OK\r\n1 276\r\n.\r\n");
+  take(r);
+  feed(r, "+OK 1 a\r\n+OK 979 bytes\r\n%s.\r\n", body);
+  CHECK_INT(r->done_err, P3_EDESYNC);
+  CHECK_INT(r->begun[0], 0);
+  finish_rec(r);
+
+  /* Every matched message is VERIFIED, resized or not. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 1, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 1);
+  take(r);
+  retr_reply(r, 1);
+  CHECK_INT(session_msg(r->s, 0)->flags & (SESSION_MSG_VERIFIED | SESSION_MSG_RESIZED),
+            SESSION_MSG_VERIFIED);
+  finish_rec(r);
+}
+
+/* The body does not match the count its +OK line announced: that message
+ * fails (nothing saved, no desync), the others go on; it was retrieved, so
+ * no QUIT (EXPIRE 0 servers would delete it) and no DELE. */
+static void test_announced_count_mismatch(void) {
+  static char body[1024];
+  make_body(body, 500);
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_with(r, capa_full, "+OK\r\n1 a\r\n2 b\r\n.\r\n", "+OK\r\n1 276\r\n2 11\r\n.\r\n");
+  take(r);
+  feed(r, "+OK 1 a\r\n+OK 979 octets follow.\r\n%s.\r\n", body);
+  CHECK_INT(r->done, 0);
+  CHECK_INT(r->aborted[0], 1);
+  CHECK_INT(r->ended[0], 0);
+  CHECK_INT(r->failed[0], 1);
+  CHECK(session_msg(r->s, 0)->flags & SESSION_MSG_FAILED);
+  CHECK(!(session_msg(r->s, 0)->flags & SESSION_MSG_VERIFIED));
+  feed(r, "+OK 2 b\r\n+OK 11 octets\r\nMessage 2\r\n.\r\n");
+  CHECK_INT(r->ended[1], 1);
+  session_saved(r->s, 1, 0);
+  CHECK_INT(r->barriers, 1);
+  session_barrier_done(r->s, 0);
+  take(r);
+  CHECK(strstr(r->sent, "DELE") == NULL);
+  CHECK(strstr(r->sent, "QUIT") == NULL);
+  CHECK_INT(r->done, 1);
+  CHECK_INT(r->done_err, P3_EPARTIAL);
+  CHECK_STR(session_error_text(r->s), "message 1: RETR announced 979 octets but sent 500");
+  CHECK_INT(session_stats(r->s)->failed, 1);
+  CHECK_INT(session_stats(r->s)->saved, 1);
+  finish_rec(r);
+
+  /* The same in lock-step, with a count equal to LIST's. */
+  r = start(SESSION_PIPELINING_OFF, 0, 0);
+  login_with(r, capa_full, "+OK\r\n1 a\r\n.\r\n", "+OK\r\n1 276\r\n.\r\n");
+  take(r);
+  feed(r, "+OK 276 octets\r\n%s.\r\n", body);
+  CHECK_INT(r->failed[0], 1);
+  CHECK_INT(r->aborted[0], 1);
+  CHECK_INT(r->done_err, P3_EPARTIAL);
+  take(r);
+  CHECK(strstr(r->sent, "QUIT") == NULL);
+  finish_rec(r);
+}
+
+/* A resized message followed by a broken stream loses VERIFIED (its body
+ * may have been cut short at a stray "." line); the others keep it. */
+static void test_resized_then_desync(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_with(r, capa_full, "+OK\r\n1 a\r\n2 b\r\n.\r\n", "+OK\r\n1 11\r\n2 400\r\n.\r\n");
+  take(r);
+  feed(r, "+OK 1 a\r\n+OK 11 octets\r\nMessage 1\r\n.\r\n");
+  feed(r, "+OK 2 b\r\n+OK\r\nSubject: short\r\n\r\nbody\r\n.\r\n");
+  CHECK_INT(session_msg(r->s, 1)->flags & (SESSION_MSG_VERIFIED | SESSION_MSG_RESIZED),
+            SESSION_MSG_VERIFIED | SESSION_MSG_RESIZED);
+  feed(r, "the rest of message 2\r\n");
+  CHECK_INT(r->done_err, P3_EDESYNC);
+  CHECK(session_msg(r->s, 0)->flags & SESSION_MSG_VERIFIED);
+  CHECK_INT(session_msg(r->s, 1)->flags & (SESSION_MSG_VERIFIED | SESSION_MSG_RESIZED),
+            SESSION_MSG_RESIZED);
+  finish_rec(r);
+}
+
+static void test_long_uids(void) {
+  static char uid300[301], uid600[601], uid5000[5001], buf[8192];
+  memset(uid300, 'u', 300);
+  memset(uid600, 'v', 600);
+  memset(uid5000, 'w', 5000);
+
+  /* 300 octets: a UID, checked by UIDL n like any other. */
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  snprintf(buf, sizeof buf, "+OK\r\n1 %s\r\n2 b\r\n.\r\n", uid300);
+  login_with(r, capa_full, buf, "+OK\r\n1 11\r\n2 11\r\n.\r\n");
+  CHECK_INT(session_has_uidl(r->s), 1);
+  CHECK_STR(session_msg_uid(r->s, 0), uid300);
+  CHECK_STR(take(r), "UIDL 1\r\nRETR 1\r\nUIDL 2\r\nRETR 2\r\n");
+  feed(r, "+OK 1 %s\r\n+OK 11 octets\r\nMessage 1\r\n.\r\n", uid300);
+  CHECK_INT(r->done, 0);
+  CHECK(session_msg(r->s, 0)->flags & SESSION_MSG_VERIFIED);
+  finish_rec(r);
+
+  /* 600 octets, 5000 (longer than a line buffer), and a control
+   * character: only those messages go without a UID (and without UIDL n). */
+  const char *bad[] = {uid600, uid5000, "a\001b"};
+  for (int k = 0; k < 3; k++) {
+    r = start(SESSION_PIPELINING_ON, 0, 0);
+    snprintf(buf, sizeof buf, "+OK\r\n1 x\r\n2 %s\r\n3 z\r\n.\r\n", bad[k]);
+    login_with(r, capa_full, buf, "+OK\r\n1 11\r\n2 11\r\n3 11\r\n.\r\n");
+    CHECK_INT(r->done, 0);
+    CHECK_INT(session_has_uidl(r->s), 1);
+    CHECK_STR(session_msg_uid(r->s, 0), "x");
+    CHECK(session_msg_uid(r->s, 1) == NULL);
+    CHECK_STR(session_msg_uid(r->s, 2), "z");
+    CHECK_STR(take(r), "UIDL 1\r\nRETR 1\r\nRETR 2\r\nUIDL 3\r\nRETR 3\r\n");
+    for (int i = 1; i <= 3; i++) {
+      if (i != 2)
+        feed(r, "+OK %d %s\r\n", i, i == 1 ? "x" : "z");
+      feed(r, "+OK 11 octets\r\nMessage %d\r\n.\r\n", i);
+    }
+    CHECK_INT(r->ended[0] + r->ended[1] + r->ended[2], 3);
+    /* Without UIDL n and outside lock-step, message 2's reply is unproven. */
+    CHECK(!(session_msg(r->s, 1)->flags & SESSION_MSG_VERIFIED));
+    CHECK(session_msg(r->s, 2)->flags & SESSION_MSG_VERIFIED);
+    CHECK(strstr(r->trace, "1 of 3 messages have no usable UID") != NULL);
+    finish_rec(r);
+  }
+
+  /* Every line malformed: as good as no UIDL. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_with(r, capa_full, "+OK\r\nnonsense\r\n1 a b\r\n.\r\n", "+OK\r\n1 11\r\n.\r\n");
+  CHECK_INT(r->done, 0);
+  CHECK_INT(session_has_uidl(r->s), 0);
+  CHECK_STR(take(r), "RETR 1\r\n");
+  finish_rec(r);
+
+  /* One number listed twice: neither UID is trusted. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_with(r, capa_full, "+OK\r\n1 a\r\n1 b\r\n2 c\r\n.\r\n", "+OK\r\n1 11\r\n2 11\r\n.\r\n");
+  CHECK(session_msg_uid(r->s, 0) == NULL);
+  CHECK_STR(session_msg_uid(r->s, 1), "c");
+  finish_rec(r);
+}
+
+static void test_duplicate_uids(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_with(r, capa_full, "+OK\r\n1 h\r\n2 x\r\n3 h\r\n4 y\r\n.\r\n",
+             "+OK\r\n1 11\r\n2 11\r\n3 11\r\n4 11\r\n.\r\n");
+  CHECK_INT(session_uids_unique(r->s), 0);
+  CHECK(session_msg(r->s, 0)->flags & SESSION_MSG_DUPUID);
+  CHECK(!(session_msg(r->s, 1)->flags & SESSION_MSG_DUPUID));
+  CHECK(session_msg(r->s, 2)->flags & SESSION_MSG_DUPUID);
+  CHECK(!(session_msg(r->s, 3)->flags & SESSION_MSG_DUPUID));
+  CHECK_STR(session_msg_uid(r->s, 2), "h");
+  finish_rec(r);
+
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_with(r, capa_full, "+OK\r\n1 h\r\n2 x\r\n.\r\n", "+OK\r\n1 11\r\n2 11\r\n.\r\n");
+  CHECK_INT(session_uids_unique(r->s), 1);
+  CHECK(!(session_msg(r->s, 0)->flags & SESSION_MSG_DUPUID));
+  finish_rec(r);
+}
+
+static void probe_second(struct rec *r) {
+  session_probe_msg(r->s, 1);
+}
+static void skip_second(struct rec *r) {
+  session_skip_msg(r->s, 1);
+}
+
+static void test_probe(void) {
+  /* Pipelined: UIDL n + TOP n 0 for the probed message only, then (after
+   * `probed') the RETR batch without the message the owner skipped. */
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  r->on_listed = probe_second;
+  r->on_probed = skip_second;
+  login_and_list(r, 3, capa_top);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 3);
+  CHECK_STR(take(r), "UIDL 2\r\nTOP 2 0\r\n");
+  CHECK(session_msg(r->s, 1)->flags & SESSION_MSG_PROBE);
+  feed(r, "+OK 2 uid-2\r\n+OK\r\nSubject: x\r\n..dot\r\n\r\n");
+  CHECK_STR(r->events, "");
+  CHECK_STR(take(r), "");
+  feed(r, ".\r\n");
+  CHECK_MEM(r->probe[1], r->probe_len[1], "Subject: x\n.dot\n\n", 17);
+  CHECK_STR(r->events, "E1:1 P ");
+  CHECK_STR(take(r), "UIDL 1\r\nRETR 1\r\nUIDL 3\r\nRETR 3\r\n");
+  retr_reply(r, 1);
+  retr_reply(r, 3);
+  session_saved(r->s, 0, 0);
+  session_saved(r->s, 2, 0);
+  CHECK_STR(take(r), "DELE 1\r\nDELE 3\r\n");
+  session_barrier_done(r->s, 0);
+  CHECK_STR(take(r), "QUIT\r\n");
+  feed(r, "+OK\r\n+OK\r\n+OK\r\n");
+  CHECK_INT(r->done_err, 0);
+  CHECK_INT(session_stats(r->s)->skipped, 1);
+  CHECK_INT(r->begun[1], 0);
+  finish_rec(r);
+
+  /* TOP refused: ok 0, then the transfer as usual. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  r->on_listed = probe_second;
+  login_and_list(r, 2, capa_top);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 2);
+  CHECK_STR(take(r), "UIDL 2\r\nTOP 2 0\r\n");
+  feed(r, "+OK 2 uid-2\r\n-ERR no\r\n");
+  CHECK_STR(r->events, "E1:0 P ");
+  CHECK_STR(take(r), "UIDL 1\r\nRETR 1\r\nUIDL 2\r\nRETR 2\r\n");
+  finish_rec(r);
+
+  /* CAPA without TOP: no TOP sent, each probe ends with ok 0 at once. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  r->on_listed = probe_second;
+  login_and_list(r, 2, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 2);
+  CHECK_STR(r->events, "E1:0 P ");
+  CHECK_STR(take(r), "UIDL 1\r\nRETR 1\r\nUIDL 2\r\nRETR 2\r\n");
+  finish_rec(r);
+
+  /* Lock-step: TOP alone (its identity is established by the mode). */
+  r = start(SESSION_PIPELINING_OFF, 0, 0);
+  r->on_listed = probe_second;
+  login_with(r, capa_top, "+OK\r\n1 a\r\n2 b\r\n.\r\n", "+OK\r\n1 11\r\n2 11\r\n.\r\n");
+  CHECK_STR(take(r), "TOP 2 0\r\n");
+  feed(r, "+OK\r\nSubject: y\r\n\r\n.\r\n");
+  CHECK_STR(r->events, "E1:1 P ");
+  CHECK_STR(take(r), "RETR 1\r\n");
+  finish_rec(r);
+
+  /* A UIDL n reply naming another message: desync, no probe result. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  r->on_listed = probe_second;
+  login_and_list(r, 2, capa_top);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 2);
+  take(r);
+  feed(r, "+OK 1 uid-1\r\n");
+  CHECK_INT(r->done_err, P3_EDESYNC);
+  CHECK_STR(r->events, "");
+  finish_rec(r);
+
+  /* Probing after the listing is ignored. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 2, capa_top);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 2);
+  CHECK_STR(take(r), "UIDL 1\r\nRETR 1\r\nUIDL 2\r\nRETR 2\r\n");
+  session_probe_msg(r->s, 1);
+  CHECK(!(session_msg(r->s, 1)->flags & SESSION_MSG_PROBE));
+  finish_rec(r);
+}
+
+/* Courier over STLS: the connection drops where QUIT's reply belongs. */
+static void test_quit_unanswered(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 1, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 1);
+  take(r);
+  retr_reply(r, 1);
+  session_saved(r->s, 0, 0);
+  CHECK_STR(take(r), "DELE 1\r\n");
+  feed(r, "+OK\r\n");
+  session_barrier_done(r->s, 0);
+  CHECK_STR(take(r), "QUIT\r\n");
+  session_connection_lost(r->s, 0);
+  CHECK_INT(r->done_err, P3_EEOF);
+  CHECK_STR(session_error_text(r->s),
+            "it did not answer QUIT, so its deletions may not have been applied");
+  finish_rec(r);
+
+  /* Nothing deleted (an empty mailbox): no word about deletions. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 0, capa_full);
+  take(r);
+  feed(r, "+OK\r\n+OK\r\n");
+  take(r);
+  list_msgs(r, 0);
+  CHECK_STR(take(r), "QUIT\r\n");
+  session_connection_lost(r->s, 0);
+  CHECK_STR(session_error_text(r->s), "it did not answer QUIT");
+  finish_rec(r);
+}
+
 int main(void) {
   test_pipelined_happy();
   test_burst_count();
@@ -597,5 +1107,13 @@ int main(void) {
   test_missing_reply_caught();
   test_eof_mid_body();
   test_injection();
+  test_utf8();
+  test_resized_after_uidl_n();
+  test_announced_count_mismatch();
+  test_resized_then_desync();
+  test_long_uids();
+  test_duplicate_uids();
+  test_probe();
+  test_quit_unanswered();
   return check_result("test_session");
 }

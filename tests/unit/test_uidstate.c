@@ -115,7 +115,7 @@ static void put_d(struct uidstate *st, const char *srv, const char *uid, uint64_
                   const char *name, time_t when) {
   char *line;
   size_t len;
-  int err = uidstate_append_delivered(st, srv, uid, size, name, when, &line, &len);
+  int err = uidstate_append_delivered(st, srv, uid, size, name, when, NULL, &line, &len);
 
   put(st, err, line, len);
 }
@@ -264,7 +264,7 @@ static void touch(const char *md, const char *sub, const char *name) {
 
 static void test_formats(void) {
   struct uidstate *st = uidstate_new_memory();
-  char *line, body[1024], longerr[400], *expect;
+  char *line, body[1024], longerr[400], longuid[600], *expect;
   size_t len, i;
 
   CHECK(st != NULL);
@@ -280,7 +280,7 @@ static void test_formats(void) {
   CHECK_INT(ref_crc32("123456789", 9), 0xcbf43926U);
 
   CHECK_INT(uidstate_append_delivered(st, SRV, "UID-1", 1234, "1700000000.M1P2.host,S=1234",
-                                      1700000000, &line, &len),
+                                      1700000000, NULL, &line, &len),
             0);
   CHECK_STR(line, line_of("D " SRV " UID-1 1234 1700000000.M1P2.host,S=1234 1700000000"));
   free(line);
@@ -320,25 +320,34 @@ static void test_formats(void) {
 
   /* Bad fields: -EINVAL and no line. */
   line = (char *)"sentinel";
-  CHECK_INT(uidstate_append_delivered(st, "joe @h:1", "U", 1, "n", 1, &line, &len), -EINVAL);
+  CHECK_INT(uidstate_append_delivered(st, "joe @h:1", "U", 1, "n", 1, NULL, &line, &len), -EINVAL);
   CHECK(line == NULL);
-  CHECK_INT(uidstate_append_delivered(st, "joe\x01@h:1", "U", 1, "n", 1, &line, &len), -EINVAL);
-  CHECK_INT(uidstate_append_delivered(st, "", "U", 1, "n", 1, &line, &len), -EINVAL);
-  CHECK_INT(uidstate_append_delivered(st, SRV, "U 2", 1, "n", 1, &line, &len), -EINVAL);
-  CHECK_INT(uidstate_append_delivered(st, SRV, "", 1, "n", 1, &line, &len), -EINVAL);
-  CHECK_INT(uidstate_append_delivered(st, SRV, "U\xc3\xa9", 1, "n", 1, &line, &len), -EINVAL);
-  CHECK_INT(uidstate_append_delivered(st, SRV, "U", 1, "a/b", 1, &line, &len), -EINVAL);
-  CHECK_INT(uidstate_append_delivered(st, SRV, "U", 1, "n:2,S", 1, &line, &len), -EINVAL);
-  CHECK_INT(uidstate_append_delivered(st, SRV, "U", 1, "", 1, &line, &len), -EINVAL);
-  CHECK_INT(uidstate_append_delivered(st, SRV, "U", 1, "a b", 1, &line, &len), -EINVAL);
+  CHECK_INT(uidstate_append_delivered(st, "joe\x01@h:1", "U", 1, "n", 1, NULL, &line, &len),
+            -EINVAL);
+  CHECK_INT(uidstate_append_delivered(st, "", "U", 1, "n", 1, NULL, &line, &len), -EINVAL);
+  CHECK_INT(uidstate_append_delivered(st, SRV, "U 2", 1, "n", 1, NULL, &line, &len), -EINVAL);
+  CHECK_INT(uidstate_append_delivered(st, SRV, "", 1, "n", 1, NULL, &line, &len), -EINVAL);
+  CHECK_INT(uidstate_append_delivered(st, SRV, "U\xc3\xa9", 1, "n", 1, NULL, &line, &len), -EINVAL);
+  CHECK_INT(uidstate_append_delivered(st, SRV, "U", 1, "a/b", 1, NULL, &line, &len), -EINVAL);
+  CHECK_INT(uidstate_append_delivered(st, SRV, "U", 1, "n:2,S", 1, NULL, &line, &len), -EINVAL);
+  CHECK_INT(uidstate_append_delivered(st, SRV, "U", 1, "", 1, NULL, &line, &len), -EINVAL);
+  CHECK_INT(uidstate_append_delivered(st, SRV, "U", 1, "a b", 1, NULL, &line, &len), -EINVAL);
   CHECK_INT(uidstate_append_attempt(st, SRV, "U\n", 1, "e", 1, &line, &len), -EINVAL);
   CHECK_INT(uidstate_append_lockstep(st, "a b", 1, 1, &line, &len), -EINVAL);
+  /* UIDs of up to 512 octets (RFC 1939 says 70; servers exceed it). */
+  memset(longuid, 'u', 513);
+  longuid[513] = '\0';
+  CHECK_INT(uidstate_append_delivered(st, SRV, longuid, 1, "n", 1, NULL, &line, &len), -EINVAL);
+  CHECK_INT(uidstate_append_retire(st, SRV, longuid, 1, &line, &len), -EINVAL);
+  longuid[512] = '\0';
+  CHECK_INT(uidstate_append_delivered(st, SRV, longuid, 1, "n", 1, NULL, &line, &len), 0);
+  free(line);
+  CHECK(uidstate_find(st, SRV, longuid) != NULL);
   memset(longerr, 'u', 71);
   longerr[71] = '\0';
-  CHECK_INT(uidstate_append_delivered(st, SRV, longerr, 1, "n", 1, &line, &len), -EINVAL);
-  longerr[70] = '\0';
-  CHECK_INT(uidstate_append_delivered(st, SRV, longerr, 1, "n", 1, &line, &len), 0);
+  CHECK_INT(uidstate_append_delivered(st, SRV, longerr, 1, "n", 1, NULL, &line, &len), 0);
   free(line);
+  longerr[70] = '\0';
   CHECK(uidstate_find(st, SRV, "U") == NULL);
 
   /* A server of 600 bytes is fine, 601 is not; the longest line fits. */
@@ -346,12 +355,23 @@ static void test_formats(void) {
   for (i = 0; i < 601; i++)
     expect[i] = 's';
   expect[601] = '\0';
-  CHECK_INT(uidstate_append_delivered(st, expect, "U", 1, "n", 1, &line, &len), -EINVAL);
+  CHECK_INT(uidstate_append_delivered(st, expect, "U", 1, "n", 1, NULL, &line, &len), -EINVAL);
   expect[600] = '\0';
   CHECK_INT(
-      uidstate_append_attempt(st, expect, longerr, UINT64_MAX, longerr, INT64_MIN, &line, &len), 0);
+      uidstate_append_attempt(st, expect, longuid, UINT64_MAX, longerr, INT64_MIN, &line, &len), 0);
   CHECK(len <= 4096);
   free(line);
+  {
+    uint8_t dg[UIDSTATE_DIGEST_LEN];
+    memset(dg, 0xab, sizeof dg);
+    memset(longerr, 'n', 255);
+    longerr[255] = '\0';
+    CHECK_INT(uidstate_append_delivered(st, expect, longuid, UINT64_MAX, longerr, INT64_MIN, dg,
+                                        &line, &len),
+              0);
+    CHECK(len <= 4096);
+    free(line);
+  }
   free(expect);
   uidstate_close(st);
 }
@@ -690,11 +710,11 @@ static void test_barrier(void) {
   {
     char *line;
     size_t len;
-    CHECK_INT(uidstate_append_delivered(st, SRV, "U1", 1, "nowhere", 1, &line, &len), 0);
+    CHECK_INT(uidstate_append_delivered(st, SRV, "U1", 1, "nowhere", 1, NULL, &line, &len), 0);
     free(line);
     CHECK_INT(uidstate_append_barrier(st, 2, &line, &len), 0);
     free(line);
-    CHECK_INT(uidstate_append_delivered(st, SRV, "U2", 1, "nowhere2", 3, &line, &len), 0);
+    CHECK_INT(uidstate_append_delivered(st, SRV, "U2", 1, "nowhere2", 3, NULL, &line, &len), 0);
     free(line);
   }
   CHECK_INT(check_files(st, md), 1);
@@ -1245,7 +1265,7 @@ static void test_many(void) {
     size_t len;
     snprintf(uid, sizeof(uid), "uid%d", i);
     snprintf(name, sizeof(name), "n%d", i);
-    CHECK_INT(uidstate_append_delivered(st, i % 2 ? SRV : SRV2, uid, (uint64_t)i, name, i + 1,
+    CHECK_INT(uidstate_append_delivered(st, i % 2 ? SRV : SRV2, uid, (uint64_t)i, name, i + 1, NULL,
                                         &line, &len),
               0);
     free(line);
@@ -1375,13 +1395,13 @@ static void test_forget(void) {
   char buf[4096];
   size_t off = 0;
 
-  CHECK_INT(uidstate_append_delivered(st, "u@h:1", "a", 10, "fa", 100, &line, &len), 0);
+  CHECK_INT(uidstate_append_delivered(st, "u@h:1", "a", 10, "fa", 100, NULL, &line, &len), 0);
   memcpy(buf + off, line, len), off += len, free(line);
   CHECK_INT(uidstate_append_barrier(st, 101, &line, &len), 0);
   memcpy(buf + off, line, len), off += len, free(line);
-  CHECK_INT(uidstate_append_delivered(st, "u@h:1", "a", 20, "fa2", 102, &line, &len), 0);
+  CHECK_INT(uidstate_append_delivered(st, "u@h:1", "a", 20, "fa2", 102, NULL, &line, &len), 0);
   memcpy(buf + off, line, len), off += len, free(line);
-  CHECK_INT(uidstate_append_delivered(st, "u@h:1", "b", 30, "fb", 102, &line, &len), 0);
+  CHECK_INT(uidstate_append_delivered(st, "u@h:1", "b", 30, "fb", 102, NULL, &line, &len), 0);
   memcpy(buf + off, line, len), off += len, free(line);
   CHECK_INT(uidstate_append_forget(st, "u@h:1", "a", 103, &line, &len), 0);
   CHECK(strncmp(line, "F u@h:1 a 103 *", 15) == 0);
@@ -1412,6 +1432,155 @@ static void test_forget(void) {
   free(text);
 }
 
+/* The D line's header digest: written, read back, kept by compaction;
+ * old lines without it still read; a malformed one is a corrupt line. */
+static void test_digest(void) {
+  const char *path = path_of("digest/acct.state");
+  struct uidstate *st;
+  const struct uidstate_rec *r;
+  uint8_t dg[UIDSTATE_DIGEST_LEN];
+  char *line, hex[2 * UIDSTATE_DIGEST_LEN + 1], body[512], text[4096];
+  size_t len, i;
+
+  for (i = 0; i < sizeof dg; i++) {
+    dg[i] = (uint8_t)(i * 7 + 1);
+    snprintf(hex + 2 * i, 3, "%02x", dg[i]);
+  }
+  st = uidstate_new_memory();
+  CHECK_INT(uidstate_append_delivered(st, SRV, "U1", 100, "n1", 5, dg, &line, &len), 0);
+  snprintf(body, sizeof body, "D " SRV " U1 100 n1 5 %s", hex);
+  CHECK_STR(line, line_of(body));
+  free(line);
+  r = uidstate_find(st, SRV, "U1");
+  CHECK(r != NULL && r->digest != NULL && memcmp(r->digest, dg, sizeof dg) == 0);
+  CHECK(r != NULL && r->delivered_size == 100);
+  CHECK_INT(uidstate_format_delivered(SRV, "U1", 100, "n1", 5, dg, text, sizeof text),
+            strlen(line_of(body)));
+  CHECK_STR(text, line_of(body));
+  uidstate_close(st);
+
+  /* Parsing: with, without, and malformed digests. */
+  st = uidstate_new_memory();
+  snprintf(text, sizeof text, "pop3sync-state 1\n");
+  snprintf(body, sizeof body, "D " SRV " U1 100 n1 5 %s", hex);
+  strcat(text, line_of(body));
+  strcat(text, line_of("D " SRV " U2 200 n2 6"));
+  hex[63] = '\0';
+  snprintf(body, sizeof body, "D " SRV " U3 300 n3 7 %s", hex); /* 63 digits */
+  strcat(text, line_of(body));
+  hex[0] = 'A';
+  hex[63] = '0';
+  snprintf(body, sizeof body, "D " SRV " U4 300 n4 7 %s", hex); /* uppercase */
+  strcat(text, line_of(body));
+  snprintf(body, sizeof body, "D " SRV " U5 300 n5 7 %s x", hex);
+  strcat(text, line_of(body));
+  CHECK_INT(uidstate_parse(st, text, strlen(text)), 0);
+  CHECK_INT(uidstate_corrupt_lines(st), 3);
+  r = uidstate_find(st, SRV, "U1");
+  CHECK(r != NULL && r->digest != NULL && memcmp(r->digest, dg, sizeof dg) == 0);
+  r = uidstate_find(st, SRV, "U2");
+  CHECK(r != NULL && r->delivered == 6 && r->digest == NULL && r->delivered_size == 200);
+  CHECK(uidstate_find(st, SRV, "U3") == NULL);
+  CHECK(uidstate_find(st, SRV, "U4") == NULL);
+  CHECK(uidstate_find(st, SRV, "U5") == NULL);
+  uidstate_close(st);
+
+  /* Compaction keeps it, durable and pending alike, and a size update. */
+  CHECK_INT(uidstate_open(path, "test", &st, errbuf, sizeof errbuf), 0);
+  CHECK_INT(uidstate_append_delivered(st, SRV, "U1", 100, "n1", 5, dg, &line, &len), 0);
+  put(st, 0, line, len);
+  put_b(st, 6);
+  CHECK_INT(uidstate_append_delivered(st, SRV, "U2", 200, "n2", 7, dg, &line, &len), 0);
+  put(st, 0, line, len);
+  put_d(st, SRV, "U3", 300, "n3", 8);
+  CHECK_INT(uidstate_set_size(st, SRV, "U1", 130), 0);
+  CHECK_INT(uidstate_set_size(st, SRV, "nope", 130), -ENOENT);
+  CHECK_INT(uidstate_compact(st, NULL, NULL), 0);
+  uidstate_close(st);
+  CHECK_INT(uidstate_open(path, "test", &st, errbuf, sizeof errbuf), 0);
+  CHECK_INT(uidstate_corrupt_lines(st), 0);
+  r = uidstate_find(st, SRV, "U1");
+  CHECK(r != NULL && r->delivered_size == 130 && r->size == 130 && r->digest != NULL &&
+        memcmp(r->digest, dg, sizeof dg) == 0);
+  r = uidstate_find(st, SRV, "U2");
+  CHECK(r != NULL && r->digest != NULL && memcmp(r->digest, dg, sizeof dg) == 0);
+  r = uidstate_find(st, SRV, "U3");
+  CHECK(r != NULL && r->digest == NULL);
+  uidstate_close(st);
+}
+
+/* R: a record whose deletion was committed goes entirely, so that a later
+ * message with the same UID is new; in memory, in the file and through
+ * compaction. */
+static void test_retire(void) {
+  const char *path = path_of("retire/acct.state");
+  struct uidstate *st;
+  const struct uidstate_rec *r;
+  char *line;
+  size_t len;
+
+  st = uidstate_new_memory();
+  CHECK_INT(uidstate_append_retire(st, SRV, "U1", 3, &line, &len), 0); /* none: a no-op */
+  CHECK_STR(line, line_of("R " SRV " U1 3"));
+  free(line);
+  CHECK_INT(uidstate_append_retire(st, "a b", "U1", 3, &line, &len), -EINVAL);
+  CHECK(line == NULL);
+  uidstate_close(st);
+
+  CHECK_INT(uidstate_open(path, "test", &st, errbuf, sizeof errbuf), 0);
+  put_d(st, SRV, "U1", 100, "n1", 1);
+  put_d(st, SRV2, "U1", 100, "m1", 1);
+  put_a(st, SRV, "U2", 50, "-ERR x", 1);
+  put_b(st, 2);
+  put_d(st, SRV, "U1", 120, "n1b", 3); /* pending over durable */
+  CHECK_INT(uidstate_append_retire(st, SRV, "U1", 4, &line, &len), 0);
+  put(st, 0, line, len);
+  CHECK_INT(uidstate_append_retire(st, SRV, "U2", 4, &line, &len), 0);
+  put(st, 0, line, len);
+  CHECK(uidstate_find(st, SRV, "U1") == NULL);
+  CHECK(uidstate_find(st, SRV, "U2") == NULL);
+  CHECK(uidstate_find(st, SRV2, "U1") != NULL); /* another server's is another record */
+  /* The same UID comes back: a new message. */
+  put_d(st, SRV, "U2", 70, "n2", 5);
+  put_b(st, 6);
+  uidstate_close(st);
+
+  CHECK_INT(uidstate_open(path, "test", &st, errbuf, sizeof errbuf), 0);
+  CHECK_INT(uidstate_corrupt_lines(st), 0);
+  CHECK(uidstate_find(st, SRV, "U1") == NULL); /* neither the pending D nor the durable one */
+  r = uidstate_find(st, SRV, "U2");
+  CHECK(r != NULL && r->delivered == 5 && r->attempts == 0 && r->size == 70);
+  CHECK(uidstate_find(st, SRV2, "U1") != NULL);
+  CHECK_INT(uidstate_compact(st, NULL, NULL), 0);
+  uidstate_close(st);
+  CHECK_INT(uidstate_open(path, "test", &st, errbuf, sizeof errbuf), 0);
+  CHECK(uidstate_find(st, SRV, "U1") == NULL);
+  CHECK(uidstate_find(st, SRV, "U2") != NULL);
+  uidstate_close(st);
+}
+
+/* A failed attempt after a delivery (the UID came back with other
+ * content) moves size, not delivered_size: the delivery's size is what a
+ * listing must match before anything is deleted unseen. */
+static void test_delivered_size(void) {
+  struct uidstate *st = uidstate_new_memory();
+  const struct uidstate_rec *r;
+  char *line;
+  size_t len;
+
+  CHECK_INT(uidstate_append_delivered(st, SRV, "X", 100, "n", 1, NULL, &line, &len), 0);
+  free(line);
+  CHECK_INT(uidstate_append_attempt(st, SRV, "X", 200, "-ERR", 2, &line, &len), 0);
+  free(line);
+  r = uidstate_find(st, SRV, "X");
+  CHECK(r != NULL && r->delivered != 0 && r->size == 200 && r->delivered_size == 100 &&
+        r->attempts == 1);
+  CHECK_INT(uidstate_set_size(st, SRV, "X", 150), 0);
+  r = uidstate_find(st, SRV, "X");
+  CHECK(r != NULL && r->size == 200 && r->delivered_size == 150);
+  uidstate_close(st);
+}
+
 int main(void) {
   char cmd[PATH_MAX + 16];
 
@@ -1438,6 +1607,9 @@ int main(void) {
   test_many();
   test_random_compact();
   test_forget();
+  test_digest();
+  test_retire();
+  test_delivered_size();
   if (check_failures == 0) {
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0)
