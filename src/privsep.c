@@ -2,6 +2,7 @@
 
 #include "privsep.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -14,9 +15,75 @@
 #include <unistd.h>
 
 #include "errors.h"
+#include "log.h"
+
+/* 1 when the directory open at fd has no entry but . and .. */
+static int dir_is_empty(int fd) {
+  int dup_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+  if (d == NULL) {
+    if (dup_fd >= 0)
+      close(dup_fd);
+    return 0;
+  }
+  int empty = 1;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+      empty = 0;
+      break;
+    }
+  closedir(d);
+  return empty;
+}
+
+/* Before per-user directories, a root daemon kept STATE_DIR/ACCOUNT.state
+ * (given to the Maildir's owner) beside root's ACCOUNT.state.lock.  Move it
+ * into the user's directory under the same name, where the worker, as the
+ * user, renames it to the mailbox's journal (journal_path.h).  Only a plain
+ * file with one link, owned by root or the user, is moved; never over an
+ * existing file. */
+static void move_legacy_journal(int dfd, int ufd, const char *state_dir, const char *user,
+                                const char *account, uid_t uid, gid_t gid) {
+  char name[300];
+  if (account == NULL || !account[0] || strchr(account, '/') ||
+      (size_t)snprintf(name, sizeof name, "%s.state", account) >= sizeof name)
+    return;
+  int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    return; /* none (or not a file we would touch) */
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+      (st.st_uid != 0 && st.st_uid != uid)) {
+    log_warning("%s: %s/%s is not a journal this daemon wrote; left as it is", account,
+                state_dir, name);
+    close(fd);
+    return;
+  }
+  if (fchown(fd, uid, gid) != 0 || fchmod(fd, 0600) != 0 || fsync(fd) != 0) {
+    log_warning("%s: cannot hand %s/%s over: %s", account, state_dir, name, strerror(errno));
+    close(fd);
+    return;
+  }
+  close(fd);
+  /* Not over a file of the same name: linkat fails with EEXIST. */
+  if (linkat(dfd, name, ufd, name, 0) != 0) {
+    log_warning("%s: cannot move %s/%s into its user's directory: %s", account, state_dir, name,
+                strerror(errno));
+    return;
+  }
+  (void)fsync(ufd);
+  if (unlinkat(dfd, name, 0) == 0) {
+    char lock[310];
+    snprintf(lock, sizeof lock, "%s.lock", name);
+    (void)unlinkat(dfd, lock, 0);
+    (void)fsync(dfd);
+  }
+  log_info("%s: moved its journal %s/%s into %s/%s/", account, state_dir, name, state_dir, user);
+}
 
 int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, gid_t gid,
-                           char *errbuf, size_t errlen) {
+                           const char *account, char *errbuf, size_t errlen) {
   if (strchr(user, '/') || strcmp(user, ".") == 0 || strcmp(user, "..") == 0 || !user[0]) {
     p3_set_error(errbuf, errlen, "user name `%s' cannot name a state directory", user);
     return P3_ESTATE;
@@ -26,6 +93,14 @@ int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, g
   if (dfd < 0) {
     p3_set_error(errbuf, errlen, "%s: %s", state_dir, strerror(errno));
     return P3_ESTATE;
+  }
+  /* Root hands directories in it over to users: it must be root's alone. */
+  struct stat sst;
+  if (fstat(dfd, &sst) != 0 || sst.st_uid != 0 || (sst.st_mode & 022)) {
+    p3_set_error(errbuf, errlen, "state_dir %s must be root's own directory, not writable by "
+                 "group or others", state_dir);
+    close(dfd);
+    return P3_EUNSAFE;
   }
   /* Two of the user's accounts may start at once: one creates and hands
    * over, the other must not see the directory in between. */
@@ -53,6 +128,13 @@ int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, g
   if (fstat(fd, &st) != 0) {
     p3_set_error(errbuf, errlen, "%s/%s: %s", state_dir, user, strerror(errno));
     err = P3_ESTATE;
+  } else if (st.st_uid == 0 && (st.st_nlink != 2 || !dir_is_empty(fd))) {
+    /* Only an empty one is ours to give: a state_dir shared with something
+     * else (/var/lib, and a user named like a package) must not hand over
+     * that package's files. */
+    p3_set_error(errbuf, errlen, "%s/%s is root's and not empty; not giving it to %s (is "
+                 "state_dir a directory of its own?)", state_dir, user, user);
+    err = P3_EUNSAFE;
   } else if (st.st_uid == 0) {
     /* Ours (only root writes in state_dir): just made, or left by a worker
      * that died before handing it over.  Reached through an fd: hand it over. */
@@ -70,6 +152,8 @@ int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, g
                  user, (unsigned)(st.st_mode & 07777));
     err = P3_EUNSAFE;
   }
+  if (err == 0)
+    move_legacy_journal(dfd, fd, state_dir, user, account, uid, gid);
   close(fd);
   close(dfd); /* and the lock with it */
   return err;

@@ -13,10 +13,14 @@
 #include <sys/types.h>
 
 /* Makes sure state_dir/user exists, is a real directory owned by uid, and
- * is not writable by group or others.  Returns 0, or P3_ESTATE with errbuf
- * naming the directory and what is wrong. */
+ * is not writable by group or others.  state_dir must be root's and not
+ * writable by group or others; a root-owned state_dir/user is handed over
+ * only while it is empty.  An older daemon's state_dir/ACCOUNT.state is
+ * moved into state_dir/user (account may be NULL).  Returns 0, or
+ * P3_ESTATE / P3_EUNSAFE with errbuf naming the directory and what is
+ * wrong. */
 int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, gid_t gid,
-                           char *errbuf, size_t errlen);
+                           const char *account, char *errbuf, size_t errlen);
 
 /* Becomes user (looked up again by name; its uid must equal uid) with its
  * primary and supplementary groups, and sets HOME, USER and LOGNAME from its

@@ -420,7 +420,7 @@ int worker_main(int fd) {
     fail(&w, P3_EPRIV, "a root daemon runs accounts only as their user; set user");
   } else if (root) {
     err = privsep_user_state_dir(w.req.state_dir, w.req.user, (uid_t)w.req.uid,
-                                 (gid_t)w.req.gid, errbuf, sizeof errbuf);
+                                 (gid_t)w.req.gid, w.req.account, errbuf, sizeof errbuf);
     if (err == 0)
       err = privsep_drop(w.req.user, (uid_t)w.req.uid, errbuf, sizeof errbuf);
     if (err)

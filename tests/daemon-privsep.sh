@@ -18,6 +18,9 @@
 #     next run delivers everything exactly once.
 #   - a failing password command's stderr reaches last_run.error, its control
 #     characters replaced.
+#   - upgrade: an older daemon's STATE_DIR/ACCOUNT.state is moved to STATE_DIR/USER under
+#     the mailbox's name (no message fetched again in keep mode); a root-owned non-empty
+#     STATE_DIR/USER is refused (78), not handed over.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
 . "${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}/tests/lib/common.sh"
@@ -364,6 +367,45 @@ kill -0 "$worker" 2>/dev/null && d_fail "the stopped worker is still there"
 ctl fetch stopme >"$T/stop2.out" 2>&1 || { cat "$T/stop2.out" >&2; d_fail "the run after the stop failed"; }
 same_messages "$T/orig" "$TU_HOME/stopme" || d_fail "after the stop: not every message exactly once"
 daemon_stop 15 || d_fail "daemon exit status"
+
+# ---- upgrade: an older root daemon's STATE_DIR/ACCOUNT.state (given to the user) is
+# moved into the user's directory and renamed for its mailbox: nothing is fetched twice
+cp -r "$T/orig" "$T/srvL"
+fake_start legacy --maildir "$T/srvL"
+PORT3=$FAKE_PORT
+as_user mkdir -p "$TU_HOME/legacy-state"
+as_user "$POP3" dl --keep --password-command "echo secret" --state "$TU_HOME/legacy-state/j" \
+  "tcp:test@127.0.0.1:$PORT3" "$TU_HOME/legacy" >"$T/legacy.out" 2>&1 ||
+  { cat "$T/legacy.out" >&2; t_fail "pop3 dl --keep as the user failed"; }
+same_messages "$T/orig" "$TU_HOME/legacy" || t_fail "legacy: first fetch incomplete"
+mv "$TU_HOME/legacy-state/j" "$DAEMON_STATE/legacy.state"
+: >"$DAEMON_STATE/legacy.state.lock"
+{
+  daemon_conf_globals
+  cat <<EOF
+interval = 3600;
+accounts = ( { name = "legacy"; user = "$TU"; server = "tcp:test@127.0.0.1:$PORT3";
+               maildir = "$TU_HOME/legacy"; password = "secret"; keep = true; } );
+EOF
+} | daemon_conf "$CONF"
+daemon_start "$CONF"
+ctl fetch legacy >"$T/legacy2.out" 2>&1 || { cat "$T/legacy2.out" >&2; d_fail "legacy fetch failed"; }
+same_messages "$T/orig" "$TU_HOME/legacy" || d_fail "legacy: messages fetched again after the upgrade"
+[ ! -e "$DAEMON_STATE/legacy.state" ] || d_fail "the old journal is still in $DAEMON_STATE"
+[ ! -e "$DAEMON_STATE/legacy.state.lock" ] || d_fail "the old lock is still in $DAEMON_STATE"
+t_assert_eq "$(stat -c '%U %a' "$STATE_U/test@127.0.0.1:$PORT3.state")" "$TU 600" "moved journal"
+daemon_stop 15 || d_fail "daemon exit status"
+# A root-owned, non-empty STATE_DIR/USER is not handed over.
+mv "$STATE_U" "$STATE_U.away"
+mkdir -m 0700 "$STATE_U" && echo keep >"$STATE_U/rootfile"
+daemon_start "$CONF"
+ctl fetch legacy >"$T/legacy3.out" 2>&1
+rc=$?
+t_assert_eq "$rc" 78 "fetch with a root-owned non-empty user state directory"
+t_assert_eq "$(stat -c '%U' "$STATE_U" "$STATE_U/rootfile" | sort -u)" root "owner after the refusal"
+grep -q "not empty; not giving it" "$T/legacy3.out" "$DAEMON_LOG" || d_fail "no reason for the refusal"
+daemon_stop 15 || d_fail "daemon exit status"
+rm -rf "$STATE_U" && mv "$STATE_U.away" "$STATE_U"
 
 echo "PASS: daemon-privsep"
 exit 0
