@@ -51,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     abort();
 
   if (proto_parse_uidl_line(line, size, &num, &uid, &uidlen) == 0) {
-    if (num == 0 || uidlen == 0 || uidlen > 70 || !inside(uid, uidlen, line, size))
+    if (num == 0 || uidlen == 0 || uidlen > P3_UID_MAX || !inside(uid, uidlen, line, size))
       abort();
     for (size_t i = 0; i < uidlen; i++)
       if ((unsigned char)uid[i] < 0x21 || (unsigned char)uid[i] > 0x7e)
