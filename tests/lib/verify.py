@@ -124,7 +124,7 @@ def parse_journal(path):
             bad.append((i, "CRC mismatch: %r" % line[:80]))
             continue
         fields = m.group(1).decode("latin-1").split(" ")
-        if fields[0] not in ("D", "A", "L", "B", "F"):
+        if fields[0] not in ("D", "A", "L", "B", "F", "R"):
             bad.append((i, "unknown record type: %r" % line[:80]))
             continue
         recs.append((i, fields))
@@ -203,7 +203,15 @@ def cmd_check(a):
             for i, why in bad:
                 err.append("state line %d: %s" % (i, why))
             names = set(base_name(n) for n, _ in delivered)
+            # A record retired later (R: the server deleted the message) no
+            # longer claims anything.
+            retired = {}
             for i, f in recs:
+                if f[0] == "R" and len(f) >= 3:
+                    retired[(f[1], f[2])] = i
+            for i, f in recs:
+                if f[0] == "D" and retired.get((f[1], f[2]), 0) > i:
+                    continue
                 if f[0] == "D" and len(f) >= 6 and f[4] not in names:
                     err.append("state line %d: D record for UID %s names %s, which is in "
                                "neither new/ nor cur/" % (i, f[2], f[4]))
