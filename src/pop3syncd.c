@@ -21,6 +21,7 @@
 #include "json.h"
 #include "log.h"
 #include "notify.h"
+#include "privsep.h"
 #include "scheduler.h"
 #include "worker.h"
 
@@ -49,6 +50,7 @@ struct daemon {
 static const char usage[] =
     "usage: pop3syncd [-v] [-c FILE]\n"
     "       pop3syncd --check-config [-c FILE]\n"
+    "       pop3syncd --prepare-state [-c FILE]\n"
     "\n"
     "Fetch mail for every account in the config file, periodically, pipelined.\n"
     "\n"
@@ -56,6 +58,9 @@ static const char usage[] =
     "/pop3sync/pop3sync.conf,\n"
     "                      else $XDG_CONFIG_HOME/pop3sync/pop3sync.conf)\n"
     "      --check-config  validate the config and exit (0 valid, 78 invalid)\n"
+    "      --prepare-state as root: create state_dir and each account user's\n"
+    "                      state_dir/USER, then exit (systemd runs it with full\n"
+    "                      privileges before the sandboxed daemon starts or reloads)\n"
     "  -v, --verbose       log each session's protocol trace and decisions\n"
     "  -h, --help          show this help\n"
     "      --version       show the version\n";
@@ -482,17 +487,41 @@ static int prepare_state_dir(const char *dir) {
   return 0;
 }
 
+/* --prepare-state: what needs CAP_CHOWN, done once with it, so that the
+ * sandboxed daemon can run without it.  A user's directory that cannot be
+ * prepared is a warning: that user's runs fail and say why. */
+static int prepare_user_state(const struct cfg *cfg) {
+  int err = prepare_state_dir(cfg->state_dir);
+  if (err) {
+    log_err("cannot use state_dir %s: %s", cfg->state_dir, strerror(-err));
+    return EX_CANTCREAT;
+  }
+  if (geteuid() != 0)
+    return 0;
+  for (size_t i = 0; i < cfg->account_count; i++) {
+    const struct cfg_account *a = &cfg->accounts[i];
+    char errbuf[512];
+    if (a->user == NULL || !a->enabled)
+      continue;
+    if (privsep_user_state_dir(cfg->state_dir, a->user, (uid_t)a->uid, (gid_t)a->gid, a->name,
+                               errbuf, sizeof errbuf) != 0)
+      log_warning("%s: %s", a->name, errbuf);
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option opts[] = {
       {"config", required_argument, NULL, 'c'},
       {"check-config", no_argument, NULL, 'C'},
+      {"prepare-state", no_argument, NULL, 'P'},
       {"verbose", no_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0},
   };
   const char *config_arg = NULL;
-  int check_only = 0, verbose = 0, c;
+  int check_only = 0, prepare_only = 0, verbose = 0, c;
   signal(SIGPIPE, SIG_IGN);
   log_init("pop3syncd", 0);
   /* The daemon starts itself this way for each run (worker.h). */
@@ -505,6 +534,9 @@ int main(int argc, char **argv) {
       break;
     case 'C':
       check_only = 1;
+      break;
+    case 'P':
+      prepare_only = 1;
       break;
     case 'v':
       verbose++;
@@ -546,6 +578,11 @@ int main(int argc, char **argv) {
     printf("%s: configuration is valid (%zu accounts)\n", cfg->path, cfg->account_count);
     cfg_free(cfg);
     return 0;
+  }
+  if (prepare_only) {
+    int rc = prepare_user_state(cfg);
+    cfg_free(cfg);
+    return rc;
   }
   /* From here on, keep the absolute path: the daemon may chdir later. */
   snprintf(d.config_path, sizeof d.config_path, "%s", cfg->path);

@@ -60,7 +60,9 @@ static void move_legacy_journal(int dfd, int ufd, const char *state_dir, const c
     close(fd);
     return;
   }
-  if (fchown(fd, uid, gid) != 0 || fchmod(fd, 0600) != 0 || fsync(fd) != 0) {
+  /* Without CAP_CHOWN/CAP_FOWNER (a sandboxed daemon) only what is needed. */
+  if (((st.st_uid != uid || st.st_gid != gid) && fchown(fd, uid, gid) != 0) ||
+      ((st.st_mode & 07777) != 0600 && fchmod(fd, 0600) != 0) || fsync(fd) != 0) {
     log_warning("%s: cannot hand %s/%s over: %s", account, state_dir, name, strerror(errno));
     close(fd);
     return;
@@ -139,8 +141,13 @@ int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, g
     /* Ours (only root writes in state_dir): just made, or left by a worker
      * that died before handing it over.  Reached through an fd: hand it over. */
     if (fchown(fd, uid, gid) != 0 || fchmod(fd, 0700) != 0) {
-      p3_set_error(errbuf, errlen, "cannot give %s/%s to %s: %s", state_dir, user, user,
-                   strerror(errno));
+      int e = errno;
+      p3_set_error(errbuf, errlen, "cannot give %s/%s to %s: %s%s", state_dir, user, user,
+                   strerror(e),
+                   e == EPERM ? " (the daemon runs without CAP_CHOWN: `pop3syncd "
+                                "--prepare-state', which `systemctl reload pop3syncd' runs, "
+                                "creates it)"
+                              : "");
       err = P3_ESTATE;
     }
   } else if (st.st_uid != uid) {

@@ -21,6 +21,8 @@
 #   - upgrade: an older daemon's STATE_DIR/ACCOUNT.state is moved to STATE_DIR/USER under
 #     the mailbox's name (no message fetched again in keep mode); a root-owned non-empty
 #     STATE_DIR/USER is refused (78), not handed over.
+#   - without CAP_CHOWN (as under the systemd unit) a missing STATE_DIR/USER fails the run
+#     (73) naming --prepare-state, which then hands it over; runs work without CAP_CHOWN.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
 . "${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}/tests/lib/common.sh"
@@ -406,6 +408,28 @@ t_assert_eq "$(stat -c '%U' "$STATE_U" "$STATE_U/rootfile" | sort -u)" root "own
 grep -q "not empty; not giving it" "$T/legacy3.out" "$DAEMON_LOG" || d_fail "no reason for the refusal"
 daemon_stop 15 || d_fail "daemon exit status"
 rm -rf "$STATE_U" && mv "$STATE_U.away" "$STATE_U"
+
+# ---- the sandboxed daemon has no CAP_CHOWN (systemd unit): `--prepare-state', run with
+# full privileges at start and reload, hands STATE_DIR/USER over; without it a run fails
+# and says what to do
+command -v setpriv >/dev/null || t_fail "setpriv not found"
+printf '#!/bin/sh\nexec setpriv --bounding-set -chown,-fowner,-dac_override "%s" "$@"\n' "$DAEMON" >"$T/nochown"
+chmod 0755 "$T/nochown"
+mv "$STATE_U" "$STATE_U.saved"
+DAEMON_REAL=$DAEMON
+DAEMON=$T/nochown
+daemon_start "$CONF"
+ctl fetch legacy >"$T/nochown.out" 2>&1
+rc=$?
+t_assert_eq "$rc" 73 "fetch without CAP_CHOWN and without a prepared state directory"
+grep -q -- "--prepare-state" "$T/nochown.out" "$DAEMON_LOG" || d_fail "the refusal does not say how to fix it"
+"$DAEMON_REAL" --prepare-state -c "$CONF" >>"$DAEMON_LOG" 2>&1 || d_fail "--prepare-state failed"
+t_assert_eq "$(stat -c '%U %a' "$STATE_U")" "$TU 700" "STATE_DIR/USER after --prepare-state"
+rmdir "$STATE_U" && mv "$STATE_U.saved" "$STATE_U"
+ctl fetch legacy >"$T/nochown2.out" 2>&1 || { cat "$T/nochown2.out" >&2; d_fail "fetch without CAP_CHOWN failed"; }
+same_messages "$T/orig" "$TU_HOME/legacy" || d_fail "legacy: not exactly once without CAP_CHOWN"
+daemon_stop 15 || d_fail "daemon exit status"
+DAEMON=$DAEMON_REAL
 
 echo "PASS: daemon-privsep"
 exit 0
