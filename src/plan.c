@@ -74,10 +74,10 @@ static void plan_one(const struct plan_options *o, struct plan_item *it) {
   }
   if (rec->delivered == 0)
     return; /* failed before: try again */
-  /* Delivered with another size. */
-  if (!o->keep)
-    it->reason = PLAN_R_SIZE_CHANGED;
-  else if (!rec->has_digest)
+  /* Delivered with another size (kept, GNU Mailutils added headers at
+   * QUIT).  The same rule with or without keep now: a run without keep
+   * after kept runs must not fetch the grown messages again. */
+  if (!rec->has_digest)
     it->reason = PLAN_R_NO_DIGEST;
   else if (!o->can_probe)
     it->reason = PLAN_R_NO_PROBE;

@@ -16,8 +16,8 @@
  *  - A UID listed more than once is not an identity: those messages are
  *    fetched (a duplicate beats a loss), never deleted unseen, never
  *    recorded, and any record for that UID is retired.
- *  - Keep mode: a known UID whose LIST size changed (GNU Mailutils adds
- *    headers to kept messages) is the same message only when the header
+ *  - A known UID whose LIST size changed (GNU Mailutils adds headers to
+ *    kept messages; with or without keep now) is the same message only when the header
  *    digest of its record (hdrdigest.h) matches a TOP n 0 of the listed
  *    message: then the new size is recorded and the message is not fetched
  *    again.  A record without a digest, a failed TOP or another digest:
@@ -50,10 +50,10 @@ enum plan_reason {
   PLAN_R_KEPT,          /* keep mode, delivered: skip */
   PLAN_R_EXPIRED,       /* keep mode, delivered more than keep_days ago: delete only */
   PLAN_R_STUCK,         /* failed max_attempts times: skip */
-  PLAN_R_SIZE_CHANGED,  /* delivered with another size: a new message, fetch */
-  PLAN_R_NO_DIGEST,     /* keep mode, size changed, the record has no digest: fetch */
-  PLAN_R_NO_PROBE,      /* keep mode, size changed, no TOP possible: fetch */
-  PLAN_R_CHECK_CONTENT, /* keep mode, size changed: probe (TOP n 0) */
+  PLAN_R_SIZE_CHANGED,  /* unused: a size change is probed or NO_DIGEST/NO_PROBE */
+  PLAN_R_NO_DIGEST,     /* size changed, the record has no digest: fetch */
+  PLAN_R_NO_PROBE,      /* size changed, no TOP possible: fetch */
+  PLAN_R_CHECK_CONTENT, /* size changed: probe (TOP n 0) */
   PLAN_R_SAME_CONTENT,  /* probed, the digest agrees: as delivered, new size recorded */
   PLAN_R_OTHER_CONTENT, /* probed, another digest or TOP failed: fetch */
 };

@@ -6,6 +6,8 @@
 #   - --keep three times: +10, then +0 (no RETR: the size changed but TOP n 0 gives the same
 #     header digest), then exactly the 3 new messages; a fourth --keep: +0; then a run without
 #     --keep deletes them all without fetching anything again;
+#   - --keep once, then straight away a run without --keep: the grown messages are probed
+#     (TOP n 0) and deleted, not fetched again;
 #   - the same against a server without TOP: a changed size cannot be checked, so the
 #     messages are fetched again (a duplicate rather than a loss), exit 0;
 #   - without --keep: everything delivered (as served, with X-UIDL) and deleted.
@@ -114,6 +116,24 @@ case_keep() {
   tt_pass "$name" "+10, +0, +3, +0, then all 13 deleted without RETR"
 }
 
+# Kept once (the sizes grow at that QUIT), then a run without --keep: the grown messages
+# are the same ones (TOP n 0 digest), deleted without RETR.
+case_keep_then_delete() {
+  local name=keep-delete
+  tt_serve "$name" "$T/orig" --profile mailutils
+  tt_dl "$name" --keep
+  expect_rc "$name" 0 "--keep run 1"
+  tt_wait_sessions "$name" 1
+  tt_dl "$name"
+  expect_rc "$name" 0 "run 2, without --keep"
+  tt_wait_sessions "$name" 2
+  t_assert_eq "$(retrs "$name" 2)" "" "$name: RETR in run 2"
+  t_assert_eq "$(tt_rec "$name" 'len(r["deleted"])' 2)" 10 "$name: deleted in run 2"
+  t_assert_eq "$(tt_left "$name")" 0 "$name: messages on the server"
+  as_served "$T/orig" "$name"
+  tt_pass "$name" "+10 kept, then all 10 deleted without RETR"
+}
+
 case_no_top() {
   local name=no-top
   tt_serve "$name" "$T/orig" --profile mailutils --no-top
@@ -141,6 +161,7 @@ case_plain() {
 }
 
 tt_case "$PAR" keep case_keep
+tt_case "$PAR" keep-delete case_keep_then_delete
 tt_case "$PAR" no-top case_no_top
 tt_case "$PAR" plain case_plain
 tt_cases_done

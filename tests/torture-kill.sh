@@ -78,7 +78,7 @@ fails=$TT_FAILS
 
 # ---- the daemon
 daemon_case() {
-  local name=$1 delay=$2 dpid i sock=$T/$1.sock
+  local name=$1 delay=$2 dpid i alive= sock=$T/$1.sock
   [ -x "$DAEMON" ] || t_fail "$DAEMON not built"
   tt_serve "$name" "$T/orig" --latency 5
   mkdir -p "$T/$name.etc"
@@ -105,12 +105,21 @@ accounts = (
 );
 EOF
   chmod 600 "$T/$name.etc/conf"
-  "$DAEMON" -c "$T/$name.etc/conf" </dev/null >>"$T/$name.err" 2>&1 &
+  P3_TORTURE_CASE=$name "$DAEMON" -c "$T/$name.etc/conf" </dev/null >>"$T/$name.err" 2>&1 &
   dpid=$!
   ms_sleep "$delay"
   kill -KILL "$dpid" 2>/dev/null
   wait "$dpid" 2>/dev/null
   echo "killed after $delay ms" >>"$T/$name.rcs"
+  # A worker outlives its daemon briefly: PR_SET_PDEATHSIG gives it SIGTERM and it stops
+  # at a safe point.  Check the server and Maildir only once it is gone.
+  # Its workers carry the case's name in their environment.
+  for ((i = 0; i < 100; i++)); do
+    alive=$(grep -lzsx "P3_TORTURE_CASE=$name" /proc/[0-9]*/environ 2>/dev/null)
+    [ -z "$alive" ] && break
+    sleep 0.1
+  done
+  [ -z "$alive" ] || tt_fail "$name" "$name: a worker outlived its killed daemon by 10 s"
   # The journal is named by the mailbox (pop3(1), FILES).
   ln -sf "$name.statedir/${state_sub}test@127.0.0.1:$TT_PORT.state" "$T/$name.state"
   tt_lost "$name" "$T/orig"

@@ -211,9 +211,9 @@ static void test_single(void) {
   it = plan1(&opt_dele, "A", 100, &both); /* the delivered one itself */
   CHECK(it.action == PLAN_DELETE);
 
-  /* A size change without keep: another message. */
+  /* A size change without keep, no digest to check: another message. */
   it = plan1(&opt_dele, "A", 101, &r);
-  CHECK(it.action == PLAN_FETCH && it.reason == PLAN_R_SIZE_CHANGED);
+  CHECK(it.action == PLAN_FETCH && it.reason == PLAN_R_NO_DIGEST);
 }
 
 /* GNU Mailutils: kept messages grow at QUIT; the header digest decides. */
@@ -257,10 +257,16 @@ static void test_keep_growth(void) {
   it = plan1(&opt_keep, "A", 160, &r);
   CHECK(it.action == PLAN_FETCH && it.reason == PLAN_R_NO_DIGEST);
 
-  /* Without keep, a size change is never probed. */
+  /* Without keep after kept runs: probed the same way; the same content
+   * is deleted only, other content fetched. */
   r.has_digest = 1;
   it = plan1(&opt_dele, "A", 160, &r);
-  CHECK(it.action == PLAN_FETCH && it.reason == PLAN_R_SIZE_CHANGED);
+  CHECK(it.action == PLAN_PROBE && it.reason == PLAN_R_CHECK_CONTENT);
+  plan_probed(&opt_dele, &it, same);
+  CHECK(it.action == PLAN_DELETE && it.reason == PLAN_R_SAME_CONTENT);
+  it = plan1(&opt_dele, "A", 160, &r);
+  plan_probed(&opt_dele, &it, other);
+  CHECK(it.action == PLAN_FETCH && it.reason == PLAN_R_OTHER_CONTENT);
 }
 
 /* Duplicate UIDs in one listing: fetched, never deleted unseen, whatever
