@@ -3,6 +3,7 @@
 #include "cfg.h"
 
 #include "errors.h"
+#include "fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -442,45 +443,27 @@ static int get_pins(struct loader *ld, const config_setting_t *s, struct cfg_acc
   }
 }
 
-/* mkdir(path, 0700) unless it exists as a directory.  Only a daemon that
- * runs as the Maildir's user gets here: root never creates a user's files. */
-static int ensure_dir(char *path) {
-  struct stat st;
-
-  if (mkdir(path, 0700) == 0)
-    return 0;
-  if (errno != EEXIST)
-    return -errno;
-  if (stat(path, &st) != 0)
-    return -errno;
-  return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-}
-
-/* mkdir -p path, then path/tmp, path/new and path/cur, all 0700. */
+/* mkdir -p maildir, then maildir/tmp, maildir/new and maildir/cur, each new
+ * directory 0700.  Only a daemon that runs as the Maildir's user gets here:
+ * root never creates a user's files. */
 static int make_maildir(const char *maildir) {
   static const char *const subdirs[] = {"tmp", "new", "cur"};
   size_t len = strlen(maildir), i;
-  char *buf, *p;
-  int err = 0;
+  char *buf;
+  int err;
 
+  err = fs_mkdir_p(maildir, 0700, NULL, 0);
+  if (err < 0)
+    return err;
   buf = malloc(len + 5);
   if (buf == NULL)
     return -ENOMEM;
   memcpy(buf, maildir, len + 1);
-  for (p = buf + 1; err == 0 && *p != '\0'; p++) {
-    if (*p != '/' || p[-1] == '/')
-      continue;
-    *p = '\0';
-    err = ensure_dir(buf);
-    *p = '/';
-  }
-  if (err == 0)
-    err = ensure_dir(buf);
   while (len > 1 && buf[len - 1] == '/')
     len--;
   for (i = 0; err == 0 && i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
     snprintf(buf + len, 5, "/%s", subdirs[i]);
-    err = ensure_dir(buf);
+    err = fs_mkdir_p(buf, 0700, NULL, 0);
     /* Root passes access(), but a read-only mount does not. */
     if (err == 0 && access(buf, W_OK | X_OK) != 0)
       err = -errno;

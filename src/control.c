@@ -3,12 +3,12 @@
 #include "control.h"
 
 #include "errors.h"
+#include "fsutil.h"
 #include "log.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -122,51 +122,12 @@ static void client_process(struct client *cl);
 static void control_update(struct control *c);
 static void timer_cb(uv_timer_t *t);
 
-static int set_err(char *errbuf, size_t errlen, int err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* Fills errbuf (if any) and returns err, so failures read as one line. */
-static int set_err(char *errbuf, size_t errlen, int err, const char *fmt, ...) {
-  va_list ap;
-
-  if (errbuf != NULL && errlen > 0) {
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return err;
-}
-
-/* Like set_err, for a failed system call: "WHAT NAME: strerror(errno)",
+/* Like p3_error, for a failed system call: "WHAT NAME: strerror(errno)",
  * returning -errno (read before anything else can change it). */
 static int fail_errno(char *errbuf, size_t errlen, const char *what, const char *name) {
   int err = errno;
 
-  return set_err(errbuf, errlen, -err, "%s %s: %s", what, name, strerror(err));
-}
-
-/* Creates dir and its missing ancestors with mode 0700.  An ancestor that
- * exists is left alone; only the final directory is checked afterwards. */
-static int mkdir_p(const char *dir, char *errbuf, size_t errlen) {
-  char tmp[sizeof(((struct sockaddr_un *)0)->sun_path)];
-  struct stat st;
-  size_t n = strlen(dir);
-
-  if (n >= sizeof(tmp))
-    return set_err(errbuf, errlen, -ENAMETOOLONG, "directory name too long: %s", dir);
-  memcpy(tmp, dir, n + 1);
-  for (size_t i = 1; i <= n; i++) {
-    if (tmp[i] != '/' && tmp[i] != '\0')
-      continue;
-    tmp[i] = '\0';
-    if (stat(tmp, &st) != 0) {
-      if (errno != ENOENT || (mkdir(tmp, 0700) != 0 && errno != EEXIST))
-        return fail_errno(errbuf, errlen, "cannot create directory", tmp);
-    }
-    if (i < n)
-      tmp[i] = '/';
-  }
-  return 0;
+  return p3_error(errbuf, errlen, -err, "%s %s: %s", what, name, strerror(err));
 }
 
 /* The socket's directory must be ours (or root's) and writable by nobody
@@ -189,21 +150,22 @@ static int check_dir(const char *path, char *errbuf, size_t errlen) {
   if (stat(dir, &st) != 0) {
     if (errno != ENOENT)
       return fail_errno(errbuf, errlen, "cannot stat", dir);
-    err = mkdir_p(dir, errbuf, errlen);
+    /* Missing ancestors too, each 0700; existing ones are left alone. */
+    err = fs_mkdir_p(dir, 0700, errbuf, errlen);
     if (err < 0)
       return err;
     if (stat(dir, &st) != 0)
       return fail_errno(errbuf, errlen, "cannot stat", dir);
   }
   if (!S_ISDIR(st.st_mode))
-    return set_err(errbuf, errlen, -ENOTDIR, "%s is not a directory", dir);
+    return p3_error(errbuf, errlen, -ENOTDIR, "%s is not a directory", dir);
   if (st.st_uid != geteuid() && st.st_uid != 0)
-    return set_err(errbuf, errlen, -EPERM,
-                   "%s is owned by uid %lu, neither by us (uid %lu) nor root", dir,
-                   (unsigned long)st.st_uid, (unsigned long)geteuid());
+    return p3_error(errbuf, errlen, -EPERM,
+                    "%s is owned by uid %lu, neither by us (uid %lu) nor root", dir,
+                    (unsigned long)st.st_uid, (unsigned long)geteuid());
   if (st.st_mode & (S_IWGRP | S_IWOTH))
-    return set_err(errbuf, errlen, -EPERM, "%s is writable by group or others (mode %04o)", dir,
-                   (unsigned)(st.st_mode & 07777));
+    return p3_error(errbuf, errlen, -EPERM, "%s is writable by group or others (mode %04o)", dir,
+                    (unsigned)(st.st_mode & 07777));
   return 0;
 }
 
@@ -220,8 +182,8 @@ static int probe_path(const char *path, const struct sockaddr_un *sa, char *errb
     return fail_errno(errbuf, errlen, "cannot stat", path);
   }
   if (!S_ISSOCK(st.st_mode))
-    return set_err(errbuf, errlen, -EEXIST, "%s exists and is not a socket; not replacing it",
-                   path);
+    return p3_error(errbuf, errlen, -EEXIST, "%s exists and is not a socket; not replacing it",
+                    path);
 
   /* Non-blocking, so that a live daemon with a full backlog answers EAGAIN
    * instead of stalling our start. */
@@ -235,10 +197,10 @@ static int probe_path(const char *path, const struct sockaddr_un *sa, char *errb
   close(fd);
 
   if (err == 0 || err == EAGAIN || err == EINPROGRESS)
-    return set_err(errbuf, errlen, P3_ELOCKED, "another pop3syncd is already listening on %s",
-                   path);
+    return p3_error(errbuf, errlen, P3_ELOCKED, "another pop3syncd is already listening on %s",
+                    path);
   if (err != ECONNREFUSED)
-    return set_err(errbuf, errlen, -err, "cannot probe %s: %s", path, strerror(err));
+    return p3_error(errbuf, errlen, -err, "cannot probe %s: %s", path, strerror(err));
   /* Nobody listens: a daemon died without cleaning up. */
   if (unlink(path) != 0 && errno != ENOENT)
     return fail_errno(errbuf, errlen, "cannot remove stale socket", path);
@@ -268,15 +230,15 @@ static int bind_socket(const char *path, const struct sockaddr_un *sa, char *err
   if (r != 0) {
     close(fd);
     if (err == EADDRINUSE) /* someone bound it since we probed */
-      return set_err(errbuf, errlen, P3_ELOCKED, "another pop3syncd is already listening on %s",
-                     path);
-    return set_err(errbuf, errlen, -err, "cannot bind %s: %s", path, strerror(err));
+      return p3_error(errbuf, errlen, P3_ELOCKED, "another pop3syncd is already listening on %s",
+                      path);
+    return p3_error(errbuf, errlen, -err, "cannot bind %s: %s", path, strerror(err));
   }
   if (chmod(path, 0600) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
     err = errno;
     close(fd);
     unlink(path);
-    return set_err(errbuf, errlen, -err, "cannot set up %s: %s", path, strerror(err));
+    return p3_error(errbuf, errlen, -err, "cannot set up %s: %s", path, strerror(err));
   }
   return fd;
 }
@@ -783,13 +745,13 @@ int control_listen(uv_loop_t *loop, const char *path, const struct control_ops *
   if (errbuf != NULL && errlen > 0)
     errbuf[0] = '\0';
   if (n == 0)
-    return set_err(errbuf, errlen, -EINVAL, "empty control socket path");
+    return p3_error(errbuf, errlen, -EINVAL, "empty control socket path");
   /* libuv 1.44 would silently truncate it; a truncated name is somebody
    * else's socket. */
   if (n >= sizeof(sa.sun_path))
-    return set_err(errbuf, errlen, -ENAMETOOLONG,
-                   "control socket path is too long (%zu bytes, at most %zu): %s", n,
-                   sizeof(sa.sun_path) - 1, path);
+    return p3_error(errbuf, errlen, -ENAMETOOLONG,
+                    "control socket path is too long (%zu bytes, at most %zu): %s", n,
+                    sizeof(sa.sun_path) - 1, path);
   memset(&sa, 0, sizeof(sa));
   sa.sun_family = AF_UNIX;
   memcpy(sa.sun_path, path, n + 1);
@@ -811,7 +773,7 @@ int control_listen(uv_loop_t *loop, const char *path, const struct control_ops *
   if (c == NULL) {
     close(fd);
     unlink(path);
-    return set_err(errbuf, errlen, -ENOMEM, "out of memory");
+    return p3_error(errbuf, errlen, -ENOMEM, "out of memory");
   }
   c->loop = loop;
   c->ops = ops;
@@ -831,7 +793,7 @@ int control_listen(uv_loop_t *loop, const char *path, const struct control_ops *
   else
     err = uv_listen((uv_stream_t *)&c->server, LISTEN_BACKLOG, connection_cb);
   if (err != 0) {
-    set_err(errbuf, errlen, err, "cannot listen on %s: %s", path, uv_strerror(err));
+    p3_error(errbuf, errlen, err, "cannot listen on %s: %s", path, uv_strerror(err));
     control_close(c, NULL, NULL); /* frees c once the loop has closed the handle */
     return err;
   }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "conn.h"
 #include "crash.h"
 #include "errors.h"
@@ -89,7 +91,7 @@ struct engine {
   int probe_lost;
 
   struct engine_stuck *stuck;
-  size_t stuck_count;
+  size_t stuck_count, stuck_cap;
   struct engine_result result;
   uint64_t started_ms;
 };
@@ -463,11 +465,10 @@ static void on_session_barrier(void *data) {
 /* ---- the listing: what to fetch, what to delete only, what to leave */
 
 static void add_stuck(struct engine *e, size_t idx, const struct uidstate_rec *rec) {
-  struct engine_stuck *s = realloc(e->stuck, (e->stuck_count + 1) * sizeof *s);
-  if (s == NULL)
+  if (buf_grow(&e->stuck, &e->stuck_cap, e->stuck_count + 1, sizeof *e->stuck, 4,
+               SIZE_MAX / sizeof *e->stuck) != 0)
     return;
-  e->stuck = s;
-  struct engine_stuck *x = &s[e->stuck_count++];
+  struct engine_stuck *x = &e->stuck[e->stuck_count++];
   memset(x, 0, sizeof *x);
   const struct session_msg *m = session_msg(e->session, idx);
   x->number = m->num;
@@ -1114,16 +1115,14 @@ int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done
   *e_r = NULL;
   const struct p3_spec *spec = &opts->target->spec;
   if (spec->mode != P3_TLS_NONE && spec->tls_name[0] == '\0' && opts->pin_count == 0) {
-    snprintf(errbuf, errlen, "%s: mbedTLS cannot verify a certificate for an IP address; "
-             "write tcp_host!name or pin the certificate with --tls-fingerprint",
-             spec->tcp_host);
-    return P3_ETLSIP;
+    return p3_error(errbuf, errlen, P3_ETLSIP,
+                    "%s: mbedTLS cannot verify a certificate for an IP address; "
+                    "write tcp_host!name or pin the certificate with --tls-fingerprint",
+                    spec->tcp_host);
   }
   struct engine *e = calloc(1, sizeof *e);
-  if (e == NULL) {
-    snprintf(errbuf, errlen, "out of memory");
-    return -ENOMEM;
-  }
+  if (e == NULL)
+    return p3_error(errbuf, errlen, -ENOMEM, "out of memory");
   e->loop = loop;
   e->opts = *opts;
   e->done_cb = done_cb;
@@ -1142,7 +1141,7 @@ int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done
   e->work.data = e;
   int err = uv_queue_work(loop, &e->work, prepare_work, prepare_done);
   if (err) {
-    snprintf(errbuf, errlen, "cannot queue work: %s", uv_strerror(err));
+    p3_set_error(errbuf, errlen, "cannot queue work: %s", uv_strerror(err));
     uv_close((uv_handle_t *)&e->drain_check, NULL);
     uv_close((uv_handle_t *)&e->grace_timer, NULL);
     /* The handles close on the next loop turn; the memory must outlive them. */
@@ -1163,6 +1162,39 @@ void engine_stop(struct engine *e, unsigned grace_ms) {
   flush(e);
   if (!e->session_done)
     uv_timer_start(&e->grace_timer, on_grace_timeout, grace_ms, 0);
+}
+
+int engine_result_error(const struct engine_result *r) {
+  if (r->err)
+    return r->err;
+  /* Messages left behind make a run partial even when the session was
+   * fine: for lack of space that is a Maildir problem, for stuck messages a
+   * temporary failure. */
+  if (r->left_for_space)
+    return P3_ESAVE;
+  if (r->stuck_count)
+    return P3_EPARTIAL;
+  return 0;
+}
+
+int engine_result_exit_code(const struct engine_result *r) {
+  return p3_exit_status(engine_result_error(r));
+}
+
+const char *engine_result_message(const struct engine_result *r, char *buf, size_t len) {
+  int err = engine_result_error(r);
+  if (err == 0) {
+    if (len > 0)
+      buf[0] = '\0';
+  } else if (r->err)
+    p3_set_error(buf, len, "%s", r->message[0] ? r->message : p3_strerror(err));
+  else if (r->left_for_space)
+    p3_set_error(buf, len, "%zu messages (%llu bytes) left on the server: not enough disk space",
+                 r->left_for_space, (unsigned long long)r->left_for_space_bytes);
+  else
+    p3_set_error(buf, len, "%zu messages stuck after repeated failures, left on the server",
+                 r->stuck_count);
+  return buf;
 }
 
 void engine_progress(const struct engine *e, size_t *done_r, size_t *total_r, uint64_t *bytes_r) {

@@ -77,6 +77,22 @@ struct engine_result {
   size_t stuck_count;
 };
 
+/* The run's outcome as one error code, decided here for pop3 dl, the
+ * worker and the daemon alike: r->err when the run failed; otherwise
+ * P3_ESAVE (exit 73) when messages were left on the server for lack of disk
+ * space, else P3_EPARTIAL (exit 75) when some are stuck after repeated
+ * failures; otherwise 0. */
+int engine_result_error(const struct engine_result *r);
+
+/* The run's exit status: p3_exit_status(engine_result_error(r)). */
+int engine_result_exit_code(const struct engine_result *r);
+
+/* One sentence for engine_result_error(r), written into buf (which is
+ * returned; "" when the run did all it had to): r->message (p3_strerror
+ * when that is empty) for a failed run, else what was left on the server
+ * and why. */
+const char *engine_result_message(const struct engine_result *r, char *buf, size_t len);
+
 struct engine;
 
 /* done_cb may free the engine (engine_free) from inside the callback. */

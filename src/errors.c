@@ -55,11 +55,23 @@ int p3_exit_status(int err) {
   }
 }
 
-void p3_set_error(char *errbuf, size_t errlen, const char *fmt, ...) {
-  va_list ap;
+void p3_vset_error(char *errbuf, size_t errlen, const char *fmt, va_list ap) {
   if (errbuf == NULL || errlen == 0)
     return;
-  va_start(ap, fmt);
   vsnprintf(errbuf, errlen, fmt, ap);
+}
+
+void p3_set_error(char *errbuf, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  p3_vset_error(errbuf, errlen, fmt, ap);
   va_end(ap);
+}
+
+int p3_error(char *errbuf, size_t errlen, int err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  p3_vset_error(errbuf, errlen, fmt, ap);
+  va_end(ap);
+  return err;
 }

@@ -8,6 +8,7 @@
 #ifndef P3_ERRORS_H
 #define P3_ERRORS_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 /* X(name, value, sysexits status, message) */
@@ -42,6 +43,8 @@
   X(P3_EPARTIAL, -4038, 75, "some messages could not be retrieved")               \
   X(P3_ECANCELED, -4039, 75, "session stopped before it finished")                \
   X(P3_EAUTH, -4040, 77, "server refused the login")                              \
+  X(P3_EOAUTH, -4041, 77, "server refused the OAuth access token")                \
+  X(P3_EAUTHMECH, -4042, 69, "server does not offer the login method")            \
   X(P3_EPRIV, -4070, 71, "cannot drop privileges to the account's user")        \
   X(P3_EWORKER, -4071, 75, "the run's worker process failed")                   \
   X(P3_ESAVE, -4050, 73, "could not save a message to the Maildir")               \
@@ -65,5 +68,14 @@ int p3_exit_status(int err);
  * is 0): the shared way modules hand error details to their callers. */
 void p3_set_error(char *errbuf, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* p3_set_error with a va_list, for modules that wrap it. */
+void p3_vset_error(char *errbuf, size_t errlen, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+/* p3_set_error, then returns err: `return p3_error(errbuf, errlen, -EPERM,
+ * "...", ...);' reads as one line per failure. */
+int p3_error(char *errbuf, size_t errlen, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+
 /* A control reply is a few kilobytes; past this something is wrong, and the
  * buffer is treated like a failed allocation (pop3ctl reads at most 16 MiB
  * per reply line, so a bigger document could not be read anyway). */
@@ -50,25 +52,11 @@ void jbuf_free(struct jbuf *b) {
 static int reserve(struct jbuf *b, size_t n) {
   if (b->err)
     return -1;
-  if (n > JBUF_MAX || b->len + n + 1 > JBUF_MAX) {
+  /* Past JBUF_MAX counts as a failed allocation (-E2BIG becomes -ENOMEM). */
+  if (n > JBUF_MAX || buf_grow(&b->data, &b->cap, b->len + n + 1, 1, BUF_FIRST, JBUF_MAX) != 0) {
     b->err = -ENOMEM;
     return -1;
   }
-  size_t need = b->len + n + 1;
-  if (need <= b->cap)
-    return 0;
-  size_t cap = b->cap ? b->cap : 256;
-  while (cap < need)
-    cap *= 2;
-  if (cap > JBUF_MAX)
-    cap = JBUF_MAX;
-  char *d = realloc(b->cap ? b->data : NULL, cap);
-  if (d == NULL) {
-    b->err = -ENOMEM;
-    return -1;
-  }
-  b->data = d;
-  b->cap = cap;
   return 0;
 }
 
@@ -464,18 +452,14 @@ static int literal(struct parser *ps, const char *word) {
  * at once, so that json_clear frees whatever a failed parse left there. */
 static struct json *add_item(struct json *v, size_t *cap, char *key) {
   if (v->count == *cap) {
-    size_t ncap = *cap ? *cap * 2 : 4;
-    struct json *items = realloc(v->items, ncap * sizeof *items);
-    if (items == NULL)
+    /* items and keys grow in step: both have room for *cap entries. */
+    size_t icap = *cap, kcap = *cap;
+    if (buf_grow(&v->items, &icap, v->count + 1, sizeof *v->items, 4, SIZE_MAX / sizeof *v->items))
       return NULL;
-    v->items = items;
-    if (v->type == JSON_OBJECT) {
-      char **keys = realloc(v->keys, ncap * sizeof *keys);
-      if (keys == NULL)
-        return NULL;
-      v->keys = keys;
-    }
-    *cap = ncap;
+    if (v->type == JSON_OBJECT &&
+        buf_grow(&v->keys, &kcap, icap, sizeof *v->keys, 4, SIZE_MAX / sizeof *v->keys))
+      return NULL;
+    *cap = icap;
   }
   struct json *it = &v->items[v->count];
   memset(it, 0, sizeof *it);

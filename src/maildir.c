@@ -374,6 +374,43 @@ int maildir_clean_tmp(struct maildir *md, time_t now, time_t max_age,
 /* ---- root and a user's Maildir */
 
 /* "alice", or "uid 1234" when there is no such user. */
+int maildir_find_files(int dirfd, int (*want)(void *arg, const char *base, size_t len),
+                       void (*found)(void *arg, const char *base, size_t len), void *arg) {
+  struct dirent *de;
+  struct stat sb;
+  DIR *dir;
+  int fd, err = 0;
+
+  if (dirfd < 0)
+    return 0;
+  /* A dup shares the offset with dirfd: rewind before reading. */
+  if ((fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)) < 0)
+    return -errno;
+  if ((dir = fdopendir(fd)) == NULL) {
+    err = -errno;
+    close(fd);
+    return err;
+  }
+  rewinddir(dir);
+  for (;;) {
+    const char *colon;
+    size_t len;
+    errno = 0;
+    if ((de = readdir(dir)) == NULL) {
+      err = -errno;
+      break;
+    }
+    colon = strchr(de->d_name, ':');
+    len = colon != NULL ? (size_t)(colon - de->d_name) : strlen(de->d_name);
+    /* Stat only the names asked for: the Maildir may be large. */
+    if (want(arg, de->d_name, len) && fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG(sb.st_mode))
+      found(arg, de->d_name, len);
+  }
+  closedir(dir);
+  return err;
+}
+
 static void user_name(uid_t uid, char *buf, size_t len) {
   struct passwd pw, *res = NULL;
   char pwbuf[1024];

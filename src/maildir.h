@@ -1,4 +1,6 @@
-/* Maildir delivery as an asynchronous sink on a libuv loop.
+/* Maildir delivery as an asynchronous sink on a libuv loop, and the few
+ * blocking look-ups a delivery run needs in a Maildir (owner check, tmp/
+ * cleanup, finding delivered files for the journal).
  *
  * maildir_open -> maildir_write ... -> maildir_commit (or maildir_abort).
  * All file work (open, write, fsync, close, rename, unlink) runs on libuv's
@@ -81,6 +83,20 @@ int maildir_check_owner(const char *path, char *errbuf, size_t errlen);
  * the number removed, or a negative errno when tmp/ cannot be read. */
 int maildir_clean_tmp(struct maildir *md, time_t now, time_t max_age,
                       void (*removed)(void *arg, const char *name), void *arg);
+
+/* Looks for files by base name in one Maildir directory (new/ or cur/):
+ * the journal's check of deliveries that a power loss may have undone.
+ * For each entry of dirfd, its name up to the first ':' (the info part) is
+ * offered to want(arg, base, len); when that returns non-zero and the
+ * entry is a regular file (fstatat AT_SYMLINK_NOFOLLOW relative to dirfd:
+ * a symlink never counts, no path is followed), found(arg, base, len) is
+ * called.  base is not NUL-terminated at len and lives only during the
+ * call.  dirfd is borrowed (e.g. maildir_dirfd): it is read through a dup,
+ * rewound first, and left open; -1 stands for a missing directory, where
+ * nothing is found.  Blocking (thread pool).  Returns 0, or a negative
+ * errno when the directory cannot be read. */
+int maildir_find_files(int dirfd, int (*want)(void *arg, const char *base, size_t len),
+                       void (*found)(void *arg, const char *base, size_t len), void *arg);
 
 /* 1 when name is exactly one of our unique names, with its pid in *pid_r
  * and its host part in *host_r (pointing into name); 0 otherwise. */

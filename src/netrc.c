@@ -2,12 +2,14 @@
 
 #include "netrc.h"
 
+#include "buf.h"
 #include "errors.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,14 +165,8 @@ void netrc_free(struct netrc *n) {
 static int add_entry(struct netrc *n, size_t *cap, char *machine, int line) {
   struct netrc_entry *e;
 
-  if (n->count == *cap) {
-    size_t ncap = *cap ? *cap * 2 : 8;
-    e = realloc(n->entries, ncap * sizeof(*e));
-    if (e == NULL)
-      return -ENOMEM;
-    n->entries = e;
-    *cap = ncap;
-  }
+  if (buf_grow(&n->entries, cap, n->count + 1, sizeof(*e), 8, SIZE_MAX / sizeof(*e)) != 0)
+    return -ENOMEM;
   e = &n->entries[n->count++];
   memset(e, 0, sizeof(*e));
   e->machine = machine;

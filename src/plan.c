@@ -1,34 +1,34 @@
+/* The exactly-once policy (see plan.h): pure decisions, no I/O. */
 #include "config.h"
 
 #include "plan.h"
+
+#include "hashtab.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* qsort context-free: the items are reached through pointers. */
-static int cmp_uid(const void *a, const void *b) {
-  const struct plan_item *x = *(const struct plan_item *const *)a;
-  const struct plan_item *y = *(const struct plan_item *const *)b;
-  return strcmp(x->uid, y->uid);
-}
-
 /* Marks every item whose UID occurs more than once in the listing. */
 static int mark_duplicates(struct plan_item *items, size_t n) {
-  size_t k = 0;
-  struct plan_item **v = malloc((n ? n : 1) * sizeof *v);
-  if (v == NULL)
-    return -ENOMEM;
-  for (size_t i = 0; i < n; i++)
-    if (items[i].uid != NULL)
-      v[k++] = &items[i];
-  qsort(v, k, sizeof *v, cmp_uid);
-  for (size_t i = 0; i + 1 < k; i++)
-    if (strcmp(v[i]->uid, v[i + 1]->uid) == 0)
-      v[i]->dup_uid = v[i + 1]->dup_uid = 1;
-  free(v);
-  return 0;
+  struct hashtab seen; /* uid -> its first item */
+  int err = 0;
+
+  hashtab_init(&seen);
+  for (size_t i = 0; i < n && err == 0; i++) {
+    struct plan_item *it = &items[i], *first;
+    size_t len;
+    if (it->uid == NULL)
+      continue;
+    len = strlen(it->uid);
+    if ((first = hashtab_get(&seen, it->uid, len)) != NULL)
+      first->dup_uid = it->dup_uid = 1;
+    else
+      err = hashtab_put(&seen, it->uid, len, it);
+  }
+  hashtab_deinit(&seen);
+  return err;
 }
 
 /* A delivered record matched this message: delete only, or keep. */

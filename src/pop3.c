@@ -179,17 +179,15 @@ static int dl_password_command(uv_loop_t *loop, const char *cmd, unsigned timeou
   uv_signal_start(&pr.sigterm, on_password_signal, SIGTERM);
   int err = pwcmd_start(loop, cmd, timeout_s, isatty(0) ? PWCMD_TTY : PWCMD_OWN_GROUP, on_password, &pr, &pr.pwcmd);
   if (err) {
-    snprintf(pr.message, sizeof pr.message, "password command `%s' could not be started: %s", cmd,
-             uv_strerror(err));
+    p3_set_error(pr.message, sizeof pr.message, "password command `%s' could not be started: %s",
+                 cmd, uv_strerror(err));
     pr.err = P3_EPWCMD;
     uv_close((uv_handle_t *)&pr.sigint, NULL);
     uv_close((uv_handle_t *)&pr.sigterm, NULL);
   }
   uv_run(loop, UV_RUN_DEFAULT); /* until the command is reaped and the signals closed */
-  if (pr.err) {
-    snprintf(errbuf, errlen, "%s", pr.message);
-    return pr.err;
-  }
+  if (pr.err)
+    return p3_error(errbuf, errlen, pr.err, "%s", pr.message);
   t->password = pr.password;
   return 0;
 }
@@ -262,13 +260,9 @@ static void dl_failed(const char *spec_text, const struct engine_result *r) {
  * script that reads stdout cannot take a failure for a success. */
 static int dl_report(const char *spec_text, const char *state, const char *maildir, int verbose,
                      const struct engine_result *r) {
-  /* Messages left behind make the run partial: for lack of space that is a
-   * Maildir problem (73), for stuck messages a temporary failure (75). */
-  int status = p3_exit_status(r->err);
-  if (status == 0 && r->left_for_space)
-    status = 73;
-  if (status == 0 && r->stuck_count)
-    status = 75;
+  /* The engine decides: messages left behind make the run partial (73 for
+   * lack of space, 75 for stuck messages). */
+  int status = engine_result_exit_code(r);
   if (status == 0) {
     printf("%s: %zu messages, %" PRIu64 " bytes in %.1f s\n", spec_text, r->delivered, r->bytes,
            r->seconds);

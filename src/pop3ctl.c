@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "cfg.h"
 #include "errors.h"
 #include "json.h"
@@ -200,39 +201,34 @@ static void set_timeout(int fd, int opt, int seconds) {
 /* Reads up to the first newline.  Returns 0 with r->line set, or an exit
  * status after saying why. */
 static int read_line(int fd, struct reply *r) {
-  size_t cap = 4096, len = 0;
-  char *buf = malloc(cap);
-  if (buf == NULL)
-    goto nomem;
+  struct buf b;
+  buf_init(&b, REPLY_MAX);
   for (;;) {
-    if (len + 1 >= cap) {
-      if (cap >= REPLY_MAX) {
-        free(buf);
-        fprintf(stderr, "pop3ctl: the daemon's reply is longer than %u bytes\n", REPLY_MAX);
-        return EX_TEMPFAIL;
-      }
-      char *nbuf = realloc(buf, cap * 2);
-      if (nbuf == NULL)
-        goto nomem;
-      buf = nbuf;
-      cap *= 2;
+    /* Room for one more byte at least; the buffer doubles up to REPLY_MAX. */
+    int err = buf_reserve(&b, 1);
+    if (err == -E2BIG) {
+      buf_free(&b);
+      fprintf(stderr, "pop3ctl: the daemon's reply is longer than %u bytes\n", REPLY_MAX);
+      return EX_TEMPFAIL;
     }
-    ssize_t n = read(fd, buf + len, cap - 1 - len);
+    if (err != 0)
+      goto nomem;
+    ssize_t n = read(fd, b.data + b.len, b.cap - 1 - b.len);
     if (n < 0 && errno == EINTR)
       continue;
     if (n > 0) {
-      char *nl = memchr(buf + len, '\n', (size_t)n);
-      len += (size_t)n;
+      char *nl = memchr(b.data + b.len, '\n', (size_t)n);
+      b.len += (size_t)n;
       if (nl != NULL) {
         *nl = '\0';
-        r->line = buf;
-        r->len = (size_t)(nl - buf);
+        r->line = b.data; /* allocated: buf_reserve succeeded */
+        r->len = (size_t)(nl - b.data);
         return 0;
       }
       continue;
     }
     int e = errno;
-    free(buf);
+    buf_free(&b);
     if (n == 0 || e == ECONNRESET)
       fprintf(stderr, "pop3ctl: the daemon closed the connection\n");
     else if (e == EAGAIN || e == EWOULDBLOCK)
@@ -242,7 +238,7 @@ static int read_line(int fd, struct reply *r) {
     return EX_TEMPFAIL;
   }
 nomem:
-  free(buf);
+  buf_free(&b);
   fprintf(stderr, "pop3ctl: out of memory\n");
   return EX_OSERR;
 }

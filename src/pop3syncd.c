@@ -18,6 +18,7 @@
 #include "cfg.h"
 #include "control.h"
 #include "errors.h"
+#include "fsutil.h"
 #include "json.h"
 #include "log.h"
 #include "notify.h"
@@ -453,28 +454,11 @@ static void on_status_timer(uv_timer_t *t) {
   notify_send(line);
 }
 
-static int mkdir_p(const char *path, mode_t mode) {
-  char buf[PATH_MAX];
-  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-    return -ENAMETOOLONG;
-  for (char *p = buf + 1; *p; p++) {
-    if (*p != '/')
-      continue;
-    *p = '\0';
-    if (mkdir(buf, mode) != 0 && errno != EEXIST)
-      return -errno;
-    *p = '/';
-  }
-  if (mkdir(buf, mode) != 0 && errno != EEXIST)
-    return -errno;
-  return 0;
-}
-
 /* As root, state_dir holds one directory per user (USER/, theirs, made by
  * the worker before it drops privileges); the users' workers must be able
  * to pass through it, not to list or change it. */
 static int prepare_state_dir(const char *dir) {
-  int err = mkdir_p(dir, 0700);
+  int err = fs_mkdir_p(dir, 0700, NULL, 0);
   if (err || geteuid() != 0)
     return err;
   struct stat st;

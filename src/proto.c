@@ -275,6 +275,39 @@ static int token_long(const char *tok, size_t len, long *v_r) {
   return 0;
 }
 
+/* One mechanism name of a SASL capability line. */
+static void caps_sasl_mech(struct p3_caps *c, const char *name, size_t len) {
+  if (ascii_caseeq(name, len, "PLAIN")) {
+    c->sasl |= P3_SASL_PLAIN;
+    c->sasl_plain = 1;
+  } else if (ascii_caseeq(name, len, "LOGIN")) {
+    c->sasl |= P3_SASL_LOGIN;
+  } else if (ascii_caseeq(name, len, "XOAUTH2")) {
+    c->sasl |= P3_SASL_XOAUTH2;
+  } else if (ascii_caseeq(name, len, "OAUTHBEARER")) {
+    c->sasl |= P3_SASL_OAUTHBEARER;
+  }
+  /* The list as offered, for "it offers: ..." sentences; " ..." ends it
+   * once a name did not fit (room for it is kept). */
+  size_t have = strlen(c->sasl_list);
+  size_t need = (have ? 1 : 0) + len;
+  if (have >= 4 && memcmp(c->sasl_list + have - 4, " ...", 4) == 0)
+    return;
+  if (have + need + 4 >= sizeof c->sasl_list) {
+    memcpy(c->sasl_list + have, " ...", 5);
+    return;
+  }
+  if (have)
+    c->sasl_list[have++] = ' ';
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)name[i];
+    if (ch >= 'a' && ch <= 'z')
+      ch = (unsigned char)(ch - 'a' + 'A');
+    c->sasl_list[have++] = ch > 0x20 && ch < 0x7f ? (char)ch : '?';
+  }
+  c->sasl_list[have] = '\0';
+}
+
 void proto_caps_line(struct p3_caps *c, const char *line, size_t len) {
   size_t pos = 0, tlen;
   const char *tok, *arg;
@@ -300,8 +333,7 @@ void proto_caps_line(struct p3_caps *c, const char *line, size_t len) {
     c->auth_resp_code = 1;
   } else if (ascii_caseeq(tok, tlen, "SASL")) {
     while ((alen = next_token(line, len, &pos, &arg)) > 0)
-      if (ascii_caseeq(arg, alen, "PLAIN"))
-        c->sasl_plain = 1;
+      caps_sasl_mech(c, arg, alen);
   } else if (ascii_caseeq(tok, tlen, "EXPIRE")) {
     /* "EXPIRE n [USER]": in AUTHORIZATION state USER marks n as the
      * minimum over users, so "EXPIRE 0 USER" may well mean us; the CAPA

@@ -59,6 +59,12 @@ void mldec_init(struct p3_mldec *d);
 int mldec_feed(struct p3_mldec *d, const char *in, size_t inlen, char *out, size_t *outlen_r,
                size_t *consumed_r);
 
+/* SASL mechanisms named by CAPA's "SASL" line (RFC 5034), as bits. */
+enum { P3_SASL_PLAIN = 1, P3_SASL_LOGIN = 2, P3_SASL_XOAUTH2 = 4, P3_SASL_OAUTHBEARER = 8 };
+
+/* Room for the mechanisms as the server listed them (for messages). */
+#define P3_SASL_LIST_MAX 128
+
 /* Capabilities we care about, from a CAPA listing. */
 struct p3_caps {
   unsigned stls : 1;
@@ -68,12 +74,16 @@ struct p3_caps {
   unsigned top : 1;
   unsigned resp_codes : 1;
   unsigned auth_resp_code : 1;
-  unsigned sasl_plain : 1;
+  unsigned sasl_plain : 1;  /* same as sasl & P3_SASL_PLAIN */
   unsigned expire_zero : 1; /* EXPIRE 0: retrieved messages are deleted at QUIT */
   unsigned has_expire : 1;
   unsigned utf8 : 1; /* RFC 6856 UTF8 (with or without its USER argument) */
-  long login_delay;  /* seconds, -1 when not advertised */
-  long expire_days;  /* -1 when not advertised or NEVER */
+  unsigned sasl;     /* P3_SASL_* bits of the mechanisms offered */
+  /* Every mechanism of the SASL line(s), upper-cased and blank-separated,
+   * printable ASCII only, cut at a whole name when it would not fit. */
+  char sasl_list[P3_SASL_LIST_MAX];
+  long login_delay; /* seconds, -1 when not advertised */
+  long expire_days; /* -1 when not advertised or NEVER */
 };
 
 void proto_caps_init(struct p3_caps *c);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "engine.h"
 #include "errors.h"
 #include "log.h"
@@ -75,7 +77,7 @@ struct sched {
   struct acct **accts; /* in config order */
   size_t count;
   struct acct **retired; /* removed by a reload while running */
-  size_t retired_count;
+  size_t retired_count, retired_cap;
   size_t running;
   struct acct *queue_head, *queue_tail;
   int shutting_down;
@@ -346,21 +348,9 @@ static void on_worker_done(void *data, const struct worker_outcome *o) {
     finish_run(r->a, P3_EWORKER, buf, 0, 0, -1, NULL, o->signal_name);
     return;
   }
-  int err = res->err;
-  const char *message = res->message;
-  /* Messages left behind make a run partial even when the session was fine. */
-  if (err == 0 && (res->stuck_count || res->left_for_space)) {
-    err = res->left_for_space ? P3_ESAVE : P3_EPARTIAL;
-    if (res->left_for_space)
-      snprintf(buf, sizeof buf, "%zu messages (%llu bytes) left on the server: not enough disk "
-               "space", res->left_for_space, (unsigned long long)res->left_for_space_bytes);
-    else
-      snprintf(buf, sizeof buf, "%zu messages stuck after repeated failures, left on the server",
-               res->stuck_count);
-    message = buf;
-  } else if (err && message[0] == '\0') {
-    message = p3_strerror(err);
-  }
+  /* The engine decides what the run amounts to (partial, stuck, no space). */
+  int err = engine_result_error(res);
+  const char *message = engine_result_message(res, buf, sizeof buf);
   finish_run(r->a, err, message, res->delivered, res->bytes, res->login_delay, res, NULL);
 }
 
@@ -532,11 +522,9 @@ void sched_reload(struct sched *s, struct cfg *cfg) {
       free_acct_later(a);
     } else {
       /* Freed when its run finishes, unless a later reload brings it back. */
-      struct acct **r = realloc(s->retired, (s->retired_count + 1) * sizeof *r);
-      if (r) {
-        s->retired = r;
+      if (buf_grow(&s->retired, &s->retired_cap, s->retired_count + 1, sizeof *s->retired, 4,
+                   SIZE_MAX / sizeof *s->retired) == 0)
         s->retired[s->retired_count++] = a;
-      }
     }
   }
   free(s->accts);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "errors.h"
+#include "sasl.h"
 
 /* C_UIDL1 is "UIDL n", sent right before each pipelined "RETR n": its reply
  * names the message, so a reply that went missing or came twice is caught
@@ -26,18 +27,21 @@ enum cmd_kind {
   C_QUIT,
   C_UIDL1,
   C_UTF8,
-  C_TOP
+  C_TOP,
+  C_APOP,
+  C_AUTH /* one entry for the whole exchange: "+ " challenges do not pop it */
 };
 
-static const char *const cmd_names[] = {"greeting", "CAPA", "STLS", "USER", "PASS", "UIDL", "LIST",
-                                        "RETR",     "DELE", "QUIT", "UIDL", "UTF8", "TOP"};
+static const char *const cmd_names[] = {"greeting", "CAPA", "STLS", "USER", "PASS",
+                                        "UIDL",     "LIST", "RETR", "DELE", "QUIT",
+                                        "UIDL",     "UTF8", "TOP",  "APOP", "AUTH"};
 
 enum session_state {
   ST_GREETING, /* waiting for the server's greeting */
   ST_CAPA,     /* CAPA in flight (before or after TLS) */
   ST_STLS,     /* STLS in flight */
   ST_TLS_WAIT, /* transport is doing the handshake */
-  ST_AUTH,     /* USER/PASS in flight */
+  ST_AUTH,     /* USER/PASS, APOP or an AUTH exchange in flight */
   ST_LISTING,  /* UIDL/LIST in flight */
   ST_PROBE,    /* TOP n 0 probes in flight (only when the owner asked) */
   ST_TRANSFER, /* RETR/DELE pipeline */
@@ -101,6 +105,13 @@ struct session {
   int capa_ok;
   int user_failed;
   int auth_err;
+  enum session_auth method;           /* chosen after CAPA; AUTO before */
+  unsigned auth_sent;                 /* client responses sent in the AUTH exchange */
+  int auth_cancelled;                 /* "*" sent: the -ERR that follows ends it */
+  int oauth_challenged;               /* an OAuth failure challenge was answered */
+  int oauth_refused;                  /* ended with P3_EOAUTH */
+  char oauth_err[160];                /* the failure challenge, described */
+  char apop_ts[SASL_APOP_TS_MAX + 1]; /* the greeting's timestamp, or "" */
 
   /* Listing. */
   struct session_msg *msgs;
@@ -147,13 +158,21 @@ struct session {
 /* ---- small helpers */
 
 static int buf_append(struct buf *b, const char *p, size_t n) {
+  if (n == 0)
+    return 0;
   if (b->len + n > b->cap) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + n)
       cap *= 2;
-    char *d = realloc(b->data, cap);
+    /* Not realloc: the old block may hold a secret (PASS, AUTH) that must
+     * not stay behind in freed memory. */
+    char *d = malloc(cap);
     if (d == NULL)
       return -ENOMEM;
+    if (b->len)
+      memcpy(d, b->data, b->len);
+    sasl_wipe(b->data, b->cap);
+    free(b->data);
     b->data = d;
     b->cap = cap;
   }
@@ -273,18 +292,19 @@ static void save_failed(struct session *s) {
   finish(s, P3_ESAVE);
 }
 
-static int send_cmd(struct session *s, enum cmd_kind kind, size_t idx, const char *arg) {
-  char line[P3_LINE_MAX];
+/* send_cmd's work, with line (P3_LINE_MAX octets) as its scratch space. */
+static int queue_cmd(struct session *s, enum cmd_kind kind, size_t idx, const char *arg,
+                     char *line) {
   int n;
   if (arg)
-    n = snprintf(line, sizeof line, "%s %s\r\n", cmd_names[kind], arg);
+    n = snprintf(line, P3_LINE_MAX, "%s %s\r\n", cmd_names[kind], arg);
   else if (kind == C_RETR || kind == C_DELE || kind == C_UIDL1)
-    n = snprintf(line, sizeof line, "%s %lu\r\n", cmd_names[kind], s->msgs[idx].num);
+    n = snprintf(line, P3_LINE_MAX, "%s %lu\r\n", cmd_names[kind], s->msgs[idx].num);
   else if (kind == C_TOP)
-    n = snprintf(line, sizeof line, "TOP %lu 0\r\n", s->msgs[idx].num);
+    n = snprintf(line, P3_LINE_MAX, "TOP %lu 0\r\n", s->msgs[idx].num);
   else
-    n = snprintf(line, sizeof line, "%s\r\n", cmd_names[kind]);
-  if (n < 0 || (size_t)n >= sizeof line)
+    n = snprintf(line, P3_LINE_MAX, "%s\r\n", cmd_names[kind]);
+  if (n < 0 || n >= P3_LINE_MAX)
     return P3_EUSAGE;
   /* A CR, LF or NUL in a user name or password would smuggle in commands. */
   if (arg && arg[strcspn(arg, "\r\n")] != '\0')
@@ -297,10 +317,49 @@ static int send_cmd(struct session *s, enum cmd_kind kind, size_t idx, const cha
   if (buf_append(&s->out, line, (size_t)n) != 0)
     return -ENOMEM;
   if (s->ops.trace) {
-    if (kind == C_PASS)
+    if (kind == C_PASS) {
       s->ops.trace(s->data, 'C', "PASS ********", 13);
-    else
+    } else if (kind == C_APOP) {
+      /* "APOP user digest": the digest is a password equivalent for this
+       * timestamp, and MD5 is weak. */
+      char masked[P3_LINE_MAX];
+      int m = snprintf(masked, sizeof masked, "APOP %s ********", s->opts.user);
+      if (m > 0)
+        s->ops.trace(s->data, 'C', masked,
+                     (size_t)m < sizeof masked ? (size_t)m : sizeof masked - 1);
+    } else {
       s->ops.trace(s->data, 'C', line, (size_t)n - 2);
+    }
+  }
+  return 0;
+}
+
+static int send_cmd(struct session *s, enum cmd_kind kind, size_t idx, const char *arg) {
+  char line[P3_LINE_MAX];
+  int err = queue_cmd(s, kind, idx, arg, line);
+  if (arg)
+    sasl_wipe(line, sizeof line); /* PASS, APOP: no copy of a secret left on the stack */
+  return err;
+}
+
+/* Queues a line that carries a secret and may be longer than P3_LINE_MAX
+ * (an OAuth token is often 2 KiB or more): prefix (may be "") then payload
+ * then CRLF, with no FIFO entry of its own (the caller pushes C_AUTH for
+ * an AUTH command; the client lines within an exchange have none).  The
+ * trace shows prefix and "********", or the payload when shown (a "*"
+ * cancel, an OAuth error acknowledgement: no secrets). */
+static int send_secret_line(struct session *s, const char *prefix, const char *payload, size_t len,
+                            int shown) {
+  if (memchr(payload, '\r', len) || memchr(payload, '\n', len))
+    return P3_EUSAGE;
+  if (buf_append(&s->out, prefix, strlen(prefix)) != 0 || buf_append(&s->out, payload, len) != 0 ||
+      buf_append(&s->out, "\r\n", 2) != 0)
+    return -ENOMEM;
+  if (s->ops.trace) {
+    char masked[64];
+    int m = snprintf(masked, sizeof masked, "%s%s", prefix, shown ? payload : "********");
+    if (m >= 0)
+      s->ops.trace(s->data, 'C', masked, (size_t)m < sizeof masked ? (size_t)m : sizeof masked - 1);
   }
   return 0;
 }
@@ -543,17 +602,258 @@ static int begin_transfer(struct session *s) {
 
 /* ---- login and listing */
 
-static void send_login(struct session *s) {
-  int err;
-  set_state(s, ST_AUTH);
-  err = send_cmd(s, C_USER, 0, s->opts.user);
-  /* USER and PASS travel together when pipelining; otherwise PASS goes out
-   * after USER's +OK. */
-  if (!err && s->pipelined)
+static void logged_in(struct session *s);
+static int resp_error(const struct p3_status *st, int fallback);
+
+static const char *const auth_names[] = {"auto",  "user",    "apop",       "plain",
+                                         "login", "xoauth2", "oauthbearer"};
+
+/* The SASL mechanism name on the wire, and its CAPA bit. */
+static const char *mech_wire_name(enum session_auth a) {
+  switch (a) {
+  case SESSION_AUTH_PLAIN:
+    return "PLAIN";
+  case SESSION_AUTH_LOGIN:
+    return "LOGIN";
+  case SESSION_AUTH_XOAUTH2:
+    return "XOAUTH2";
+  case SESSION_AUTH_OAUTHBEARER:
+    return "OAUTHBEARER";
+  default:
+    return NULL;
+  }
+}
+
+static unsigned mech_bit(enum session_auth a) {
+  switch (a) {
+  case SESSION_AUTH_PLAIN:
+    return P3_SASL_PLAIN;
+  case SESSION_AUTH_LOGIN:
+    return P3_SASL_LOGIN;
+  case SESSION_AUTH_XOAUTH2:
+    return P3_SASL_XOAUTH2;
+  case SESSION_AUTH_OAUTHBEARER:
+    return P3_SASL_OAUTHBEARER;
+  default:
+    return 0;
+  }
+}
+
+/* USER/PASS is offered when CAPA lists USER, or when there is no CAPA to
+ * say otherwise (popa3d, solid-pop3d: RFC 1939 servers). */
+static int offers_user(const struct session *s) {
+  return !s->capa_ok || s->caps.user;
+}
+
+static int offers_sasl(const struct session *s, enum session_auth a) {
+  return s->capa_ok && (s->caps.sasl & mech_bit(a)) != 0;
+}
+
+/* What the server offers, for error sentences: "USER, APOP, SASL PLAIN". */
+static void describe_offers(const struct session *s, char *buf, size_t len) {
+  const char *part[3] = {offers_user(s) ? "USER" : NULL, s->apop_ts[0] ? "APOP" : NULL,
+                         s->caps.sasl_list[0] ? "SASL " : NULL};
+  size_t o = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < 3 && o < len; i++) {
+    if (part[i] == NULL)
+      continue;
+    int n = snprintf(buf + o, len - o, "%s%s%s", o ? ", " : "", part[i],
+                     i == 2 ? s->caps.sasl_list : "");
+    if (n < 0)
+      break;
+    o += (size_t)n;
+  }
+  if (buf[0] == '\0')
+    snprintf(buf, len, "%s", "nothing");
+}
+
+/* The method to use, or SESSION_AUTH_AUTO when none may be used (the error
+ * text is set then). */
+static enum session_auth choose_auth(struct session *s) {
+  enum session_auth a = s->opts.auth;
+  char offers[P3_SASL_LIST_MAX + 32];
+  describe_offers(s, offers, sizeof offers);
+  switch (a) {
+  case SESSION_AUTH_AUTO:
+    if (s->tls_active && offers_sasl(s, SESSION_AUTH_PLAIN))
+      return SESSION_AUTH_PLAIN;
+    if (offers_user(s))
+      return SESSION_AUTH_USER;
+    if (offers_sasl(s, SESSION_AUTH_PLAIN))
+      return SESSION_AUTH_PLAIN;
+    if (offers_sasl(s, SESSION_AUTH_LOGIN))
+      return SESSION_AUTH_LOGIN;
+    if (s->apop_ts[0])
+      return SESSION_AUTH_APOP;
+    set_local_error(s, "server offers no login method that auth auto may use (it offers: %s)%s",
+                    offers,
+                    (s->caps.sasl & (P3_SASL_XOAUTH2 | P3_SASL_OAUTHBEARER))
+                        ? "; an OAuth method must be chosen explicitly"
+                    : !s->tls_active ? "; it may allow logins over TLS only"
+                                     : "");
+    return SESSION_AUTH_AUTO;
+  case SESSION_AUTH_USER:
+    if (offers_user(s))
+      return a;
+    set_local_error(s, "server does not offer USER (it offers: %s)", offers);
+    return SESSION_AUTH_AUTO;
+  case SESSION_AUTH_APOP:
+    if (s->apop_ts[0])
+      return a;
+    set_local_error(s, "server does not offer APOP (its greeting has no timestamp)");
+    return SESSION_AUTH_AUTO;
+  case SESSION_AUTH_PLAIN:
+  case SESSION_AUTH_LOGIN:
+  case SESSION_AUTH_XOAUTH2:
+  case SESSION_AUTH_OAUTHBEARER:
+    if (offers_sasl(s, a))
+      return a;
+    if (!s->capa_ok)
+      set_local_error(s, "server does not offer SASL %s (it does not answer CAPA)",
+                      mech_wire_name(a));
+    else if (s->caps.sasl_list[0])
+      set_local_error(s, "server does not offer SASL %s (it offers: %s)", mech_wire_name(a),
+                      s->caps.sasl_list);
+    else
+      set_local_error(s, "server does not offer SASL %s (it offers no SASL mechanism)",
+                      mech_wire_name(a));
+    return SESSION_AUTH_AUTO;
+  }
+  set_local_error(s, "%s", "unknown login method");
+  return SESSION_AUTH_AUTO;
+}
+
+static void send_user_pass(struct session *s) {
+  /* USER and PASS travel together when pipelining and the server said it
+   * takes USER; otherwise PASS goes out after USER's +OK, so that a refused
+   * USER never costs the password. */
+  int together = s->pipelined && s->capa_ok && s->caps.user;
+  int err = send_cmd(s, C_USER, 0, s->opts.user);
+  if (!err && together)
     err = send_cmd(s, C_PASS, 0, s->opts.password);
+  s->user_failed = 0;
+  s->auth_sent = together; /* 1: PASS is in flight behind USER */
   if (err) {
     set_local_error(s, "%s", "user name or password too long or contains a line break");
     finish(s, P3_EUSAGE);
+  }
+}
+
+static void send_apop(struct session *s) {
+  char digest[33], arg[P3_LINE_MAX];
+  int err = sasl_apop_digest(s->apop_ts, strlen(s->apop_ts), s->opts.password, digest);
+  if (err) {
+    set_local_error(s, "%s", "APOP needs MD5, which this build of mbedTLS lacks");
+    finish(s, err);
+    return;
+  }
+  int n = snprintf(arg, sizeof arg, "%s %s", s->opts.user, digest);
+  if (n < 0 || (size_t)n >= sizeof arg || strchr(s->opts.user, ' ') != NULL)
+    err = P3_EUSAGE;
+  else
+    err = send_cmd(s, C_APOP, 0, arg);
+  sasl_wipe(digest, sizeof digest);
+  sasl_wipe(arg, sizeof arg);
+  if (err) {
+    set_local_error(s, "%s", "user name too long or contains a blank or a line break");
+    finish(s, P3_EUSAGE);
+  }
+}
+
+/* The base64 client response for the current step of the exchange
+ * (*b64_r for sasl_free_secret). */
+static int auth_response(struct session *s, char **b64_r, size_t *len_r) {
+  switch (s->method) {
+  case SESSION_AUTH_PLAIN:
+    return sasl_plain(s->opts.user, s->opts.password, b64_r, len_r);
+  case SESSION_AUTH_LOGIN:
+    return sasl_login_step(s->auth_sent == 0 ? s->opts.user : s->opts.password, b64_r, len_r);
+  case SESSION_AUTH_XOAUTH2:
+    return sasl_xoauth2(s->opts.user, s->opts.password, b64_r, len_r);
+  case SESSION_AUTH_OAUTHBEARER:
+    return sasl_oauthbearer(s->opts.user, s->opts.host, s->opts.port, s->opts.password, b64_r,
+                            len_r);
+  default:
+    return P3_EUSAGE;
+  }
+}
+
+/* Sends the next client response of the exchange (prefix "AUTH PLAIN " for
+ * an initial response, else ""). */
+static int send_auth_response(struct session *s, const char *prefix) {
+  char *b64;
+  size_t len;
+  int err = auth_response(s, &b64, &len);
+  if (err == 0) {
+    err = send_secret_line(s, prefix, b64, len, 0);
+    sasl_free_secret(b64);
+  }
+  if (err == 0)
+    s->auth_sent++;
+  return err;
+}
+
+/* RFC 5034: an AUTH command with its initial response must fit in 255
+ * octets, CRLF included; a longer one goes in two steps. */
+#define AUTH_LINE_MAX 255
+
+static void send_auth(struct session *s) {
+  const char *mech = mech_wire_name(s->method);
+  char cmd[64];
+  int err = 0, n;
+  s->auth_sent = 0;
+  s->auth_cancelled = 0;
+  s->oauth_challenged = 0;
+  if (s->method == SESSION_AUTH_PLAIN) {
+    char *b64;
+    size_t len;
+    err = auth_response(s, &b64, &len);
+    if (err == 0) {
+      n = snprintf(cmd, sizeof cmd, "AUTH %s ", mech);
+      size_t whole = (size_t)n + len + 2;
+      sasl_free_secret(b64);
+      if (whole <= AUTH_LINE_MAX) {
+        err = fifo_push(s, C_AUTH, 0);
+        if (err == 0)
+          err = send_auth_response(s, cmd);
+        goto out;
+      }
+    }
+  }
+  /* LOGIN, the OAuth methods (Microsoft's POP3 wants the two-step form,
+   * tokens are long anyway) and a PLAIN response too long for one line. */
+  if (err == 0)
+    err = send_cmd(s, C_AUTH, 0, mech) == 0 ? 0 : -ENOMEM;
+out:
+  if (err) {
+    set_local_error(s, "%s",
+                    err == P3_EUSAGE ? "user name or token contains a control character"
+                                     : "out of memory preparing the login");
+    finish(s, err);
+  }
+}
+
+static void send_login(struct session *s) {
+  set_state(s, ST_AUTH);
+  enum session_auth a = choose_auth(s);
+  if (a == SESSION_AUTH_AUTO) {
+    /* Nothing has been sent that holds a secret. */
+    finish(s, P3_EAUTHMECH);
+    return;
+  }
+  s->method = a;
+  note(s, "login method %s%s", auth_names[a], s->opts.auth == SESSION_AUTH_AUTO ? " (auto)" : "");
+  switch (a) {
+  case SESSION_AUTH_USER:
+    send_user_pass(s);
+    return;
+  case SESSION_AUTH_APOP:
+    send_apop(s);
+    return;
+  default:
+    send_auth(s);
+    return;
   }
 }
 
@@ -572,6 +872,100 @@ static void after_capa(struct session *s) {
     return;
   }
   send_login(s);
+}
+
+/* Cancels the AUTH exchange with "*" (RFC 5034): the server answers -ERR,
+ * and the session then ends with P3_EPROTO and why. */
+static void cancel_auth(struct session *s, const char *why) {
+  s->auth_cancelled = 1;
+  set_local_error(s, "%s; the login was cancelled", why);
+  if (send_secret_line(s, "", "*", 1, 1) != 0)
+    finish(s, -ENOMEM);
+}
+
+/* A "+ " line in an AUTH exchange: r is sasl_parse_challenge's result. */
+static void on_challenge(struct session *s, int r, const char *data, size_t len) {
+  int err = 0;
+  if (s->auth_cancelled) {
+    s->no_quit = 1;
+    set_local_error(s, "%s", "the server went on with the login after it was cancelled");
+    finish(s, P3_EPROTO);
+    return;
+  }
+  if (r == -ENOMEM) {
+    finish(s, -ENOMEM);
+    return;
+  }
+  if (r < 0) {
+    cancel_auth(s, "the server's SASL challenge is not valid base64");
+    return;
+  }
+  switch (s->method) {
+  case SESSION_AUTH_PLAIN:
+    /* PLAIN has one response; its challenge is empty (any is ignored). */
+    if (s->auth_sent == 0)
+      err = send_auth_response(s, "");
+    else
+      cancel_auth(s, "the server asked for more than SASL PLAIN has to say");
+    break;
+  case SESSION_AUTH_LOGIN:
+    /* "Username:" then "Password:", whatever the prompts say. */
+    if (s->auth_sent < 2)
+      err = send_auth_response(s, "");
+    else
+      cancel_auth(s, "the server asked for more than SASL LOGIN has to say");
+    break;
+  case SESSION_AUTH_XOAUTH2:
+  case SESSION_AUTH_OAUTHBEARER:
+    if (s->auth_sent == 0) {
+      err = send_auth_response(s, "");
+    } else if (!s->oauth_challenged) {
+      /* The token was refused: the challenge is JSON that says why.
+       * Acknowledge it as the mechanism asks; the -ERR follows. */
+      s->oauth_challenged = 1;
+      sasl_oauth_error(data, len, s->oauth_err, sizeof s->oauth_err);
+      const char *ack =
+          s->method == SESSION_AUTH_XOAUTH2 ? SASL_XOAUTH2_ERROR_ACK : SASL_OAUTHBEARER_ERROR_ACK;
+      err = send_secret_line(s, "", ack, strlen(ack), 1);
+    } else {
+      cancel_auth(s, "the server sent a second OAuth error challenge");
+    }
+    break;
+  default:
+    cancel_auth(s, "unexpected SASL challenge");
+    break;
+  }
+  if (err) {
+    set_local_error(s, "%s",
+                    err == P3_EUSAGE ? "user name or token contains a control character"
+                                     : "out of memory preparing the login");
+    finish(s, err);
+  }
+}
+
+/* The final reply of an AUTH exchange. */
+static void on_auth_status(struct session *s, const struct p3_status *st) {
+  if (s->auth_cancelled) {
+    /* The sentence set when cancelling says why. */
+    finish(s, P3_EPROTO);
+    return;
+  }
+  if (st->ok) {
+    logged_in(s);
+    return;
+  }
+  set_server_error(s, st);
+  int err = resp_error(st, P3_EAUTH);
+  if (session_auth_is_oauth(s->method) && s->auth_sent > 0 && err == P3_EAUTH) {
+    /* The token was sent and refused: the caller may refresh it once. */
+    err = P3_EOAUTH;
+    s->oauth_refused = 1;
+    if (s->oauth_err[0]) {
+      size_t n = strlen(s->errtext);
+      snprintf(s->errtext + n, sizeof s->errtext - n, "%s(%s)", n ? " " : "", s->oauth_err);
+    }
+  }
+  finish(s, err);
 }
 
 static void send_listing(struct session *s) {
@@ -773,23 +1167,46 @@ static int resp_error(const struct p3_status *st, int fallback) {
   }
 }
 
+/* The login succeeded: UTF8 when offered, then the listing. */
+static void logged_in(struct session *s) {
+  if (s->caps.utf8 && !s->opts.no_utf8) {
+    /* RFC 6856.  Courier rewrites messages with UTF-8 headers for clients
+     * that did not ask; pipelined, UIDL and LIST follow at once (replies
+     * come in order, so UTF8 applies to them). */
+    if (send_cmd(s, C_UTF8, 0, NULL) != 0) {
+      finish(s, -ENOMEM);
+      return;
+    }
+    if (!s->pipelined)
+      return;
+  }
+  send_listing(s);
+}
+
 /* A complete single-line reply, or the status line of a multi-line one
  * (then *multiline_r is set when a body follows). */
 static void on_status(struct session *s, struct cmd *c, const struct p3_status *st,
                       int *multiline_r) {
   *multiline_r = 0;
   switch ((enum cmd_kind)c->kind) {
-  case C_GREETING:
+  case C_GREETING: {
     fifo_pop(s);
     if (!st->ok) {
       set_server_error(s, st);
       finish(s, resp_error(st, P3_ESERVER));
       return;
     }
+    const char *ts;
+    size_t tslen;
+    if (sasl_apop_timestamp(st->text, st->text_len, &ts, &tslen)) {
+      memcpy(s->apop_ts, ts, tslen);
+      s->apop_ts[tslen] = '\0';
+    }
     set_state(s, ST_CAPA);
     if (send_cmd(s, C_CAPA, 0, NULL) != 0)
       finish(s, -ENOMEM);
     return;
+  }
   case C_CAPA:
     if (st->ok) {
       s->capa_ok = 1;
@@ -816,17 +1233,18 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
     if (!st->ok) {
       set_server_error(s, st);
       s->auth_err = resp_error(st, P3_EAUTH);
-      if (!s->pipelined) {
-        finish(s, s->auth_err);
+      if (s->auth_sent == 0) {
+        finish(s, s->auth_err); /* PASS was not sent */
         return;
       }
       s->user_failed = 1; /* PASS's reply is still to come */
       return;
     }
-    if (!s->pipelined && send_cmd(s, C_PASS, 0, s->opts.password) != 0)
+    if (s->auth_sent == 0 && send_cmd(s, C_PASS, 0, s->opts.password) != 0)
       finish(s, -ENOMEM);
     return;
   case C_PASS:
+  case C_APOP:
     fifo_pop(s);
     if (s->user_failed) {
       finish(s, s->auth_err);
@@ -837,18 +1255,11 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
       finish(s, resp_error(st, P3_EAUTH));
       return;
     }
-    if (s->caps.utf8 && !s->opts.no_utf8) {
-      /* RFC 6856.  Courier rewrites messages with UTF-8 headers for clients
-       * that did not ask; pipelined, UIDL and LIST follow at once (replies
-       * come in order, so UTF8 applies to them). */
-      if (send_cmd(s, C_UTF8, 0, NULL) != 0) {
-        finish(s, -ENOMEM);
-        return;
-      }
-      if (!s->pipelined)
-        return;
-    }
-    send_listing(s);
+    logged_in(s);
+    return;
+  case C_AUTH:
+    fifo_pop(s);
+    on_auth_status(s, st);
     return;
   case C_UTF8:
     fifo_pop(s);
@@ -1098,6 +1509,16 @@ static void on_line(struct session *s, const char *line, size_t len) {
     desync(s, "the server sent a reply with no command outstanding");
     return;
   }
+  if (c->kind == C_AUTH) {
+    char *data;
+    size_t dlen;
+    int r = sasl_parse_challenge(line, len, &data, &dlen);
+    if (r != 0) {
+      on_challenge(s, r, data, dlen);
+      free(data);
+      return;
+    }
+  }
   struct p3_status st;
   if (proto_parse_status(line, len, &st) != 0) {
     char why[160];
@@ -1239,6 +1660,7 @@ struct session *session_new(const struct session_options *opts, const struct ses
   s->opts = *opts;
   s->opts.user = strdup(opts->user ? opts->user : "");
   s->opts.password = strdup(opts->password ? opts->password : "");
+  s->opts.host = strdup(opts->host ? opts->host : "");
   if (s->opts.window == 0)
     s->opts.window = SESSION_DEFAULT_WINDOW;
   if (s->opts.window > SESSION_MAX_WINDOW)
@@ -1250,7 +1672,7 @@ struct session *session_new(const struct session_options *opts, const struct ses
   s->fifo.cap = 16;
   s->fifo.v = malloc(s->fifo.cap * sizeof *s->fifo.v);
   proto_caps_init(&s->caps);
-  if (!s->opts.user || !s->opts.password || !s->scratch || !s->fifo.v) {
+  if (!s->opts.user || !s->opts.password || !s->opts.host || !s->scratch || !s->fifo.v) {
     session_free(s);
     return NULL;
   }
@@ -1265,14 +1687,11 @@ struct session *session_new(const struct session_options *opts, const struct ses
 void session_free(struct session *s) {
   if (s == NULL)
     return;
-  if (s->opts.password) {
-    /* Do not leave the password in freed memory. */
-    volatile char *p = (volatile char *)s->opts.password;
-    while (*p)
-      *p++ = 0;
-  }
+  /* Do not leave the password (or a pending PASS/AUTH line) in freed memory. */
+  sasl_free_secret((char *)s->opts.password);
+  sasl_wipe(s->out.data, s->out.cap);
   free((char *)s->opts.user);
-  free((char *)s->opts.password);
+  free((char *)s->opts.host);
   free(s->scratch);
   free(s->fifo.v);
   free(s->out.data);
@@ -1452,6 +1871,42 @@ const struct p3_caps *session_caps(const struct session *s) {
 
 int session_has_capa(const struct session *s) {
   return s->capa_ok;
+}
+
+enum session_auth session_auth_used(const struct session *s) {
+  return s->method;
+}
+
+int session_oauth_refused(const struct session *s) {
+  return s->oauth_refused;
+}
+
+static int ascii_caseeq(const char *a, const char *b) {
+  for (; *a && *b; a++, b++) {
+    char x = *a >= 'A' && *a <= 'Z' ? (char)(*a - 'A' + 'a') : *a;
+    if (x != *b)
+      return 0;
+  }
+  return *a == *b;
+}
+
+const char *session_auth_name(enum session_auth auth) {
+  if ((unsigned)auth >= sizeof auth_names / sizeof auth_names[0])
+    return NULL;
+  return auth_names[auth];
+}
+
+int session_auth_parse(const char *name, enum session_auth *auth_r) {
+  for (size_t i = 0; i < sizeof auth_names / sizeof auth_names[0]; i++)
+    if (ascii_caseeq(name, auth_names[i])) {
+      *auth_r = (enum session_auth)i;
+      return 0;
+    }
+  return P3_EUSAGE;
+}
+
+int session_auth_is_oauth(enum session_auth auth) {
+  return auth == SESSION_AUTH_XOAUTH2 || auth == SESSION_AUTH_OAUTHBEARER;
 }
 
 int session_has_uidl(const struct session *s) {

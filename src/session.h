@@ -5,13 +5,11 @@
  * callbacks in struct session_ops.
  *
  * Flow: greeting -> CAPA -> [STLS -> (transport handshake) -> CAPA] ->
- * USER+PASS -> [UTF8] -> UIDL+LIST -> [TOP n 0 probes] -> RETR pipeline
- * (bounded window) with DELE for each message once its delivery reports it
- * saved -> barrier (fsync new/) -> QUIT.
- * Replies match commands strictly in order through a FIFO of commands in
- * flight.  A reply that cannot belong to the command it is matched with
- * (desync) stops all further DELEs and the session closes without QUIT, so
- * the server keeps every message.
+ * login (USER+PASS, APOP or AUTH: see enum session_auth) -> [UTF8] -> UIDL+LIST -> [TOP n 0 probes]
+ * -> RETR pipeline (bounded window) with DELE for each message once its delivery reports it saved
+ * -> barrier (fsync new/) -> QUIT. Replies match commands strictly in order through a FIFO of
+ * commands in flight.  A reply that cannot belong to the command it is matched with (desync) stops
+ * all further DELEs and the session closes without QUIT, so the server keeps every message.
  *
  * UTF8 (RFC 6856) is sent right after login when CAPA advertises it (unless
  * no_utf8): Courier otherwise serves messages with UTF-8 headers rewritten
@@ -39,6 +37,39 @@ enum session_pipelining {
   SESSION_PIPELINING_AUTO,   /* only when advertised */
   SESSION_PIPELINING_OFF     /* lock-step: one command in flight */
 };
+
+/* How to log in (RFC 1939 USER/PASS and APOP, RFC 5034 AUTH).  AUTO picks
+ * from what the server offers, after CAPA (inside TLS when STLS is used):
+ *   - on a TLS connection: SASL PLAIN, else USER/PASS, else SASL LOGIN,
+ *     else APOP;
+ *   - in plaintext: USER/PASS, else SASL PLAIN, else SASL LOGIN, else APOP.
+ * USER/PASS counts as offered when CAPA lists USER or when CAPA was not
+ * answered (-ERR: popa3d, solid-pop3d); APOP when the greeting carries a
+ * timestamp.  AUTO never picks an OAuth method: a token is not a password.
+ * A forced method the server does not offer ends the session with
+ * P3_EAUTHMECH before any secret is sent; so does AUTO when nothing it may
+ * use is offered. */
+enum session_auth {
+  SESSION_AUTH_AUTO = 0,
+  SESSION_AUTH_USER,       /* USER + PASS */
+  SESSION_AUTH_APOP,       /* APOP user md5(timestamp password) */
+  SESSION_AUTH_PLAIN,      /* AUTH PLAIN, with an initial response when it fits */
+  SESSION_AUTH_LOGIN,      /* AUTH LOGIN: user name and password in two steps */
+  SESSION_AUTH_XOAUTH2,    /* AUTH XOAUTH2, password is the access token */
+  SESSION_AUTH_OAUTHBEARER /* AUTH OAUTHBEARER (RFC 7628), password is the token */
+};
+
+/* The method's name as the configuration and the command line spell it
+ * ("auto", "user", "apop", "plain", "login", "xoauth2", "oauthbearer"), or
+ * NULL for a value out of range. */
+const char *session_auth_name(enum session_auth auth);
+
+/* Parses such a name (ASCII case-insensitive) into *auth_r.  Returns 0 or
+ * P3_EUSAGE. */
+int session_auth_parse(const char *name, enum session_auth *auth_r);
+
+/* 1 for XOAUTH2 and OAUTHBEARER (the secret is an access token), else 0. */
+int session_auth_is_oauth(enum session_auth auth);
 
 #define SESSION_DEFAULT_WINDOW 1000
 #define SESSION_MAX_WINDOW 100000
@@ -108,8 +139,11 @@ struct session_ops {
   void (*probe_data)(void *data, size_t idx, const char *buf, size_t len);
   void (*probe_end)(void *data, size_t idx, int ok);
   void (*probed)(void *data);
-  /* Protocol trace for -v: dir is 'C' or 'S'; PASS arguments are masked;
-   * '-' for the session's own notes (state changes, sizes that differ). */
+  /* Protocol trace for -v: dir is 'C' or 'S'; secrets are masked as
+   * "********": PASS's argument, APOP's digest, AUTH's initial response and
+   * every client line of an AUTH exchange (a "*" cancel and the fixed OAuth
+   * error acknowledgements excepted); '-' for the session's own notes
+   * (state changes, the login method chosen, sizes that differ). */
   void (*trace)(void *data, char dir, const char *line, size_t len);
   /* The session is over (called once).  err 0: QUIT acknowledged and every
    * message done; otherwise why it ended.  The owner closes the transport;
@@ -119,7 +153,14 @@ struct session_ops {
 
 struct session_options {
   const char *user;
+  /* The password; with SESSION_AUTH_XOAUTH2/OAUTHBEARER the access token
+   * (up to 16 KiB and more are fine).  Copied, and wiped when freed. */
   const char *password;
+  enum session_auth auth; /* 0: SESSION_AUTH_AUTO */
+  /* OAUTHBEARER's host= and port= (RFC 7628): the server name and port the
+   * user connects to.  host may be NULL (left out), port 0 (left out). */
+  const char *host;
+  unsigned port;
   int starttls;   /* require STLS before login */
   int tls_active; /* implicit TLS: already encrypted */
   enum session_pipelining pipelining;
@@ -214,6 +255,17 @@ int session_uids_unique(const struct session *s);
 const struct p3_caps *session_caps(const struct session *s);
 /* 1 when CAPA was answered with +OK. */
 int session_has_capa(const struct session *s);
+/* The login method in use: SESSION_AUTH_AUTO until one was chosen (after
+ * CAPA), then the method chosen or forced. */
+enum session_auth session_auth_used(const struct session *s);
+
+/* 1 when the session ended because the server refused an OAuth login
+ * (XOAUTH2/OAUTHBEARER) after the token was sent: then the error is
+ * P3_EOAUTH, and the caller may get a fresh token (run the token command
+ * once more) and retry once in a new session.  A [SYS/TEMP], [IN-USE] or
+ * [LOGIN-DELAY] refusal keeps its own code and does not count. */
+int session_oauth_refused(const struct session *s);
+
 /* 1 when the listing had UIDs. */
 int session_has_uidl(const struct session *s);
 /* 1 when commands were (or will be) pipelined. */

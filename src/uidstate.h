@@ -1,5 +1,8 @@
 /* Per-account UID state: a crash-safe journal of the messages already
- * delivered, so that no message is delivered twice whatever breaks.
+ * delivered, so that no message is delivered twice whatever breaks.  This
+ * is its file store (open, lock, read, compact, check against the
+ * Maildir); the pure model (codec, index, replay rules, what compaction
+ * keeps) is uidmodel.h's, and this API wraps it for the engine.
  *
  * File format (text, one record per line, fields separated by single
  * spaces, each line ending in " *" and the CRC-32 (IEEE, as zlib's crc32)
@@ -54,25 +57,16 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "uidmodel.h"
+
 /* SHA-256, as hdrdigest.h's HDRDIGEST_LEN. */
-#define UIDSTATE_DIGEST_LEN 32
+#define UIDSTATE_DIGEST_LEN UIDMODEL_DIGEST_LEN
 /* The longest UID a record may hold. */
-#define UIDSTATE_UID_MAX 512
+#define UIDSTATE_UID_MAX UIDMODEL_UID_MAX
 
 struct uidstate;
 
-struct uidstate_rec {
-  const char *server;
-  const char *uid;
-  uint64_t size;           /* the last D's or A's LIST size */
-  const char *name;        /* delivered file name, "" for attempt-only records */
-  time_t delivered;        /* 0 when not delivered */
-  uint64_t delivered_size; /* the LIST size the delivery was recorded with (0: none) */
-  const uint8_t *digest;   /* the delivery's header digest (UIDSTATE_DIGEST_LEN
-                              bytes), NULL when not delivered or recorded without */
-  unsigned attempts;       /* failed attempts so far */
-  const char *last_error;  /* "" when none */
-};
+/* struct uidstate_rec (one record as callers see it) is in uidmodel.h. */
 
 /* Opens (creating mode 0600, parent directories 0700) and locks path with
  * flock(LOCK_EX|LOCK_NB), writes "pid PID (WHO)" into path.lock so that a

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "buf.h"
 #include "engine.h"
 #include "errors.h"
 #include "journal_path.h"
@@ -116,12 +117,7 @@ static void report(struct worker *w, const struct engine_result *r) {
   if (w->reported)
     return;
   w->reported = 1;
-  int status = p3_exit_status(r->err);
-  if (status == 0 && r->left_for_space)
-    status = 73;
-  if (status == 0 && r->stuck_count)
-    status = 75;
-  w->exit_status = status;
+  w->exit_status = engine_result_exit_code(r);
   char *buf;
   size_t len;
   if (worker_report_format(r, &buf, &len) == 0)
@@ -306,8 +302,8 @@ static void resolve(struct worker *w) {
     err = pwcmd_start(&w->loop, w->req.password_command, timeout, PWCMD_CALLER_GROUP,
                       on_password, w, &w->pwcmd);
     if (err) {
-      snprintf(errbuf, sizeof errbuf, "password command `%.200s': %s", w->req.password_command,
-               p3_strerror(err));
+      p3_set_error(errbuf, sizeof errbuf, "password command `%.200s': %s", w->req.password_command,
+                   p3_strerror(err));
       fail(w, P3_EPWCMD, errbuf);
       return;
     }
@@ -323,42 +319,35 @@ static void resolve(struct worker *w) {
 
 /* Blocking: the daemon writes the whole request right after the spawn. */
 static int read_request(int fd, struct worker_request *req, char *errbuf, size_t errlen) {
-  size_t cap = 4096, len = 0;
-  char *buf = malloc(cap);
-  if (buf == NULL)
-    return -ENOMEM;
+  struct buf b;
+  /* + 1: the NUL that struct buf keeps.  The request holds the password. */
+  buf_init_secret(&b, WORKER_REQUEST_MAX + 1);
   int err = -EINVAL;
   for (;;) {
-    if ((len >= 5 && memcmp(buf, "end \n", 5) == 0) ||
-        (len >= 6 && memcmp(buf + len - 6, "\nend \n", 6) == 0)) {
-      err = worker_request_parse(buf, len, req, errbuf, errlen);
+    if ((b.len >= 5 && memcmp(b.data, "end \n", 5) == 0) ||
+        (b.len >= 6 && memcmp(b.data + b.len - 6, "\nend \n", 6) == 0)) {
+      err = worker_request_parse(b.data, b.len, req, errbuf, errlen);
       break;
     }
-    if (len == cap) {
-      if (cap >= WORKER_REQUEST_MAX) {
-        p3_set_error(errbuf, errlen, "worker request too long");
-        break;
-      }
-      char *nb = realloc(buf, cap * 2);
-      if (nb == NULL) {
-        err = -ENOMEM;
-        break;
-      }
-      buf = nb;
-      cap *= 2;
+    int gerr = buf_reserve(&b, 1);
+    if (gerr == -E2BIG) {
+      p3_set_error(errbuf, errlen, "worker request too long");
+      break;
     }
-    /* Read up to the end of a line at most, so "end" is seen at once. */
-    ssize_t n = read(fd, buf + len, cap - len);
+    if (gerr != 0) {
+      err = -ENOMEM;
+      break;
+    }
+    ssize_t n = read(fd, b.data + b.len, b.cap - 1 - b.len);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0) {
       p3_set_error(errbuf, errlen, "worker request cut short");
       break;
     }
-    len += (size_t)n;
+    b.len += (size_t)n;
   }
-  explicit_bzero(buf, len);
-  free(buf);
+  buf_free(&b);
   return err;
 }
 

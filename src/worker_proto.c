@@ -5,26 +5,20 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "errors.h"
 
 /* ---- lines */
 
 int worker_line_append(char **buf, size_t *len, size_t *cap, const char *key, const char *value) {
   size_t need = strlen(key) + 2 + (value ? 2 * strlen(value) : 0) + 1;
-  if (*len + need > *cap) {
-    size_t ncap = *cap ? *cap : 1024;
-    while (*len + need > ncap)
-      ncap *= 2;
-    char *nb = realloc(*buf, ncap);
-    if (nb == NULL)
-      return -ENOMEM;
-    *buf = nb;
-    *cap = ncap;
-  }
+  if (buf_grow(buf, cap, *len + need, 1, 1024, SIZE_MAX) != 0)
+    return -ENOMEM;
   char *p = *buf + *len;
   size_t kl = strlen(key);
   memcpy(p, key, kl);

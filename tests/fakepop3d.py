@@ -6,7 +6,9 @@ usage: fakepop3d.py [--host ADDR] [--port N] [--maildir DIR | --generate N[:SIZE
                     [--profile dovecot|popa3d|solid|courier|mailutils] [--uid-len KEY=LEN]
                     [--no-capa] [--no-pipelining] [--no-uidl] [--no-top] [--expire0]
                     [--expire0-enforce] [--utf8] [--utf8-rewrite] [--x-uidl] [--grow-at-quit]
-                    [--retr-reply octets|follow|plain] [--apop-greeting]
+                    [--retr-reply octets|follow|plain] [--apop-greeting] [--apop]
+                    [--sasl MECH]... [--no-user] [--token T]... [--token-file FILE]
+                    [--oauth-fail challenge|err] [--oauth-count-file FILE] [--capa-silent]
                     [--capa-extra LINE] [--implementation TEXT]
                     [--stls CERT KEY | --ssl CERT KEY] [--latency MS]
                     [--max-sessions N] [--lifetime SECONDS] [--record FILE]
@@ -86,7 +88,34 @@ line wins); each mirrors what a real server does that matters to a client's UID 
   --capa-extra LINE (repeatable) one more CAPA line;  --implementation TEXT  its IMPLEMENTATION
 
 Login: USER/PASS against --user (default "test") and --password (default "secret"); a wrong
-  pair gets "-ERR [AUTH] invalid credentials". APOP and AUTH are refused.
+  pair gets "-ERR [AUTH] invalid credentials". APOP and AUTH are refused unless enabled:
+  --no-user         USER is not listed in CAPA, and USER and PASS both get
+                    "-ERR [AUTH] plaintext login disallowed" (Cyrus with allowplaintext: no)
+  --apop            the greeting carries an APOP timestamp (as --apop-greeting) and APOP
+                    user md5(timestamp password) is accepted
+  --sasl MECH       (repeatable, or comma-separated) CAPA lists "SASL MECH..." (before login,
+                    in the order given) and AUTH MECH is accepted (RFC 5034), MECH one of
+                    PLAIN, LOGIN, XOAUTH2, OAUTHBEARER. Any other AUTH gets -ERR. Challenges
+                    are "+ base64"; "*" from the client cancels ("-ERR authentication
+                    cancelled"); an initial response is taken ("=" for an empty one). AUTH
+                    command lines and the client's responses may be up to 65536 octets.
+                    PLAIN: authzid empty or --user, authcid --user, --password. LOGIN: prompts
+                    "Username:" and "Password:".
+                    XOAUTH2 ("user=U^Aauth=Bearer T^A^A") and OAUTHBEARER (RFC 7628, "n,a=U,^A
+                    host=H^Aport=P^Aauth=Bearer T^A^A") succeed when U is --user and T is an
+                    accepted token: every --token T, the lines of --token-file FILE (re-read at
+                    each attempt, so a test can change them), or --password when neither is
+                    given. A refused token (or a malformed response) gets, with --oauth-fail
+                    challenge (default), a "+ base64(JSON)" failure challenge
+                    ({"status":"401",...} for XOAUTH2, {"status":"invalid_token",...} for
+                    OAUTHBEARER), then, whatever the client answers, "-ERR [AUTH] invalid
+                    token" (the record says whether the answer was the one the mechanism asks
+                    for: an empty line for XOAUTH2, "AQ==" for OAUTHBEARER); with --oauth-fail
+                    err the -ERR comes at once.
+  --oauth-count-file FILE  the number of OAuth responses received by this server process in
+                    all sessions, rewritten after each one
+  --capa-silent     CAPA gets no reply at all (nothing after it is processed either): the
+                    client must time out
 CAPA: CAPA, TOP (unless --no-top), USER (before login), UIDL, PIPELINING, RESP-CODES,
   AUTH-RESP-CODE, EXPIRE 0 (with --expire0 or --expire0-enforce), STLS (with --stls, before
   TLS), UTF8 USER (with --utf8), the --capa-extra lines, IMPLEMENTATION fakepop3d (or
@@ -150,10 +179,21 @@ Lines), written when the session ends, and also for sessions still open at shutd
   tls            "none", "implicit" or "stls" (STLS completed)
   faults         list of the fault options active in this session ([] when none)
   user           argument of the last USER command, or null
-  authenticated  true after a successful PASS
+  authenticated  true after a successful login (PASS, APOP or AUTH)
+  auth           how that login was made: "user", "apop", "plain", "login", "xoauth2",
+                 "oauthbearer", or null
+  auth_attempts  every login attempt, in order, as "METHOD:ok", "METHOD:fail" or
+                 "METHOD:cancelled" (METHOD as for auth)
+  oauth_tokens   the OAuth tokens received in this session, as "len:<length>" strings
+                 (never the tokens themselves)
+  oauth_host     host=,port= of the last OAUTHBEARER response ("H:P"), or null
+  oauth_ack      for the last OAuth failure challenge: true when the client answered as its
+                 mechanism asks, false otherwise, null when none was sent
   messages       number of messages in the mailbox snapshot taken at login (null if none)
   commands       every command line received, in order, without its line end, decoded as
-                 Latin-1; "PASS ***" stands for any PASS; lines cut to 600 characters;
+                 Latin-1; "PASS ***" stands for any PASS, "APOP user ***" for APOP,
+                 "AUTH MECH ***" for an initial response and "***" for each client response
+                 in an AUTH exchange ("*" and "" stay as they are); lines cut to 600 characters;
                  a line over 512 octets is "<line too long>"
   processed      how many of them were processed (the rest came after QUIT, a close or a
                  stall, or were plaintext after STLS)
@@ -201,6 +241,10 @@ import sys
 import time
 
 MAX_LINE = 512
+MAX_AUTH_LINE = 65536  # AUTH lines and SASL responses (OAuth tokens are long)
+SASL_MECHS = ("PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER")
+POP3_WORDS = (b"USER", b"PASS", b"APOP", b"AUTH", b"CAPA", b"STLS", b"QUIT", b"STAT", b"LIST",
+              b"UIDL", b"RETR", b"TOP", b"DELE", b"NOOP", b"RSET", b"UTF8")
 CHUNK = 65536
 QUEUE_SOFT_LIMIT = 5000  # stop reading while this many command lines wait in the queue
 LINGER_SECONDS = 3.0
@@ -545,6 +589,14 @@ class Session:
         self.state = "auth"  # auth | txn | done
         self.tls = tls
         self.user = None
+        self.apop_ts = None  # the greeting's APOP timestamp (bytes), with --apop
+        self.sasl = None  # AUTH exchange in progress: {"mech": ..., "step": ...}
+        self.recv_sasl = False  # receive(): the lines now are (likely) SASL responses
+        self.auth = None
+        self.auth_attempts = []
+        self.oauth_tokens = []
+        self.oauth_host = None
+        self.oauth_ack = None
         self.msgs = None  # snapshot at login
         self.marked = set()
         self.retrieved = []
@@ -763,6 +815,9 @@ class Session:
                 else:
                     data = item.data
                 res = await self.send_paced(item, data)
+                if action == "silent":  # --capa-silent: like a stall, from here on
+                    self.stalled = True
+                    res = "stall"
                 self.queue.popleft()
                 if len(self.queue) <= QUEUE_SOFT_LIMIT // 2:
                     self.below_limit.set()
@@ -817,9 +872,22 @@ class Session:
         self.ncmds += 1
         if line is None:
             text = "<line too long>"
+            self.recv_sasl = False
         else:
             kw = line.split(b" ", 1)[0].upper()
-            text = "PASS ***" if kw == b"PASS" else line.decode("latin-1")[:600]
+            if self.recv_sasl and kw not in POP3_WORDS:
+                text = line.decode("latin-1") if line in (b"", b"*") else "***"
+            elif kw == b"PASS":
+                text = "PASS ***"
+            elif kw == b"APOP":
+                words = line.split()
+                text = "APOP %s ***" % words[1].decode("latin-1")[:100] if len(words) > 1 \
+                    else "APOP"
+            elif kw == b"AUTH" and len(line.split()) > 2:
+                text = "AUTH %s ***" % line.split()[1].decode("latin-1")[:40]
+            else:
+                text = line.decode("latin-1")[:600]
+            self.recv_sasl = kw == b"AUTH" or (self.recv_sasl and kw not in POP3_WORDS)
         self.commands.append(text)
         self.enqueue("cmd", line, self.ncmds)
 
@@ -829,14 +897,16 @@ class Session:
         if not self.fault("no_greeting"):
             if self.faulty and o.greeting_text is not None:
                 g = o.greeting_text.encode("utf-8", "replace") + b"\r\n"
-            elif o.apop_greeting:
-                g = b"+OK POP3 server ready <%d.%d@fakepop3d.example.org>\r\n" % (
-                    os.getpid(), int(self.start))
+            elif o.apop_greeting or o.apop:
+                self.apop_ts = b"<%d.%d.%d@fakepop3d.example.org>" % (
+                    os.getpid(), int(self.start), self.num)
+                g = b"+OK POP3 server ready " + self.apop_ts + b"\r\n"
             else:
                 g = b"+OK fakepop3d ready\r\n"
             self.enqueue("raw", g)
         buf = b""
         discarding = False
+        limit = MAX_AUTH_LINE if o.sasl else MAX_LINE  # command() checks MAX_LINE again
         while True:
             try:
                 data = await self.reader.read(CHUNK)
@@ -854,7 +924,7 @@ class Session:
             while True:
                 i = buf.find(b"\n")
                 if i < 0:
-                    if len(buf) > MAX_LINE and not discarding:
+                    if len(buf) > limit and not discarding:
                         lines.append(None)  # too long
                         discarding = True
                     if discarding:
@@ -866,7 +936,7 @@ class Session:
                     continue
                 if line.endswith(b"\r"):
                     line = line[:-1]
-                lines.append(line if len(line) <= MAX_LINE else None)
+                lines.append(line if len(line) <= limit else None)
             if not lines:
                 continue
             self.writes += 1
@@ -912,6 +982,11 @@ class Session:
     def command(self, line):
         """Process one command line (None: too long); the reply goes to self.out."""
         if line is None:
+            self.sasl = None
+            return self.reply(b"-ERR line too long\r\n")
+        if self.sasl is not None:
+            return self.sasl_response(line)
+        if len(line) > MAX_LINE and line[:5].upper() != b"AUTH ":
             return self.reply(b"-ERR line too long\r\n")
         kw, _, rest = line.partition(b" ")
         try:
@@ -938,13 +1013,18 @@ class Session:
             self.state = "done"
             return
         if kw == "CAPA":
+            if o.capa_silent:
+                # No reply, and nothing after it is processed: the client must time out.
+                return self.reply(b"", action="silent")
             if o.no_capa:
                 return self.reply(b"-ERR unknown command\r\n")
             caps = ["CAPA"]
             if not o.no_top:
                 caps.append("TOP")
-            if st == "auth":
+            if st == "auth" and not o.no_user:
                 caps.append("USER")
+            if st == "auth" and o.sasl:
+                caps.append("SASL " + " ".join(o.sasl))
             if not o.no_uidl:
                 caps.append("UIDL")
             if not o.no_pipelining:
@@ -978,6 +1058,10 @@ class Session:
                 if self.tls != "none":
                     return self.reply(b"-ERR already using TLS\r\n")
                 return self.reply(b"+OK Begin TLS negotiation\r\n", action="stls")
+            if kw in ("USER", "PASS") and o.no_user:
+                if kw == "PASS":
+                    self.auth_attempts.append("user:fail")
+                return self.reply(b"-ERR [AUTH] plaintext login disallowed\r\n")
             if kw == "USER":
                 if not rest:
                     return self.reply(b"-ERR missing argument\r\n")
@@ -986,24 +1070,16 @@ class Session:
             if kw == "PASS":
                 if self.user is None:
                     return self.reply(b"-ERR USER first\r\n")
-                action = "fault:close-after-pass" if self.fault("close_after_pass") else None
-                if self.user != o.user or rest.decode("latin-1") != o.password:
-                    return self.reply(b"-ERR [AUTH] invalid credentials\r\n", action=action)
-                mb = self.srv.mailbox
-                if mb.locked_by is not None and mb.locked_by is not self:
-                    return self.reply(b"-ERR [IN-USE] mailbox locked by another session\r\n",
-                                      action=action)
-                try:
-                    mb.refresh()
-                except OSError as e:
-                    return self.reply(b"-ERR [SYS/TEMP] cannot read mailbox: %s\r\n"
-                                      % str(e).encode("latin-1", "replace"), action=action)
-                mb.locked_by = self
-                self.msgs = list(mb.messages)
-                self.state = "txn"
-                total = sum(self.list_size(m) for m in self.msgs)
-                return self.reply(b"+OK logged in, %d messages (%d octets)\r\n"
-                                  % (len(self.msgs), total), action=action)
+                ok = self.user == o.user and rest.decode("latin-1") == o.password
+                return self.login("user", ok)
+            if kw == "APOP" and o.apop:
+                if len(args) != 2:
+                    return self.reply(b"-ERR APOP needs two arguments\r\n")
+                self.user = args[0].decode("latin-1")
+                want = hashlib.md5(self.apop_ts + o.password.encode("latin-1")).hexdigest()
+                return self.login("apop", self.user == o.user and args[1].decode("latin-1") == want)
+            if kw == "AUTH" and o.sasl:
+                return self.sasl_start(args)
             if kw in ("APOP", "AUTH"):
                 return self.reply(b"-ERR %s not supported\r\n" % kw.encode())
             if kw in ("STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP"):
@@ -1080,6 +1156,150 @@ class Session:
             return self.reply(b"-ERR command not valid in this state\r\n")
         return self.reply(b"-ERR unknown command\r\n")
 
+    def login(self, method, ok):
+        """The reply to a login attempt (PASS, APOP, the end of an AUTH exchange)."""
+        o = self.opts
+        action = "fault:close-after-pass" if self.fault("close_after_pass") else None
+        self.auth_attempts.append("%s:%s" % (method, "ok" if ok else "fail"))
+        if not ok:
+            if method in ("xoauth2", "oauthbearer"):
+                return self.reply(b"-ERR [AUTH] invalid token\r\n", action=action)
+            return self.reply(b"-ERR [AUTH] invalid credentials\r\n", action=action)
+        mb = self.srv.mailbox
+        if mb.locked_by is not None and mb.locked_by is not self:
+            return self.reply(b"-ERR [IN-USE] mailbox locked by another session\r\n",
+                              action=action)
+        try:
+            mb.refresh()
+        except OSError as e:
+            return self.reply(b"-ERR [SYS/TEMP] cannot read mailbox: %s\r\n"
+                              % str(e).encode("latin-1", "replace"), action=action)
+        mb.locked_by = self
+        self.msgs = list(mb.messages)
+        self.state = "txn"
+        self.auth = method
+        if self.user is None:
+            self.user = o.user
+        total = sum(self.list_size(m) for m in self.msgs)
+        return self.reply(b"+OK logged in, %d messages (%d octets)\r\n"
+                          % (len(self.msgs), total), action=action)
+
+    def accepted_tokens(self):
+        o = self.opts
+        toks = set(o.token)
+        if o.token_file:
+            try:
+                with open(o.token_file, encoding="latin-1") as f:
+                    toks |= set(x.strip() for x in f if x.strip())
+            except OSError as e:
+                log("cannot read --token-file: %s" % e)
+        if not o.token and not o.token_file:
+            toks.add(o.password)
+        return toks
+
+    def count_oauth(self):
+        self.srv.oauth_count += 1
+        if self.opts.oauth_count_file:
+            tmp = self.opts.oauth_count_file + ".tmp"
+            with open(tmp, "w") as f:
+                f.write("%d\n" % self.srv.oauth_count)
+            os.replace(tmp, self.opts.oauth_count_file)
+
+    def sasl_start(self, args):
+        """AUTH MECH [initial-response]."""
+        import base64
+        if not args:
+            return self.reply(b"-ERR AUTH needs a mechanism\r\n")
+        mech = args[0].decode("latin-1", "replace").upper()
+        if mech not in self.opts.sasl or len(args) > 2:
+            return self.reply(b"-ERR unsupported authentication mechanism\r\n")
+        self.sasl = {"mech": mech, "step": 0, "failed": False}
+        if len(args) == 2:
+            if mech == "LOGIN":
+                self.sasl = None
+                return self.reply(b"-ERR LOGIN takes no initial response\r\n")
+            return self.sasl_response(b"" if args[1] == b"=" else args[1])
+        if mech == "LOGIN":
+            return self.reply(b"+ " + base64.b64encode(b"Username:") + b"\r\n")
+        return self.reply(b"+ \r\n")
+
+    def sasl_response(self, line):
+        """One client response within the AUTH exchange in self.sasl."""
+        import base64
+        import binascii
+        x = self.sasl
+        mech = x["mech"]
+        method = mech.lower()
+        if line == b"*":
+            self.sasl = None
+            self.auth_attempts.append(method + ":cancelled")
+            return self.reply(b"-ERR authentication cancelled\r\n")
+        if x["failed"]:
+            # The client's answer to an OAuth failure challenge; the -ERR follows in any case.
+            self.oauth_ack = line == (b"" if mech == "XOAUTH2" else b"AQ==")
+            self.sasl = None
+            return self.login(method, False)
+        try:
+            raw = base64.b64decode(line, validate=True)
+        except (binascii.Error, ValueError):
+            self.sasl = None
+            self.auth_attempts.append(method + ":fail")
+            return self.reply(b"-ERR malformed base64\r\n")
+        o = self.opts
+        user, pw = o.user.encode("latin-1"), o.password.encode("latin-1")
+        if mech == "PLAIN":
+            self.sasl = None
+            parts = raw.split(b"\0")
+            ok = len(parts) == 3 and parts[0] in (b"", user) and parts[1] == user and parts[2] == pw
+            if len(parts) == 3:
+                self.user = parts[1].decode("latin-1")
+            return self.login(method, ok)
+        if mech == "LOGIN":
+            if x["step"] == 0:
+                x["user"] = raw
+                x["step"] = 1
+                return self.reply(b"+ " + base64.b64encode(b"Password:") + b"\r\n")
+            self.sasl = None
+            self.user = x["user"].decode("latin-1")
+            return self.login(method, x["user"] == user and raw == pw)
+        # XOAUTH2 / OAUTHBEARER
+        self.count_oauth()
+        u, tok = None, None
+        if mech == "XOAUTH2":
+            fields = raw.split(b"\x01")
+            if len(fields) == 4 and fields[2:] == [b"", b""] and fields[0].startswith(b"user="):
+                u = fields[0][5:]
+                if fields[1].startswith(b"auth=Bearer "):
+                    tok = fields[1][12:]
+        else:
+            gs2, _, rest = raw.partition(b",\x01")
+            kv = dict(f.split(b"=", 1) for f in rest.split(b"\x01") if b"=" in f)
+            if gs2.startswith(b"n,a=") and rest.endswith(b"\x01\x01"):
+                u = gs2[4:].replace(b"=2C", b",").replace(b"=3D", b"=")
+            if kv.get(b"auth", b"").startswith(b"Bearer "):
+                tok = kv[b"auth"][7:]
+            self.oauth_host = "%s:%s" % (kv.get(b"host", b"").decode("latin-1"),
+                                         kv.get(b"port", b"").decode("latin-1"))
+        if tok is not None:
+            self.oauth_tokens.append("len:%d" % len(tok))
+        if u is not None:
+            self.user = u.decode("latin-1")
+        ok = (u == user and tok is not None
+              and tok.decode("latin-1") in self.accepted_tokens())
+        if ok:
+            self.sasl = None
+            return self.login(method, True)
+        if o.oauth_fail == "err":
+            self.sasl = None
+            return self.login(method, False)
+        x["failed"] = True
+        if mech == "XOAUTH2":
+            js = b'{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}'
+        else:
+            js = b'{"status":"invalid_token","scope":"pop3","openid-configuration":' \
+                 b'"https://fakepop3d.example.org/.well-known/openid-configuration"}'
+        return self.reply(b"+ " + base64.b64encode(js) + b"\r\n")
+
     def served(self, m):
         """The View of m that RETR and TOP send in this session."""
         v = self.views.get(id(m))
@@ -1143,6 +1363,11 @@ class Session:
             "faults": self.active_faults(),
             "user": self.user,
             "authenticated": self.msgs is not None,
+            "auth": self.auth,
+            "auth_attempts": self.auth_attempts,
+            "oauth_tokens": self.oauth_tokens,
+            "oauth_host": self.oauth_host,
+            "oauth_ack": self.oauth_ack,
             "messages": len(self.msgs) if self.msgs is not None else None,
             "commands": self.commands,
             "processed": self.processed,
@@ -1194,6 +1419,7 @@ class Server:
             self.ssl_ctx = ctx
         self.nsessions = 0
         self.ended = 0
+        self.oauth_count = 0  # OAuth responses received, all sessions
         self.sessions = set()
         self.stop = None
 
@@ -1340,6 +1566,14 @@ def parse_args(argv):
                    metavar="KEY=LEN")
     p.add_argument("--no-top", action="store_true", default=None)
     p.add_argument("--apop-greeting", action="store_true", default=None)
+    p.add_argument("--apop", action="store_true")
+    p.add_argument("--sasl", action="append", default=[], metavar="MECH")
+    p.add_argument("--no-user", action="store_true")
+    p.add_argument("--token", action="append", default=[], metavar="T")
+    p.add_argument("--token-file", metavar="FILE")
+    p.add_argument("--oauth-fail", choices=("challenge", "err"), default="challenge")
+    p.add_argument("--oauth-count-file", metavar="FILE")
+    p.add_argument("--capa-silent", action="store_true")
     p.add_argument("--retr-reply", choices=("octets", "follow", "plain"))
     p.add_argument("--utf8", action="store_true", default=None)
     p.add_argument("--utf8-rewrite", action="store_true", default=None)
@@ -1386,6 +1620,15 @@ def parse_args(argv):
             setattr(o, name, prof.get(name, default))
     if o.utf8_rewrite:
         o.utf8 = True
+    mechs = []
+    for m in o.sasl:
+        for name in m.split(","):
+            name = name.strip().upper()
+            if name not in SASL_MECHS:
+                p.error("--sasl %s: one of %s" % (name, ", ".join(SASL_MECHS)))
+            if name not in mechs:
+                mechs.append(name)
+    o.sasl = mechs
     o.uid_len = dict(o.uid_len)
     if (o.hold_after_bytes is None) != (o.hold_until is None):
         p.error("--hold-after-bytes and --hold-until go together")

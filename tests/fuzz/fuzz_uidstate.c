@@ -1,19 +1,19 @@
-/* libFuzzer target for the UID state journal reader.
+/* libFuzzer target for the UID journal's pure model (uidmodel.h).
  *
- * Feeds the input to uidstate_parse on a memory state (when the first
- * byte is odd, the rest with a correct CRC added to every complete line
- * but the first, so that the fuzzer gets past the CRC check and into the
- * fields), then checks that
- * every record it accepted formats back (through the append functions) to
- * lines that read back to the same record: what the parser lets in, the
- * writer can write.  Finally drops the pending records against a Maildir
- * that does not exist and frees everything.
+ * Feeds the input to uidmodel_parse (when the first byte is odd, the rest
+ * with a correct CRC added to every complete line but the first, so that
+ * the fuzzer gets past the CRC check and into the fields), then checks
+ * that every record it accepted formats back (through the append
+ * functions) to lines that read back to the same record — what the parser
+ * lets in, the writer can write — and that the compaction snapshot reads
+ * back to the same records.  Finally drops every pending record as if its
+ * file were gone, and frees everything.  No file is touched.
  *
  * Build with clang -fsanitize=fuzzer,address; with -DP3_FUZZ_MAIN it is a
  * plain program that runs each file named on its command line once. */
 #include "config.h"
 
-#include "uidstate.h"
+#include "uidmodel.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -23,7 +23,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct regen {
-  struct uidstate *scratch;
+  struct uidmodel *scratch;
   char *text;
   size_t len, cap;
 };
@@ -45,7 +45,7 @@ static int regen_cb(void *data, const struct uidstate_rec *r) {
   size_t len;
 
   if (r->delivered != 0) {
-    if (uidstate_append_delivered(g->scratch, r->server, r->uid, r->delivered_size, r->name,
+    if (uidmodel_append_delivered(g->scratch, r->server, r->uid, r->delivered_size, r->name,
                                   r->delivered, r->digest, &line, &len) != 0 ||
         len > 4096)
       abort();
@@ -53,7 +53,7 @@ static int regen_cb(void *data, const struct uidstate_rec *r) {
     free(line);
   }
   if (r->attempts > 0) {
-    if (uidstate_append_attempt(g->scratch, r->server, r->uid, r->size, r->last_error, 1, &line,
+    if (uidmodel_append_attempt(g->scratch, r->server, r->uid, r->size, r->last_error, 1, &line,
                                 &len) != 0 ||
         len > 4096)
       abort();
@@ -67,14 +67,27 @@ static int regen_cb(void *data, const struct uidstate_rec *r) {
 }
 
 static int compare_cb(void *data, const struct uidstate_rec *r) {
-  const struct uidstate *again = data;
-  const struct uidstate_rec *r2 = uidstate_find(again, r->server, r->uid);
+  const struct uidmodel *again = data;
+  const struct uidstate_rec *r2 = uidmodel_find(again, r->server, r->uid);
 
   if (r2 == NULL || r2->delivered != r->delivered || strcmp(r2->name, r->name) != 0 ||
       r2->size != r->size || r2->delivered_size != r->delivered_size ||
       (r2->digest == NULL) != (r->digest == NULL) ||
-      (r->digest != NULL && memcmp(r2->digest, r->digest, UIDSTATE_DIGEST_LEN) != 0) ||
+      (r->digest != NULL && memcmp(r2->digest, r->digest, UIDMODEL_DIGEST_LEN) != 0) ||
       strcmp(r2->last_error, r->last_error) != 0 || r2->attempts != (r->attempts > 0 ? 1U : 0U))
+    abort();
+  return 0;
+}
+
+/* The snapshot keeps records exactly, attempts included. */
+static int exact_cb(void *data, const struct uidstate_rec *r) {
+  const struct uidstate_rec *r2 = uidmodel_find(data, r->server, r->uid);
+
+  if (r2 == NULL || r2->delivered != r->delivered || strcmp(r2->name, r->name) != 0 ||
+      r2->size != r->size || r2->delivered_size != r->delivered_size ||
+      (r2->digest == NULL) != (r->digest == NULL) ||
+      (r->digest != NULL && memcmp(r2->digest, r->digest, UIDMODEL_DIGEST_LEN) != 0) ||
+      strcmp(r2->last_error, r->last_error) != 0 || r2->attempts != r->attempts)
     abort();
   return 0;
 }
@@ -118,9 +131,20 @@ static void add_crcs(struct regen *out, const char *in, size_t len) {
     add_text(out, in, (size_t)(end - in)); /* a torn last line stays torn */
 }
 
+static int emit_cb(void *data, const char *line, size_t len) {
+  add_text(data, line, len);
+  return 0;
+}
+
+static int gone_cb(void *arg, const char *name) {
+  (void)arg;
+  (void)name;
+  return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  struct uidstate *st = uidstate_new_memory(), *again;
-  struct regen g = {NULL, NULL, 0, 0}, fixed = {NULL, NULL, 0, 0};
+  struct uidmodel *st = uidmodel_new(), *again, *snap;
+  struct regen g = {NULL, NULL, 0, 0}, fixed = {NULL, NULL, 0, 0}, text = {NULL, NULL, 0, 0};
   size_t n = 0, n2 = 0;
   int err;
 
@@ -128,34 +152,47 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   if (size > 0 && (data[0] & 1)) {
     add_crcs(&fixed, (const char *)data + 1, size - 1);
-    err = uidstate_parse(st, fixed.text != NULL ? fixed.text : "", fixed.len);
+    err = uidmodel_parse(st, fixed.text != NULL ? fixed.text : "", fixed.len);
     free(fixed.text);
   } else {
-    err = uidstate_parse(st, (const char *)data, size);
+    err = uidmodel_parse(st, (const char *)data, size);
   }
   if (err != 0) {
-    uidstate_close(st);
+    uidmodel_free(st);
     return 0;
   }
-  g.scratch = uidstate_new_memory();
-  again = uidstate_new_memory();
-  if (g.scratch == NULL || again == NULL)
+  g.scratch = uidmodel_new();
+  again = uidmodel_new();
+  snap = uidmodel_new();
+  if (g.scratch == NULL || again == NULL || snap == NULL)
     abort();
-  add_text(&g, "pop3sync-state 1\n", 17);
-  uidstate_foreach(st, regen_cb, &g);
-  if (uidstate_parse(again, g.text, g.len) != 0 || uidstate_corrupt_lines(again) != 0)
+  add_text(&g, UIDMODEL_HEADER "\n", sizeof(UIDMODEL_HEADER));
+  uidmodel_foreach(st, regen_cb, &g);
+  if (uidmodel_parse(again, g.text, g.len) != 0 || uidmodel_corrupt_lines(again) != 0)
     abort();
-  uidstate_foreach(st, compare_cb, again);
-  uidstate_foreach(st, count_cb, &n);
-  uidstate_foreach(again, count_cb, &n2);
+  uidmodel_foreach(st, compare_cb, again);
+  uidmodel_foreach(st, count_cb, &n);
+  uidmodel_foreach(again, count_cb, &n2);
   if (n != n2)
     abort();
-  (void)uidstate_lockstep(st, "user@host:110");
-  if (uidstate_check_files(st, -1, -1) < 0) /* no Maildir: every pending D goes */
+  /* What compaction would write reads back to the same records. */
+  if (uidmodel_snapshot(st, 1, emit_cb, &text) != 0 ||
+      uidmodel_parse(snap, text.text, text.len) != 0 || uidmodel_corrupt_lines(snap) != 0)
     abort();
-  uidstate_close(again);
-  uidstate_close(g.scratch);
-  uidstate_close(st);
+  uidmodel_foreach(st, exact_cb, snap);
+  n2 = 0;
+  uidmodel_foreach(snap, count_cb, &n2);
+  if (n != n2)
+    abort();
+  (void)uidmodel_lockstep(st, "user@host:110");
+  /* No Maildir: every pending D goes. */
+  (void)uidmodel_mark_missing(st, gone_cb, NULL);
+  uidmodel_commit_marks(st);
+  uidmodel_free(snap);
+  uidmodel_free(again);
+  uidmodel_free(g.scratch);
+  uidmodel_free(st);
+  free(text.text);
   free(g.text);
   return 0;
 }

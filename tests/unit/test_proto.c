@@ -667,6 +667,43 @@ static void test_caps(void) {
   proto_caps_init(&c);
   caps(&c, "PLAIN");
   CHECK_INT(c.sasl_plain, 0);
+  CHECK_INT(c.sasl, 0);
+  CHECK_STR(c.sasl_list, "");
+
+  /* Every mechanism we know, as bits; all of them, as listed, for messages. */
+  proto_caps_init(&c);
+  caps(&c, "SASL PLAIN LOGIN XOAUTH2 OAUTHBEARER");
+  CHECK_INT(c.sasl, P3_SASL_PLAIN | P3_SASL_LOGIN | P3_SASL_XOAUTH2 | P3_SASL_OAUTHBEARER);
+  CHECK_STR(c.sasl_list, "PLAIN LOGIN XOAUTH2 OAUTHBEARER");
+  proto_caps_init(&c);
+  caps(&c, "SASL cram-md5 xoauth2");
+  caps(&c, "SASL LOGINX OAUTHBEARER2"); /* a second line adds to the first */
+  CHECK_INT(c.sasl, P3_SASL_XOAUTH2);
+  CHECK_INT(c.sasl_plain, 0);
+  CHECK_STR(c.sasl_list, "CRAM-MD5 XOAUTH2 LOGINX OAUTHBEARER2");
+  /* USER is its own capability, not a SASL one. */
+  CHECK_INT(c.user, 0);
+  caps(&c, "USER");
+  CHECK_INT(c.user, 1);
+  /* A long list is cut at a whole name; odd bytes are shown as '?'. */
+  proto_caps_init(&c);
+  {
+    char line[1024] = "SASL";
+    for (int i = 0; i < 40; i++)
+      strcat(line, " MECHANISM-N");
+    strcat(line, " PLAIN");
+    caps(&c, line);
+  }
+  CHECK_INT(c.sasl_plain, 1); /* still seen, though not listed */
+  CHECK(strlen(c.sasl_list) < P3_SASL_LIST_MAX);
+  CHECK(strlen(c.sasl_list) > 100);
+  CHECK(strcmp(c.sasl_list + strlen(c.sasl_list) - 15, "MECHANISM-N ...") == 0);
+  proto_caps_init(&c);
+  proto_caps_line(&c, "SASL X\x01\xffY", 9);
+  CHECK_STR(c.sasl_list, "X??Y");
+  /* proto_caps_init clears the list. */
+  proto_caps_init(&c);
+  CHECK_STR(c.sasl_list, "");
 
   proto_caps_init(&c);
   caps(&c, "EXPIRE 0");

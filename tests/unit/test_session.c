@@ -27,6 +27,8 @@ struct rec {
   int failed[MAXMSG];  /* msg_failed calls */
   char trace[1 << 15]; /* '-' notes, one per line */
   size_t trace_len;
+  char ctrace[1 << 16]; /* 'C' lines as the -v trace shows them, one per line */
+  size_t ctrace_len;
   /* Header probes: what each got, and the order of events ("E2:1 P "). */
   void (*on_listed)(struct rec *r);
   void (*on_probed)(struct rec *r);
@@ -78,6 +80,12 @@ static void r_trace(void *d, char dir, const char *line, size_t len) {
     r->trace_len += len;
     r->trace[r->trace_len++] = '\n';
     r->trace[r->trace_len] = '\0';
+  }
+  if (dir == 'C' && r->ctrace_len + len + 2 < sizeof r->ctrace) {
+    memcpy(r->ctrace + r->ctrace_len, line, len);
+    r->ctrace_len += len;
+    r->ctrace[r->ctrace_len++] = '\n';
+    r->ctrace[r->ctrace_len] = '\0';
   }
 }
 static void event(struct rec *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -365,10 +373,25 @@ static void test_auto_without_pipelining(void) {
 }
 
 static void test_no_capa(void) {
+  /* No CAPA (popa3d, solid-pop3d): USER/PASS, but PASS waits for USER's
+   * +OK, since nothing said the server takes USER. */
   struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
   login_and_list(r, 1, "-ERR unknown command\r\n");
-  CHECK_STR(take(r), "USER test\r\nPASS secret\r\n");
+  CHECK_STR(take(r), "USER test\r\n");
   CHECK_INT(session_has_capa(r->s), 0);
+  feed(r, "+OK\r\n");
+  CHECK_STR(take(r), "PASS secret\r\n");
+  feed(r, "+OK\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n"); /* the rest is pipelined as before */
+  finish_rec(r);
+
+  /* USER refused: the password never goes out. */
+  r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 1, "-ERR unknown command\r\n");
+  take(r);
+  feed(r, "-ERR [AUTH] plaintext logins are not allowed\r\n");
+  CHECK_INT(r->done_err, P3_EAUTH);
+  CHECK(strstr(r->sent, "PASS") == NULL);
   finish_rec(r);
 }
 
@@ -1088,6 +1111,438 @@ static void test_quit_unanswered(void) {
   finish_rec(r);
 }
 
+/* ---- login methods (issue 10) */
+
+static struct rec *start_auth(enum session_auth auth, int tls, const char *user,
+                              const char *password) {
+  struct rec *r = calloc(1, sizeof *r);
+  struct session_options o = {.user = user,
+                              .password = password,
+                              .auth = auth,
+                              .host = "pop.example.com",
+                              .port = 995,
+                              .tls_active = tls,
+                              .pipelining = SESSION_PIPELINING_ON};
+  r->fail_data_at = -1;
+  r->s = session_new(&o, &ops, r);
+  return r;
+}
+
+/* Greeting text, then CAPA reply; returns what the client sent after it. */
+static const char *greet_capa(struct rec *r, const char *greeting, const char *capa) {
+  feed(r, "%s\r\n", greeting);
+  CHECK_STR(take(r), "CAPA\r\n");
+  feed(r, "%s", capa);
+  return take(r);
+}
+
+/* The -v trace holds no secret: not the raw one, not the whole base64
+ * payload, not any 16-character piece of it. */
+static void check_masked(struct rec *r, const char *secret, const char *payload) {
+  CHECK(strstr(r->ctrace, secret) == NULL);
+  if (payload == NULL)
+    return;
+  size_t n = strlen(payload);
+  CHECK(strstr(r->ctrace, payload) == NULL);
+  for (size_t i = 0; i + 16 <= n; i++) {
+    char piece[17];
+    memcpy(piece, payload + i, 16);
+    piece[16] = '\0';
+    if (strstr(r->ctrace, piece) != NULL) {
+      fprintf(stderr, "trace shows \"%s\" of the payload\n", piece);
+      CHECK(0);
+      break;
+    }
+  }
+}
+
+static void test_auth_auto_choice(void) {
+  /* Plaintext, USER and SASL PLAIN offered: USER/PASS (pipelined). */
+  struct rec *r = start_auth(SESSION_AUTH_AUTO, 0, "test", "secret");
+  CHECK_STR(greet_capa(r, "+OK ready", "+OK\r\nUSER\r\nSASL PLAIN LOGIN\r\nPIPELINING\r\n.\r\n"),
+            "USER test\r\nPASS secret\r\n");
+  CHECK_INT(session_auth_used(r->s), SESSION_AUTH_USER);
+  CHECK(strstr(r->trace, "login method user (auto)") != NULL);
+  CHECK_STR(r->ctrace, "CAPA\nUSER test\nPASS ********\n");
+  finish_rec(r);
+
+  /* TLS, both offered: SASL PLAIN with an initial response. */
+  r = start_auth(SESSION_AUTH_AUTO, 1, "test", "secret");
+  CHECK_STR(greet_capa(r, "+OK ready", "+OK\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n"),
+            "AUTH PLAIN AHRlc3QAc2VjcmV0\r\n");
+  CHECK_INT(session_auth_used(r->s), SESSION_AUTH_PLAIN);
+  CHECK_STR(r->ctrace, "CAPA\nAUTH PLAIN ********\n");
+  check_masked(r, "secret", "AHRlc3QAc2VjcmV0");
+  feed(r, "+OK logged in\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  list_msgs(r, 0);
+  CHECK_STR(take(r), "QUIT\r\n");
+  feed(r, "+OK bye\r\n");
+  CHECK_INT(r->done, 1);
+  CHECK_INT(r->done_err, 0);
+  finish_rec(r);
+
+  /* TLS without SASL PLAIN: USER/PASS. */
+  r = start_auth(SESSION_AUTH_AUTO, 1, "test", "secret");
+  CHECK_STR(greet_capa(r, "+OK ready", "+OK\r\nUSER\r\nSASL CRAM-MD5\r\n.\r\n"),
+            "USER test\r\nPASS secret\r\n");
+  finish_rec(r);
+
+  /* Plaintext, no USER (Cyrus with allowplaintext: no), SASL PLAIN only:
+   * PLAIN, and never PASS. */
+  r = start_auth(SESSION_AUTH_AUTO, 0, "test", "secret");
+  CHECK_STR(greet_capa(r, "+OK ready <1.2@host>", "+OK\r\nUIDL\r\nSASL PLAIN\r\n.\r\n"),
+            "AUTH PLAIN AHRlc3QAc2VjcmV0\r\n");
+  feed(r, "+OK\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  CHECK(strstr(r->sent, "PASS") == NULL);
+  CHECK(strstr(r->sent, "USER") == NULL);
+  finish_rec(r);
+
+  /* A timestamp and USER: USER/PASS (solid-pop3d, Mailutils log in through
+   * PAM, where APOP fails). */
+  r = start_auth(SESSION_AUTH_AUTO, 0, "test", "secret");
+  CHECK_STR(greet_capa(r, "+OK ready <1.2@host>", "+OK\r\nUSER\r\nPIPELINING\r\n.\r\n"),
+            "USER test\r\nPASS secret\r\n");
+  finish_rec(r);
+  /* ... and without CAPA at all. */
+  r = start_auth(SESSION_AUTH_AUTO, 0, "test", "secret");
+  CHECK_STR(greet_capa(r, "+OK ready <1.2@host>", "-ERR what?\r\n"), "USER test\r\n");
+  finish_rec(r);
+
+  /* Neither USER nor SASL, a timestamp: APOP (RFC 1939's example). */
+  r = start_auth(SESSION_AUTH_AUTO, 0, "mrose", "tanstaaf");
+  CHECK_STR(greet_capa(r, "+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>",
+                       "+OK\r\nUIDL\r\nTOP\r\n.\r\n"),
+            "APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n");
+  CHECK_INT(session_auth_used(r->s), SESSION_AUTH_APOP);
+  CHECK_STR(r->ctrace, "CAPA\nAPOP mrose ********\n");
+  check_masked(r, "c4c9334bac560ecc979e58001b3e22fb", NULL);
+  check_masked(r, "tanstaaf", NULL);
+  feed(r, "+OK maildrop has 0 messages\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  finish_rec(r);
+
+  /* APOP refused. */
+  r = start_auth(SESSION_AUTH_AUTO, 0, "mrose", "tanstaaf");
+  greet_capa(r, "+OK <1@h>", "+OK\r\nUIDL\r\n.\r\n");
+  feed(r, "-ERR [AUTH] permission denied\r\n");
+  CHECK_INT(r->done_err, P3_EAUTH);
+  CHECK_STR(session_error_text(r->s), "[AUTH] permission denied");
+  finish_rec(r);
+
+  /* Only OAuth offered, or nothing at all: auto fails before any secret. */
+  r = start_auth(SESSION_AUTH_AUTO, 1, "test", "secret");
+  CHECK_STR(greet_capa(r, "+OK ready", "+OK\r\nUIDL\r\nSASL XOAUTH2 OAUTHBEARER\r\n.\r\n"), "");
+  CHECK_INT(r->done_err, P3_EAUTHMECH);
+  CHECK_STR(session_error_text(r->s),
+            "server offers no login method that auth auto may use (it offers: SASL XOAUTH2 "
+            "OAUTHBEARER); an OAuth method must be chosen explicitly");
+  CHECK_STR(r->sent, "CAPA\r\n");
+  finish_rec(r);
+  r = start_auth(SESSION_AUTH_AUTO, 0, "test", "secret");
+  CHECK_STR(greet_capa(r, "+OK ready", "+OK\r\nUIDL\r\nSTLS\r\n.\r\n"), "");
+  CHECK_INT(r->done_err, P3_EAUTHMECH);
+  CHECK_STR(session_error_text(r->s), "server offers no login method that auth auto may use (it "
+                                      "offers: nothing); it may allow logins over TLS only");
+  CHECK_STR(r->sent, "CAPA\r\n");
+  CHECK_INT(p3_exit_status(r->done_err), 69);
+  finish_rec(r);
+
+  /* After STLS the choice uses the capabilities inside TLS. */
+  struct session_options o = {.user = "test", .password = "secret", .starttls = 1};
+  r = calloc(1, sizeof *r);
+  r->fail_data_at = -1;
+  r->s = session_new(&o, &ops, r);
+  CHECK_STR(greet_capa(r, "+OK ready", "+OK\r\nSTLS\r\n.\r\n"), "STLS\r\n");
+  feed(r, "+OK go\r\n");
+  session_tls_ready(r->s);
+  CHECK_STR(take(r), "CAPA\r\n");
+  feed(r, "+OK\r\nUSER\r\nSASL PLAIN\r\n.\r\n");
+  CHECK_STR(take(r), "AUTH PLAIN AHRlc3QAc2VjcmV0\r\n");
+  finish_rec(r);
+}
+
+static void test_auth_forced_not_offered(void) {
+  static const struct {
+    enum session_auth auth;
+    int tls;
+    const char *greeting, *capa, *why;
+  } v[] = {
+      {SESSION_AUTH_XOAUTH2, 1, "+OK ready", "+OK\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n",
+       "server does not offer SASL XOAUTH2 (it offers: PLAIN LOGIN)"},
+      {SESSION_AUTH_OAUTHBEARER, 1, "+OK ready", "+OK\r\nUSER\r\n.\r\n",
+       "server does not offer SASL OAUTHBEARER (it offers no SASL mechanism)"},
+      {SESSION_AUTH_PLAIN, 0, "+OK ready", "-ERR\r\n",
+       "server does not offer SASL PLAIN (it does not answer CAPA)"},
+      {SESSION_AUTH_LOGIN, 0, "+OK ready", "+OK\r\nSASL plain\r\n.\r\n",
+       "server does not offer SASL LOGIN (it offers: PLAIN)"},
+      {SESSION_AUTH_USER, 0, "+OK ready <1@h>", "+OK\r\nSASL PLAIN\r\n.\r\n",
+       "server does not offer USER (it offers: APOP, SASL PLAIN)"},
+      {SESSION_AUTH_APOP, 0, "+OK ready", "+OK\r\nUSER\r\n.\r\n",
+       "server does not offer APOP (its greeting has no timestamp)"},
+  };
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+    struct rec *r = start_auth(v[i].auth, v[i].tls, "test", "secret");
+    CHECK_STR(greet_capa(r, v[i].greeting, v[i].capa), "");
+    CHECK_INT(r->done, 1);
+    CHECK_INT(r->done_err, P3_EAUTHMECH);
+    CHECK_STR(session_error_text(r->s), v[i].why);
+    CHECK_STR(r->sent, "CAPA\r\n"); /* no secret, no USER, no AUTH */
+    CHECK_INT(session_oauth_refused(r->s), 0);
+    finish_rec(r);
+  }
+
+  /* Forced methods that are offered. */
+  struct rec *r = start_auth(SESSION_AUTH_USER, 1, "test", "secret");
+  CHECK_STR(greet_capa(r, "+OK ready", "-ERR\r\n"), "USER test\r\n");
+  finish_rec(r);
+  r = start_auth(SESSION_AUTH_APOP, 0, "mrose", "tanstaaf");
+  CHECK_STR(greet_capa(r, "+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>",
+                       "+OK\r\nUSER\r\nSASL PLAIN\r\n.\r\n"),
+            "APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n");
+  finish_rec(r);
+  r = start_auth(SESSION_AUTH_PLAIN, 0, "test", "secret");
+  CHECK_STR(greet_capa(r, "+OK ready", "+OK\r\nUSER\r\nSASL PLAIN\r\n.\r\n"),
+            "AUTH PLAIN AHRlc3QAc2VjcmV0\r\n");
+  finish_rec(r);
+}
+
+/* RFC 5034: the initial response only when the whole command fits in 255
+ * octets.  "AUTH PLAIN " + base64 + CRLF: 13 + 4 * ceil((6 + n) / 3). */
+static void test_auth_plain_255(void) {
+  char pw[200];
+  memset(pw, 'p', sizeof pw);
+  pw[174] = '\0'; /* "\0test\0" + 174 = 180 octets: 240 base64, 253 in all */
+  struct rec *r = start_auth(SESSION_AUTH_PLAIN, 1, "test", pw);
+  const char *out = greet_capa(r, "+OK", "+OK\r\nSASL PLAIN\r\n.\r\n");
+  CHECK_INT(strlen(out), 253);
+  CHECK(strncmp(out, "AUTH PLAIN AHRlc3QA", 19) == 0);
+  check_masked(r, pw, out + 11);
+  finish_rec(r);
+
+  pw[174] = 'p';
+  pw[175] = '\0'; /* 181 octets: 244 base64, 257 in all: two steps */
+  r = start_auth(SESSION_AUTH_PLAIN, 1, "test", pw);
+  CHECK_STR(greet_capa(r, "+OK", "+OK\r\nSASL PLAIN\r\n.\r\n"), "AUTH PLAIN\r\n");
+  feed(r, "+ \r\n");
+  out = take(r);
+  CHECK_INT(strlen(out), 246);
+  CHECK(strncmp(out, "AHRlc3QA", 8) == 0);
+  char payload[300];
+  snprintf(payload, sizeof payload, "%.*s", (int)strlen(out) - 2, out);
+  CHECK_STR(r->ctrace, "CAPA\nAUTH PLAIN\n********\n");
+  check_masked(r, pw, payload);
+  feed(r, "+OK\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  finish_rec(r);
+
+  /* A bare "+" is an empty challenge too. */
+  r = start_auth(SESSION_AUTH_PLAIN, 1, "test", pw);
+  greet_capa(r, "+OK", "+OK\r\nSASL PLAIN\r\n.\r\n");
+  feed(r, "+\r\n");
+  CHECK_INT(strlen(take(r)), 246);
+  finish_rec(r);
+
+  /* A challenge after the initial response: PLAIN has nothing more to say. */
+  r = start_auth(SESSION_AUTH_PLAIN, 1, "test", "secret");
+  greet_capa(r, "+OK", "+OK\r\nSASL PLAIN\r\n.\r\n");
+  feed(r, "+ \r\n");
+  CHECK_STR(take(r), "*\r\n");
+  CHECK_INT(r->done, 0);
+  feed(r, "-ERR [AUTH] cancelled\r\n");
+  CHECK_INT(r->done_err, P3_EPROTO);
+  CHECK_STR(session_error_text(r->s),
+            "the server asked for more than SASL PLAIN has to say; the login was cancelled");
+  finish_rec(r);
+}
+
+static void test_auth_login(void) {
+  struct rec *r = start_auth(SESSION_AUTH_LOGIN, 1, "test", "secret");
+  CHECK_STR(greet_capa(r, "+OK", "+OK\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n"), "AUTH LOGIN\r\n");
+  feed(r, "+ VXNlcm5hbWU6\r\n");
+  CHECK_STR(take(r), "dGVzdA==\r\n");
+  /* One byte at a time. */
+  const char *pwprompt = "+ UGFzc3dvcmQ6\r\n";
+  for (size_t i = 0; pwprompt[i]; i++)
+    session_feed(r->s, pwprompt + i, 1);
+  CHECK_STR(take(r), "c2VjcmV0\r\n");
+  CHECK_STR(r->ctrace, "CAPA\nAUTH LOGIN\n********\n********\n");
+  check_masked(r, "secret", "c2VjcmV0");
+  feed(r, "+OK\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  finish_rec(r);
+
+  /* A third prompt is cancelled; so is a challenge that is not base64. */
+  r = start_auth(SESSION_AUTH_LOGIN, 1, "test", "secret");
+  greet_capa(r, "+OK", "+OK\r\nSASL LOGIN\r\n.\r\n");
+  feed(r, "+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\n+ \r\n");
+  CHECK_STR(take(r), "dGVzdA==\r\nc2VjcmV0\r\n*\r\n");
+  feed(r, "-ERR\r\n");
+  CHECK_INT(r->done_err, P3_EPROTO);
+  finish_rec(r);
+
+  r = start_auth(SESSION_AUTH_LOGIN, 1, "test", "secret");
+  greet_capa(r, "+OK", "+OK\r\nSASL LOGIN\r\n.\r\n");
+  feed(r, "+ Username:\r\n");
+  CHECK_STR(take(r), "*\r\n");
+  CHECK_STR(r->ctrace, "CAPA\nAUTH LOGIN\n*\n");
+  feed(r, "-ERR cancelled\r\n");
+  CHECK_INT(r->done_err, P3_EPROTO);
+  CHECK_STR(session_error_text(r->s),
+            "the server's SASL challenge is not valid base64; the login was cancelled");
+  CHECK(strstr(r->sent, "c2VjcmV0") == NULL);
+  finish_rec(r);
+
+  /* A server that goes on after "*". */
+  r = start_auth(SESSION_AUTH_LOGIN, 1, "test", "secret");
+  greet_capa(r, "+OK", "+OK\r\nSASL LOGIN\r\n.\r\n");
+  feed(r, "+ !\r\n+ \r\n");
+  CHECK_INT(r->done_err, P3_EPROTO);
+  finish_rec(r);
+
+  /* Refused. */
+  r = start_auth(SESSION_AUTH_LOGIN, 1, "test", "secret");
+  greet_capa(r, "+OK", "+OK\r\nSASL LOGIN\r\n.\r\n");
+  feed(r, "+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\n-ERR [AUTH] no\r\n");
+  CHECK_INT(r->done_err, P3_EAUTH);
+  CHECK_INT(session_oauth_refused(r->s), 0);
+  finish_rec(r);
+}
+
+/* A token of n characters (static). */
+static const char *token(size_t n) {
+  static char t[20000];
+  for (size_t i = 0; i < n && i < sizeof t - 1; i++)
+    t[i] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~"[(i * 7) % 66];
+  t[n] = '\0';
+  return t;
+}
+
+static const char *const google_fail =
+    "+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIG1hYyIsInNjb3BlIjoiaHR0cHM6Ly9tYWlsLmdvb2dsZS5j"
+    "b20vIn0=\r\n";
+
+static void test_auth_oauth(void) {
+  /* XOAUTH2 with a 16 KiB token, always in two steps. */
+  const char *tok = token(16384);
+  struct rec *r = start_auth(SESSION_AUTH_XOAUTH2, 1, "me@example.com", tok);
+  CHECK_STR(greet_capa(r, "+OK", "+OK\r\nUSER\r\nSASL PLAIN XOAUTH2 OAUTHBEARER\r\n.\r\n"),
+            "AUTH XOAUTH2\r\n");
+  feed(r, "+ \r\n");
+  const char *out = take(r);
+  size_t n = strlen(out);
+  CHECK_INT(n, (5 + 14 + 13 + 16384 + 2 + 2) / 3 * 4 + 2);
+  CHECK(strncmp(out, "dXNlcj1tZUBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciBh", 44) == 0);
+  static char payload[30000];
+  snprintf(payload, sizeof payload, "%.*s", (int)n - 2, out);
+  CHECK_STR(r->ctrace, "CAPA\nAUTH XOAUTH2\n********\n");
+  check_masked(r, tok, payload);
+  feed(r, "+OK welcome\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  CHECK_INT(session_auth_used(r->s), SESSION_AUTH_XOAUTH2);
+  finish_rec(r);
+
+  /* XOAUTH2 refused with Google's JSON challenge: an empty line, then the
+   * -ERR; P3_EOAUTH so that the caller refreshes the token once. */
+  r = start_auth(SESSION_AUTH_XOAUTH2, 1, "me@example.com", "expired");
+  greet_capa(r, "+OK", "+OK\r\nSASL XOAUTH2\r\n.\r\n");
+  feed(r, "+ \r\n");
+  take(r);
+  feed(r, "%s", google_fail);
+  CHECK_STR(take(r), "\r\n");
+  CHECK_INT(r->done, 0);
+  feed(r, "-ERR [AUTH] Invalid credentials\r\n");
+  CHECK_INT(r->done_err, P3_EOAUTH);
+  CHECK_INT(session_oauth_refused(r->s), 1);
+  CHECK_STR(session_error_text(r->s), "[AUTH] Invalid credentials (status 401)");
+  CHECK_INT(p3_exit_status(P3_EOAUTH), 77);
+  check_masked(r, "expired", NULL);
+  finish_rec(r);
+
+  /* OAUTHBEARER: host and port from the options; the error answer is AQ==. */
+  r = start_auth(SESSION_AUTH_OAUTHBEARER, 1, "user@example.com",
+                 "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==");
+  greet_capa(r, "+OK", "+OK\r\nSASL OAUTHBEARER\r\n.\r\n");
+  CHECK_STR(take(r), "");
+  feed(r, "+ \r\n");
+  CHECK_STR(take(r), "bixhPXVzZXJAZXhhbXBsZS5jb20sAWhvc3Q9cG9wLmV4YW1wbGUuY29tAXBvcnQ9OTk1AWF1dG"
+                     "g9QmVhcmVyIHZGOWRmdDRxbVRjMk52YjNSbGNrQmhiSFJoZG1semRHRXVZMjl0Q2c9PQEB\r\n");
+  feed(r, "+ eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=\r\n");
+  CHECK_STR(take(r), "AQ==\r\n");
+  CHECK_STR(r->ctrace, "CAPA\nAUTH OAUTHBEARER\n********\nAQ==\n");
+  feed(r, "-ERR authentication failed\r\n");
+  CHECK_INT(r->done_err, P3_EOAUTH);
+  CHECK_STR(session_error_text(r->s), "authentication failed (status invalid_token)");
+  finish_rec(r);
+
+  /* -ERR at once after the token, without a challenge. */
+  r = start_auth(SESSION_AUTH_OAUTHBEARER, 1, "u", "t");
+  greet_capa(r, "+OK", "+OK\r\nSASL OAUTHBEARER\r\n.\r\n");
+  feed(r, "+ \r\n-ERR [AUTH] bad token\r\n");
+  CHECK_INT(r->done_err, P3_EOAUTH);
+  CHECK_INT(session_oauth_refused(r->s), 1);
+  CHECK_STR(session_error_text(r->s), "[AUTH] bad token");
+  finish_rec(r);
+
+  /* A temporary failure is not the token's fault. */
+  r = start_auth(SESSION_AUTH_XOAUTH2, 1, "u", "t");
+  greet_capa(r, "+OK", "+OK\r\nSASL XOAUTH2\r\n.\r\n");
+  feed(r, "+ \r\n-ERR [SYS/TEMP] try later\r\n");
+  CHECK_INT(r->done_err, P3_ESYSTEMP);
+  CHECK_INT(session_oauth_refused(r->s), 0);
+  finish_rec(r);
+
+  /* AUTH XOAUTH2 itself refused, before the token went out. */
+  r = start_auth(SESSION_AUTH_XOAUTH2, 1, "u", "t");
+  greet_capa(r, "+OK", "+OK\r\nSASL XOAUTH2\r\n.\r\n");
+  feed(r, "-ERR no such mechanism\r\n");
+  CHECK_INT(r->done_err, P3_EAUTH);
+  CHECK_INT(session_oauth_refused(r->s), 0);
+  finish_rec(r);
+
+  /* A second failure challenge is cancelled. */
+  r = start_auth(SESSION_AUTH_XOAUTH2, 1, "u", "t");
+  greet_capa(r, "+OK", "+OK\r\nSASL XOAUTH2\r\n.\r\n");
+  feed(r, "+ \r\n%s%s", google_fail, google_fail);
+  take(r);
+  CHECK(strstr(r->sent, "\r\n\r\n*\r\n") != NULL);
+  feed(r, "-ERR\r\n");
+  CHECK_INT(r->done_err, P3_EPROTO);
+  finish_rec(r);
+
+  /* A token with a line break never goes out. */
+  r = start_auth(SESSION_AUTH_XOAUTH2, 1, "u", "to\r\nQUIT");
+  greet_capa(r, "+OK", "+OK\r\nSASL XOAUTH2\r\n.\r\n");
+  feed(r, "+ \r\n");
+  CHECK_INT(r->done_err, P3_EUSAGE);
+  CHECK(strstr(r->sent, "QUIT") == NULL);
+  finish_rec(r);
+
+  /* The names. */
+  enum session_auth a;
+  CHECK_INT(session_auth_parse("XOAuth2", &a), 0);
+  CHECK_INT(a, SESSION_AUTH_XOAUTH2);
+  CHECK_INT(session_auth_parse("oauthbearer", &a), 0);
+  CHECK_INT(a, SESSION_AUTH_OAUTHBEARER);
+  CHECK_INT(session_auth_parse("cram-md5", &a), P3_EUSAGE);
+  CHECK_STR(session_auth_name(SESSION_AUTH_APOP), "apop");
+  CHECK(session_auth_name((enum session_auth)99) == NULL);
+  CHECK_INT(session_auth_is_oauth(SESSION_AUTH_PLAIN), 0);
+  CHECK_INT(session_auth_is_oauth(SESSION_AUTH_OAUTHBEARER), 1);
+}
+
+/* USER/PASS stays as it was where USER is offered: pipelined, PASS masked. */
+static void test_auth_user_masked(void) {
+  struct rec *r = start(SESSION_PIPELINING_ON, 0, 0);
+  login_and_list(r, 1, capa_full);
+  CHECK_STR(take(r), "USER test\r\nPASS secret\r\n");
+  CHECK(strstr(r->ctrace, "secret") == NULL);
+  CHECK(strstr(r->ctrace, "PASS ********") != NULL);
+  CHECK_INT(session_auth_used(r->s), SESSION_AUTH_USER);
+  finish_rec(r);
+}
+
 int main(void) {
   test_pipelined_happy();
   test_burst_count();
@@ -1115,5 +1570,11 @@ int main(void) {
   test_duplicate_uids();
   test_probe();
   test_quit_unanswered();
+  test_auth_auto_choice();
+  test_auth_forced_not_offered();
+  test_auth_plain_255();
+  test_auth_login();
+  test_auth_oauth();
+  test_auth_user_masked();
   return check_result("test_session");
 }

@@ -3,10 +3,12 @@
 #include "worker_proto.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
+#include "engine.h"
 #include "errors.h"
 
 /* Every field survives the trip, secrets with newlines and backslashes included. */
@@ -161,10 +163,72 @@ static void test_report_events(void) {
   worker_report_free(&rep);
 }
 
+/* The run's outcome is decided once, by the engine, on either side of the
+ * channel: pop3 dl and the worker (exit status), the daemon (status). */
+static void test_result_decision(void) {
+  struct engine_stuck stuck[1];
+  struct engine_result r;
+  char msg[1024];
+
+  memset(stuck, 0, sizeof stuck);
+  memset(&r, 0, sizeof r);
+  r.login_delay = -1;
+  CHECK_INT(engine_result_error(&r), 0);
+  CHECK_INT(engine_result_exit_code(&r), 0);
+  CHECK_STR(engine_result_message(&r, msg, sizeof msg), "");
+
+  r.stuck = stuck;
+  r.stuck_count = 1;
+  CHECK_INT(engine_result_error(&r), P3_EPARTIAL);
+  CHECK_INT(engine_result_exit_code(&r), 75);
+  CHECK_STR(engine_result_message(&r, msg, sizeof msg),
+            "1 messages stuck after repeated failures, left on the server");
+
+  /* Lack of space wins over stuck messages. */
+  r.left_for_space = 2;
+  r.left_for_space_bytes = 5000;
+  CHECK_INT(engine_result_error(&r), P3_ESAVE);
+  CHECK_INT(engine_result_exit_code(&r), 73);
+  CHECK_STR(engine_result_message(&r, msg, sizeof msg),
+            "2 messages (5000 bytes) left on the server: not enough disk space");
+
+  /* Through the worker channel: the daemon decides the same. */
+  char *buf;
+  size_t len;
+  CHECK_INT(worker_report_format(&r, &buf, &len), 0);
+  struct worker_report rep;
+  worker_report_init(&rep);
+  char *line = buf;
+  for (char *nl; (nl = memchr(line, '\n', (size_t)(buf + len - line))) != NULL; line = nl + 1) {
+    *nl = '\0';
+    const char *trace = NULL;
+    CHECK_INT(worker_report_line(&rep, line, &trace), 0);
+  }
+  CHECK_INT(rep.done, 1);
+  CHECK_INT(engine_result_error(&rep.r), P3_ESAVE);
+  CHECK_INT(engine_result_exit_code(&rep.r), 73);
+  worker_report_free(&rep);
+  free(buf);
+
+  /* A failed run: its own error and sentence, whatever was left. */
+  r.err = P3_EAUTH;
+  snprintf(r.message, sizeof r.message, "server refused the login: -ERR no");
+  CHECK_INT(engine_result_error(&r), P3_EAUTH);
+  CHECK_INT(engine_result_exit_code(&r), 77);
+  CHECK_STR(engine_result_message(&r, msg, sizeof msg), "server refused the login: -ERR no");
+  r.message[0] = '\0';
+  CHECK_STR(engine_result_message(&r, msg, sizeof msg), p3_strerror(P3_EAUTH));
+  r.err = P3_ETIMEOUT;
+  CHECK_INT(engine_result_exit_code(&r), 75);
+  r.err = -ENOSPC;
+  CHECK_INT(engine_result_exit_code(&r), 73);
+}
+
 int main(void) {
   test_request_round_trip();
   test_request_rejects();
   test_report_round_trip();
   test_report_events();
+  test_result_decision();
   return check_result("test_worker_proto");
 }
