@@ -8,7 +8,7 @@ set -eu
 want="build-essential autoconf automake pkg-config libuv1-dev libmbedtls-dev libconfig-dev python3"
 case "${1:-build}" in
   build) ;;
-  test) want="$want dovecot-pop3d dovecot-core openssl strace util-linux procps systemd clang-14 libclang-rt-14-dev" ;;
+  test) want="$want dovecot-pop3d dovecot-core openssl strace util-linux procps systemd clang-14 libclang-rt-14-dev clang-format-14" ;;
   # make interop: the servers that install beside Dovecot (tests/interop/run.sh unpacks the
   # conflicting courier-pop, popa3d, solid-pop3d and cyrus-pop3d itself).
   interop) want="$want mailutils-pop3d courier-base courier-authdaemon cyrus-common sasl2-bin socat liblockfile1" ;;

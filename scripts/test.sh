@@ -4,11 +4,21 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer, then each libFuzzer target
 # for 15 s, then `make distcheck'.  SKIP_ASAN=1 / SKIP_FUZZ=1 /
 # SKIP_DISTCHECK=1 skip those steps.  After the plain `make check', `make interop' runs
-# pop3 against real servers (SKIP_INTEROP=1 skips it).
+# pop3 against real servers (SKIP_INTEROP=1 skips it).  First of all, clang-format
+# --dry-run --Werror checks the C sources against .clang-format.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 bash "$top/scripts/deps.sh" test
 status=0
+# The committed .clang-format is the one voice: every C file must already obey it.
+fmt=$(command -v clang-format-14 || command -v clang-format || true)
+if [ -n "$fmt" ]; then
+  (cd "$top" && "$fmt" --dry-run --Werror src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c) ||
+    { status=1; echo "clang-format: the files above do not follow .clang-format (run clang-format -i)"; }
+else
+  status=1
+  echo "clang-format not found"
+fi
 RECONFIGURE=1 bash "$top/scripts/build.sh" "$top/build" --enable-werror --enable-crash-points
 make -C "$top/build" -j2 check || { status=1; cat "$top/build/test-suite.log"; }
 # Real POP3 servers from Debian's packages (tests/interop; needs root), once, on the plain

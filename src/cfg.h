@@ -14,38 +14,38 @@
 #include "tls.h"
 
 struct cfg_account {
-  char *name;              /* unique, [A-Za-z0-9._-]+ */
-  int line;                /* line of the account's group in the file */
-  char *server;            /* the connection spec text, as written */
-  struct p3_spec spec;     /* parsed (a netrc account name is resolved at run time:
-                              spec_valid is 0 then) */
+  char *name;          /* unique, [A-Za-z0-9._-]+ */
+  int line;            /* line of the account's group in the file */
+  char *server;        /* the connection spec text, as written */
+  struct p3_spec spec; /* parsed (a netrc account name is resolved at run time:
+                          spec_valid is 0 then) */
   int spec_valid;
-  char *maildir;           /* absolute path */
-  char *user;              /* the local user the run acts as; NULL: the daemon's own */
-  unsigned long uid, gid;  /* of `user' (resolved at load time) */
-  unsigned interval;       /* seconds, >= 1 (the global default when not set) */
-  char *password_command;  /* NULL when not set */
-  char *password;          /* plaintext `password`, NULL when not set */
-  char *netrc;             /* NULL: $NETRC / ~/.netrc */
-  char *ca_file;           /* NULL: system bundle */
+  char *maildir;          /* absolute path */
+  char *user;             /* the local user the run acts as; NULL: the daemon's own */
+  unsigned long uid, gid; /* of `user' (resolved at load time) */
+  unsigned interval;      /* seconds, >= 1 (the global default when not set) */
+  char *password_command; /* NULL when not set */
+  char *password;         /* plaintext `password`, NULL when not set */
+  char *netrc;            /* NULL: $NETRC / ~/.netrc */
+  char *ca_file;          /* NULL: system bundle */
   uint8_t pins[P3_TLS_MAX_PINS][32];
-  int pin_count;           /* tls_fingerprint: a string or a list of strings */
-  unsigned window;         /* 0: default */
-  unsigned timeout;        /* seconds; 0: default (120) */
+  int pin_count;    /* tls_fingerprint: a string or a list of strings */
+  unsigned window;  /* 0: default */
+  unsigned timeout; /* seconds; 0: default (120) */
   enum session_pipelining pipelining;
-  int enabled;             /* default true */
-  int keep;                /* keep = true: never DELE, fetch only new UIDs */
-  int keep_days;           /* -1: not set */
-  int utf8;                /* utf8 = false: never send UTF8 (RFC 6856) */
+  int enabled;   /* default true */
+  int keep;      /* keep = true: never DELE, fetch only new UIDs */
+  int keep_days; /* -1: not set */
+  int utf8;      /* utf8 = false: never send UTF8 (RFC 6856) */
 };
 
 struct cfg {
-  char *path;              /* absolute path of the file */
-  char *control_socket;    /* absolute; defaults filled in */
-  char *state_dir;         /* absolute; defaults filled in */
-  unsigned interval;       /* default 300 */
-  unsigned max_parallel;   /* default 4 */
-  unsigned timeout;        /* default 120 */
+  char *path;            /* absolute path of the file */
+  char *control_socket;  /* absolute; defaults filled in */
+  char *state_dir;       /* absolute; defaults filled in */
+  unsigned interval;     /* default 300 */
+  unsigned max_parallel; /* default 4 */
+  unsigned timeout;      /* default 120 */
   enum session_pipelining pipelining;
   struct cfg_account *accounts;
   size_t account_count;

@@ -43,7 +43,7 @@ struct loader {
   struct stat st; /* of the main file, for the password mode check */
   int check_maildirs;
   int as_root; /* root's rules: every account names its `user' */
-  char *dir; /* directory of the file: @include and its names are relative to it */
+  char *dir;   /* directory of the file: @include and its names are relative to it */
 };
 
 /* ---- error list */
@@ -522,8 +522,7 @@ static void check_user(struct loader *ld, const config_setting_t *g, const confi
   if (a->user == NULL)
     return; /* not a string: reported already */
   if (getpwnam_r(a->user, &pw, buf, sizeof(buf), &res) != 0 || res == NULL) {
-    add_error(ld, user_s, "account `%s': no local user named \"%.*s\"", name, QUOTE_MAX,
-              a->user);
+    add_error(ld, user_s, "account `%s': no local user named \"%.*s\"", name, QUOTE_MAX, a->user);
     return;
   }
   if (!ld->as_root && pw.pw_uid != geteuid()) {

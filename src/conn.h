@@ -36,35 +36,35 @@ struct conn_ops {
 };
 
 struct conn_options {
-  const char *host;         /* where to connect */
+  const char *host; /* where to connect */
   unsigned port;
-  int implicit_tls;         /* handshake right after connect */
+  int implicit_tls;          /* handshake right after connect */
   struct p3_tls_options tls; /* used for implicit TLS and STLS */
-  unsigned timeout_ms;      /* connect, handshake, status lines, body windows */
+  unsigned timeout_ms;       /* connect, handshake, status lines, body windows */
 };
 
 struct conn {
   uv_loop_t *loop;
   struct conn_options opts;
-  char *host;               /* owned copy of opts.host */
+  char *host; /* owned copy of opts.host */
   struct conn_ops ops;
   void *data;
 
   uv_getaddrinfo_t gai;
   struct addrinfo *addrs, *next_addr;
-  uv_tcp_t *tcp;            /* heap: one per connect attempt */
+  uv_tcp_t *tcp; /* heap: one per connect attempt */
   uv_connect_t connect_req;
   uv_timer_t timer;
   struct p3_tls *tls;
-  int handshaking;          /* 1: implicit, 2: STLS */
+  int handshaking; /* 1: implicit, 2: STLS */
   int connected;
   int paused;
-  uint64_t deadline;        /* loop time the connect attempt or handshake ends */
-  struct progress progress; /* the reply bounds, once connected */
+  uint64_t deadline;              /* loop time the connect attempt or handshake ends */
+  struct progress progress;       /* the reply bounds, once connected */
   uint64_t seen_lines, seen_body; /* the owner's counters at the last conn_expect */
   int failed;
   int closing;
-  int pending;              /* handles/requests whose callbacks are still owed */
+  int pending; /* handles/requests whose callbacks are still owed */
   int gai_pending;
   int last_connect_err;
   char errbuf[256];

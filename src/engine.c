@@ -47,7 +47,7 @@ struct engine {
   struct maildir md;
   int md_ready;
   struct uidstate *state;
-  uv_work_t work;          /* prepare and finish steps on the thread pool */
+  uv_work_t work; /* prepare and finish steps on the thread pool */
   int work_err;
   char work_msg[512];
 
@@ -56,10 +56,10 @@ struct engine {
   struct maildir_delivery *current;
   struct delivery_ctx *current_ctx;
 
-  uv_check_t drain_check;  /* resumes reading once the write queue drained */
+  uv_check_t drain_check; /* resumes reading once the write queue drained */
   uv_timer_t grace_timer;
   int handles_open;
-  unsigned record_writes;  /* journal appends in flight */
+  unsigned record_writes; /* journal appends in flight */
   unsigned barrier_busy;
 
   int conn_started;
@@ -70,7 +70,7 @@ struct engine {
   int err;
   int lockstep;
   int stop_requested;
-  int fs_known;            /* statvfs of the Maildir, taken while preparing */
+  int fs_known; /* statvfs of the Maildir, taken while preparing */
   uint64_t fs_total, fs_avail;
   char conn_detail[256];
   char save_detail[256];
@@ -163,8 +163,8 @@ static void on_record_written(uv_fs_t *req) {
   if (err == 0)
     P3_CRASH_POINT("after-record");
   else if (e->save_detail[0] == '\0')
-    snprintf(e->save_detail, sizeof e->save_detail, "appending to %s: %s",
-             uidstate_path(e->state), uv_strerror(err));
+    snprintf(e->save_detail, sizeof e->save_detail, "appending to %s: %s", uidstate_path(e->state),
+             uv_strerror(err));
   /* Only now may the DELE go out: the record says the message is delivered. */
   session_saved(e->session, idx, err);
   flush(e);
@@ -229,8 +229,8 @@ static int write_intent(void *arg, const char *new_name) {
   return 0;
 }
 
-static void on_delivered(struct maildir_delivery *d, int err, const char *new_name,
-                         uint64_t bytes, void *data) {
+static void on_delivered(struct maildir_delivery *d, int err, const char *new_name, uint64_t bytes,
+                         void *data) {
   struct delivery_ctx *ctx = data;
   struct engine *e = ctx->e;
   size_t idx = ctx->idx;
@@ -435,8 +435,7 @@ static void on_newdir_synced(int err, void *data) {
       w->e = e;
       w->req.data = w;
       uv_buf_t b = uv_buf_init(w->line, (unsigned)len);
-      if (uv_fs_write(e->loop, &w->req, uidstate_fd(e->state), &b, 1, -1,
-                      on_barrier_written) == 0)
+      if (uv_fs_write(e->loop, &w->req, uidstate_fd(e->state), &b, 1, -1, on_barrier_written) == 0)
         return; /* barrier_busy stays raised until the journal is synced */
       free(w->line);
     }
@@ -751,7 +750,6 @@ static void on_conn_note(void *data, const char *line) {
   trace(data, "%s", line);
 }
 
-
 static void on_conn_closed(void *data) {
   struct engine *e = data;
   e->conn_closed = 1;
@@ -974,7 +972,6 @@ static void start_finish(struct engine *e) {
     finish_done(&e->work, 0);
 }
 
-
 static void on_grace_timeout(uv_timer_t *t) {
   struct engine *e = t->data;
   if (!session_finished(e->session)) {
@@ -1104,8 +1101,7 @@ static void begin_session(struct engine *e) {
   e->conn_started = 1;
   int err = conn_start(&e->conn, e->loop, &co, &cops, e);
   if (err) {
-    snprintf(e->conn_detail, sizeof e->conn_detail, "%.200s: %s", spec->tcp_host,
-             uv_strerror(err));
+    snprintf(e->conn_detail, sizeof e->conn_detail, "%.200s: %s", spec->tcp_host, uv_strerror(err));
     session_connection_lost(e->session, P3_EDNS);
   }
 }

@@ -29,19 +29,19 @@
 struct engine_options {
   const struct p3_target *target; /* borrowed until done */
   const char *maildir;
-  const char *ca_file;            /* NULL: the system bundle */
+  const char *ca_file; /* NULL: the system bundle */
   uint8_t pins[P3_TLS_MAX_PINS][32];
   int pin_count;
-  unsigned timeout_s;             /* 0: 120 */
+  unsigned timeout_s; /* 0: 120 */
   enum session_pipelining pipelining;
-  unsigned window;                /* 0: SESSION_DEFAULT_WINDOW */
+  unsigned window; /* 0: SESSION_DEFAULT_WINDOW */
   /* UID state journal (locked for the run); NULL runs without one. */
   const char *state_path;
-  const char *who;                /* named in the lock file: "pop3 dl", "pop3syncd" */
-  int keep;                       /* never DELE; fetch only UIDs not yet delivered */
-  int keep_days;                  /* with keep: DELE what was delivered more than N days
-                                     ago; -1: never */
-  int no_utf8;                    /* never send UTF8 (RFC 6856), even when advertised */
+  const char *who; /* named in the lock file: "pop3 dl", "pop3syncd" */
+  int keep;        /* never DELE; fetch only UIDs not yet delivered */
+  int keep_days;   /* with keep: DELE what was delivered more than N days
+                      ago; -1: never */
+  int no_utf8;     /* never send UTF8 (RFC 6856), even when advertised */
   /* Protocol trace and notes (-v); NULL to disable.  Never sees a password. */
   void (*trace)(void *data, const char *line);
   void *trace_data;
@@ -49,30 +49,30 @@ struct engine_options {
 
 struct engine_stuck {
   unsigned long number;
-  char uid[72];            /* cut at 71 octets (a UID may have up to 512) */
+  char uid[72]; /* cut at 71 octets (a UID may have up to 512) */
   uint64_t size;
   unsigned attempts;
   char last_error[256];
 };
 
 struct engine_result {
-  int err;                 /* 0, or the first error that ended the run */
-  char message[768];       /* one sentence for err ("" when err == 0) */
-  size_t listed;           /* messages on the server */
-  size_t delivered;        /* messages now in new/ */
-  uint64_t bytes;          /* bytes written to the Maildir */
-  size_t deleted;          /* DELEs acknowledged and committed by QUIT */
-  size_t already;          /* delivered by an earlier run: only deleted (or kept) */
-  size_t failed;           /* messages that could not be retrieved or saved */
-  size_t left_for_space;   /* left on the server for lack of disk space */
+  int err;               /* 0, or the first error that ended the run */
+  char message[768];     /* one sentence for err ("" when err == 0) */
+  size_t listed;         /* messages on the server */
+  size_t delivered;      /* messages now in new/ */
+  uint64_t bytes;        /* bytes written to the Maildir */
+  size_t deleted;        /* DELEs acknowledged and committed by QUIT */
+  size_t already;        /* delivered by an earlier run: only deleted (or kept) */
+  size_t failed;         /* messages that could not be retrieved or saved */
+  size_t left_for_space; /* left on the server for lack of disk space */
   uint64_t left_for_space_bytes;
-  double seconds;          /* wall time of the run */
-  long login_delay;        /* the server's LOGIN-DELAY in seconds, -1 when none */
-  int uidl;                /* the server supports UIDL (state in use) */
-  int lockstep;            /* this run was lock-step because of an earlier desync */
-  int uids_unique;         /* 0: the listing showed some UID more than once (those
-                              messages are always fetched, see plan.h); 1 otherwise */
-  size_t corrupt_lines;    /* state journal lines ignored as corrupt */
+  double seconds;                   /* wall time of the run */
+  long login_delay;                 /* the server's LOGIN-DELAY in seconds, -1 when none */
+  int uidl;                         /* the server supports UIDL (state in use) */
+  int lockstep;                     /* this run was lock-step because of an earlier desync */
+  int uids_unique;                  /* 0: the listing showed some UID more than once (those
+                                       messages are always fetched, see plan.h); 1 otherwise */
+  size_t corrupt_lines;             /* state journal lines ignored as corrupt */
   const struct engine_stuck *stuck; /* messages left alone after repeated failures */
   size_t stuck_count;
 };

@@ -9,8 +9,8 @@
 
 const char *p3_strerror(int err) {
   switch (err) {
-#define P3_ERR_MSG(name, value, status, msg) \
-  case name:                                 \
+#define P3_ERR_MSG(name, value, status, msg)                                                       \
+  case name:                                                                                       \
     return msg;
     P3_ERRORS(P3_ERR_MSG)
 #undef P3_ERR_MSG
@@ -28,8 +28,8 @@ int p3_exit_status(int err) {
   if (err >= 0)
     return 0;
   switch (err) {
-#define P3_ERR_STATUS(name, value, status, msg) \
-  case name:                                    \
+#define P3_ERR_STATUS(name, value, status, msg)                                                    \
+  case name:                                                                                       \
     return status;
     P3_ERRORS(P3_ERR_STATUS)
 #undef P3_ERR_STATUS

@@ -10,9 +10,9 @@
 #include <time.h>
 
 struct jbuf {
-  char *data;   /* NUL-terminated, owned */
+  char *data; /* NUL-terminated, owned */
   size_t len, cap;
-  int err;      /* -ENOMEM once an allocation failed; further appends are dropped */
+  int err;        /* -ENOMEM once an allocation failed; further appends are dropped */
   int need_comma; /* internal: a value was written at the current nesting level */
 };
 
@@ -25,7 +25,7 @@ void jbuf_arr_begin(struct jbuf *b);
 void jbuf_arr_end(struct jbuf *b);
 void jbuf_key(struct jbuf *b, const char *key);
 /* Values. */
-void jbuf_str(struct jbuf *b, const char *s);       /* NULL writes null */
+void jbuf_str(struct jbuf *b, const char *s); /* NULL writes null */
 void jbuf_strn(struct jbuf *b, const char *s, size_t n);
 void jbuf_int(struct jbuf *b, int64_t v);
 void jbuf_uint(struct jbuf *b, uint64_t v);
@@ -40,9 +40,9 @@ struct json {
   enum json_type type;
   int boolean;
   double number;
-  char *string;            /* JSON_STRING: decoded, NUL-terminated */
-  struct json *items;      /* JSON_ARRAY / JSON_OBJECT: count values */
-  char **keys;             /* JSON_OBJECT: count keys */
+  char *string;       /* JSON_STRING: decoded, NUL-terminated */
+  struct json *items; /* JSON_ARRAY / JSON_OBJECT: count values */
+  char **keys;        /* JSON_OBJECT: count keys */
   size_t count;
 };
 

@@ -5,8 +5,13 @@
 #ifndef P3_LOG_H
 #define P3_LOG_H
 
-enum log_level { LOG_LVL_ERR = 3, LOG_LVL_WARNING = 4, LOG_LVL_NOTICE = 5, LOG_LVL_INFO = 6,
-                 LOG_LVL_DEBUG = 7 };
+enum log_level {
+  LOG_LVL_ERR = 3,
+  LOG_LVL_WARNING = 4,
+  LOG_LVL_NOTICE = 5,
+  LOG_LVL_INFO = 6,
+  LOG_LVL_DEBUG = 7
+};
 
 /* Sets the program name and detects the journal.  verbose enables debug. */
 void log_init(const char *progname, int verbose);

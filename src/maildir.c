@@ -54,7 +54,7 @@ struct maildir_delivery {
   enum delivery_state state;
   bool committed;
   bool aborted;
-  bool commit_work; /* the final work renames (else it discards) */
+  bool commit_work;               /* the final work renames (else it discards) */
   maildir_prerename_fn prerename; /* runs on the worker between fsync and rename */
   void *prerename_arg;
   int err;          /* first error, sticky; later writes are dropped */

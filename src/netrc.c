@@ -26,7 +26,6 @@ struct tokenizer {
   int line;
 };
 
-
 /* Passwords pass through these buffers: wipe before freeing. */
 static void free_secret(char *s) {
   if (s != NULL) {
@@ -205,8 +204,8 @@ int netrc_parse(const char *buf, size_t len, struct netrc *n, int *errline_r, ch
       /* Not quoted back: a stray token is most often the second half of a
        * password that contains a space. */
       p3_set_error(errbuf, errlen,
-                "unknown keyword or stray value (a value with spaces must be "
-                "written in double quotes)");
+                   "unknown keyword or stray value (a value with spaces must be "
+                   "written in double quotes)");
       r = P3_ENETRC;
       break;
     }
@@ -294,8 +293,9 @@ static int open_own_file(const char *path, struct stat *st, char *errbuf, size_t
    * the reason is the owner.  The fstat below stays the check that counts. */
   if (via_link ? stat(path, &lst) == 0 : 1) {
     if (lst.st_uid != me) {
-      p3_set_error(errbuf, errlen, via_link ? "%s links to a file owned by uid %lu, not by you (uid %lu)"
-                                            : "%s is owned by uid %lu, not by you (uid %lu)",
+      p3_set_error(errbuf, errlen,
+                   via_link ? "%s links to a file owned by uid %lu, not by you (uid %lu)"
+                            : "%s is owned by uid %lu, not by you (uid %lu)",
                    path, (unsigned long)lst.st_uid, me);
       return P3_ENETRCPERM;
     }

@@ -24,8 +24,8 @@ struct netrc {
  * starts a comment at the beginning of a token; `macdef` bodies (up to an
  * empty line) are skipped.  Returns 0 or P3_ENETRC with *errline_r set to the
  * offending line and errbuf holding the reason. */
-int netrc_parse(const char *buf, size_t len, struct netrc *n, int *errline_r,
-                char *errbuf, size_t errlen);
+int netrc_parse(const char *buf, size_t len, struct netrc *n, int *errline_r, char *errbuf,
+                size_t errlen);
 
 /* Reads and parses path.  Refuses (P3_ENETRCPERM) a file that is not owned
  * by the effective uid, a symbolic link that is not (a link of ours to a file

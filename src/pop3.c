@@ -63,14 +63,13 @@ static const char dl_usage[] =
     "Exit status: 0 ok, 64 usage, 69 connection/TLS, 73 Maildir, 75 temporary\n"
     "failure or partial run, 77 login refused, 78 password/netrc problem.\n";
 
-static const char main_usage[] =
-    "usage: pop3 [-v] SUBCOMMAND [ARGS...]\n"
-    "\n"
-    "Subcommands:\n"
-    "  dl [OPTIONS] SPEC MAILDIR   download a mailbox into a Maildir\n"
-    "  help [SUBCOMMAND]           show help\n"
-    "\n"
-    "Run `pop3 help dl' for the options of dl.\n";
+static const char main_usage[] = "usage: pop3 [-v] SUBCOMMAND [ARGS...]\n"
+                                 "\n"
+                                 "Subcommands:\n"
+                                 "  dl [OPTIONS] SPEC MAILDIR   download a mailbox into a Maildir\n"
+                                 "  help [SUBCOMMAND]           show help\n"
+                                 "\n"
+                                 "Run `pop3 help dl' for the options of dl.\n";
 
 struct dl_run {
   const char *spec_text;
@@ -104,9 +103,9 @@ static void on_progress(uv_timer_t *t) {
   uint64_t bytes;
   engine_progress(run->engine, &done, &total, &bytes);
   uint64_t now = uv_now(t->loop);
-  double rate = now > run->last_ms ? (double)(bytes - run->last_bytes) * 1000.0 /
-                                         (double)(now - run->last_ms)
-                                   : 0;
+  double rate = now > run->last_ms
+                    ? (double)(bytes - run->last_bytes) * 1000.0 / (double)(now - run->last_ms)
+                    : 0;
   run->last_bytes = bytes;
   run->last_ms = now;
   char b1[32], b2[32];
@@ -177,7 +176,8 @@ static int dl_password_command(uv_loop_t *loop, const char *cmd, unsigned timeou
   pr.sigint.data = pr.sigterm.data = &pr;
   uv_signal_start(&pr.sigint, on_password_signal, SIGINT);
   uv_signal_start(&pr.sigterm, on_password_signal, SIGTERM);
-  int err = pwcmd_start(loop, cmd, timeout_s, isatty(0) ? PWCMD_TTY : PWCMD_OWN_GROUP, on_password, &pr, &pr.pwcmd);
+  int err = pwcmd_start(loop, cmd, timeout_s, isatty(0) ? PWCMD_TTY : PWCMD_OWN_GROUP, on_password,
+                        &pr, &pr.pwcmd);
   if (err) {
     p3_set_error(pr.message, sizeof pr.message, "password command `%s' could not be started: %s",
                  cmd, uv_strerror(err));

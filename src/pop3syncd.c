@@ -94,7 +94,7 @@ struct fetch_req {
     char *error;
     size_t messages;
     uint64_t bytes;
-  } *results;
+  } * results;
 };
 
 static void fetch_reply(struct fetch_req *f) {

@@ -55,8 +55,8 @@ static void move_legacy_journal(int dfd, int ufd, const char *state_dir, const c
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
       (st.st_uid != 0 && st.st_uid != uid)) {
-    log_warning("%s: %s/%s is not a journal this daemon wrote; left as it is", account,
-                state_dir, name);
+    log_warning("%s: %s/%s is not a journal this daemon wrote; left as it is", account, state_dir,
+                name);
     close(fd);
     return;
   }
@@ -99,8 +99,10 @@ int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, g
   /* Root hands directories in it over to users: it must be root's alone. */
   struct stat sst;
   if (fstat(dfd, &sst) != 0 || sst.st_uid != 0 || (sst.st_mode & 022)) {
-    p3_set_error(errbuf, errlen, "state_dir %s must be root's own directory, not writable by "
-                 "group or others", state_dir);
+    p3_set_error(errbuf, errlen,
+                 "state_dir %s must be root's own directory, not writable by "
+                 "group or others",
+                 state_dir);
     close(dfd);
     return P3_EUNSAFE;
   }
@@ -122,7 +124,7 @@ int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, g
     close(dfd);
     p3_set_error(errbuf, errlen, "%s/%s: %s", state_dir, user,
                  saved == ELOOP || saved == ENOTDIR ? "not a directory (a symbolic link?)"
-                                                     : strerror(saved));
+                                                    : strerror(saved));
     return saved == ELOOP || saved == ENOTDIR ? P3_EUNSAFE : P3_ESTATE;
   }
   struct stat st;
@@ -134,8 +136,10 @@ int privsep_user_state_dir(const char *state_dir, const char *user, uid_t uid, g
     /* Only an empty one is ours to give: a state_dir shared with something
      * else (/var/lib, and a user named like a package) must not hand over
      * that package's files. */
-    p3_set_error(errbuf, errlen, "%s/%s is root's and not empty; not giving it to %s (is "
-                 "state_dir a directory of its own?)", state_dir, user, user);
+    p3_set_error(errbuf, errlen,
+                 "%s/%s is root's and not empty; not giving it to %s (is "
+                 "state_dir a directory of its own?)",
+                 state_dir, user, user);
     err = P3_EUNSAFE;
   } else if (st.st_uid == 0) {
     /* Ours (only root writes in state_dir): just made, or left by a worker

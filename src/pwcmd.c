@@ -133,7 +133,8 @@ static void on_close(uv_handle_t *h) {
                  p->command, (long long)p->exit_status, why);
   } else if (p->len == 0) {
     err = P3_EPWCMD;
-    p3_set_error(message, sizeof message, "password command `%s' printed nothing%s", p->command, why);
+    p3_set_error(message, sizeof message, "password command `%s' printed nothing%s", p->command,
+                 why);
   } else {
     char *nl = memchr(p->buf, '\n', p->len);
     size_t linelen = nl != NULL ? (size_t)(nl - p->buf) : p->len;

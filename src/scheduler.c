@@ -56,14 +56,14 @@ struct acct {
   time_t last_started, last_finished;
   int last_ok, last_exit;
   char last_error[768];
-  char last_signal[32];     /* "SIGSEGV" when the worker died of a signal */
+  char last_signal[32]; /* "SIGSEGV" when the worker died of a signal */
   size_t last_messages;
   uint64_t last_bytes;
 
   uint64_t total_messages, total_bytes;
-  int uidl;                 /* -1 before the first session that listed */
+  int uidl; /* -1 before the first session that listed */
   int lockstep;
-  int uids_unique;          /* 0: the last listing showed some UID more than once */
+  int uids_unique; /* 0: the last listing showed some UID more than once */
   struct engine_stuck *stuck;
   size_t stuck_count;
   unsigned failures;
@@ -341,8 +341,7 @@ static void on_worker_done(void *data, const struct worker_outcome *o) {
     if (o->silenced)
       snprintf(buf, sizeof buf, "worker killed: not a word from it for 60 s (stopped?)");
     else if (o->signal_name)
-      snprintf(buf, sizeof buf, "worker killed by signal %d (%s)", o->term_signal,
-               o->signal_name);
+      snprintf(buf, sizeof buf, "worker killed by signal %d (%s)", o->term_signal, o->signal_name);
     else
       snprintf(buf, sizeof buf, "worker exited with status %d without a result", o->exit_status);
     finish_run(r->a, P3_EWORKER, buf, 0, 0, -1, NULL, o->signal_name);
@@ -403,8 +402,8 @@ static void start_run(struct acct *a) {
       .done = on_worker_done,
   };
   char errbuf[512];
-  int err = worker_run_start(s->loop, s->worker_exe, &q, &ops, r, &r->worker, errbuf,
-                             sizeof errbuf);
+  int err =
+      worker_run_start(s->loop, s->worker_exe, &q, &ops, r, &r->worker, errbuf, sizeof errbuf);
   if (err)
     finish_run(a, err, errbuf, 0, 0, -1, NULL, NULL);
 }

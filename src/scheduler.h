@@ -16,10 +16,10 @@
 struct sched;
 
 struct sched_result {
-  const char *name;      /* account */
+  const char *name; /* account */
   int ok;
-  int exit;              /* pop3 dl's exit status for this run */
-  const char *error;     /* NULL when ok */
+  int exit;          /* pop3 dl's exit status for this run */
+  const char *error; /* NULL when ok */
   size_t messages;
   uint64_t bytes;
 };

@@ -16,11 +16,11 @@ enum p3_tls_mode {
 
 struct p3_spec {
   enum p3_tls_mode mode;
-  int mode_given;              /* a prefix was written */
-  char user[P3_USER_MAX];      /* empty when not given */
-  char tcp_host[P3_HOST_MAX];  /* where to connect; IPv6 without brackets */
-  char tls_name[P3_HOST_MAX];  /* SNI and certificate name; "" when it is an IP literal */
-  unsigned port;               /* always set: the mode's default when not written */
+  int mode_given;             /* a prefix was written */
+  char user[P3_USER_MAX];     /* empty when not given */
+  char tcp_host[P3_HOST_MAX]; /* where to connect; IPv6 without brackets */
+  char tls_name[P3_HOST_MAX]; /* SNI and certificate name; "" when it is an IP literal */
+  unsigned port;              /* always set: the mode's default when not written */
   int port_given;
 };
 

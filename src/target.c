@@ -37,7 +37,7 @@ static int default_user(char *buf, size_t buflen, char *errbuf, size_t errlen) {
 
   if (pw == NULL || pw->pw_name == NULL || pw->pw_name[0] == '\0') {
     p3_set_error(errbuf, errlen, "cannot find a user name for uid %lu; write user@ in the spec",
-              (unsigned long)uid);
+                 (unsigned long)uid);
     return P3_ESPEC;
   }
   if (strlen(pw->pw_name) >= buflen) {
@@ -101,8 +101,8 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
 
   if (e->machine == NULL) {
     p3_set_error(errbuf, errlen,
-              "%s:%d: account `%s' is on the `default' entry, which names no server", path, e->line,
-              acct);
+                 "%s:%d: account `%s' is on the `default' entry, which names no server", path,
+                 e->line, acct);
     return P3_ENETRC;
   }
   r = spec_parse(e->machine, &s, reason, sizeof(reason));
@@ -125,7 +125,7 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
     r = spec_parse(at + 1, &host, reason, sizeof(reason));
     if (r < 0) {
       p3_set_error(errbuf, errlen, "%s:%d: host part of account `%s': %s", path, e->line, acct,
-                reason);
+                   reason);
       return P3_ENETRC;
     }
     memcpy(s.tls_name, host.tls_name, sizeof(s.tls_name));
@@ -134,16 +134,16 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
   if (e->login != NULL && e->login[0] != '\0') {
     if (strlen(e->login) >= sizeof(s.user) || !user_is_valid(e->login)) {
       p3_set_error(errbuf, errlen,
-                "%s:%d: the login of account `%s' is too long or contains a space "
-                "or control character",
-                path, e->line, acct);
+                   "%s:%d: the login of account `%s' is too long or contains a space "
+                   "or control character",
+                   path, e->line, acct);
       return P3_ENETRC;
     }
     strcpy(s.user, e->login);
   } else if (s.user[0] == '\0' && at != NULL && at != acct) {
     if ((size_t)(at - acct) >= sizeof(s.user)) {
-      p3_set_error(errbuf, errlen, "%s:%d: the user part of account `%s' is too long", path, e->line,
-                acct);
+      p3_set_error(errbuf, errlen, "%s:%d: the user part of account `%s' is too long", path,
+                   e->line, acct);
       return P3_ENETRC;
     }
     memcpy(s.user, acct, (size_t)(at - acct));
@@ -151,15 +151,15 @@ static int resolve_account(const struct netrc_entry *e, const char *acct, enum p
   }
   if (s.user[0] != '\0' && !user_is_valid(s.user)) {
     p3_set_error(errbuf, errlen,
-              "%s:%d: the user of account `%s' contains a space or control character", path,
-              e->line, acct);
+                 "%s:%d: the user of account `%s' contains a space or control character", path,
+                 e->line, acct);
     return P3_ENETRC;
   }
 
   if (e->password != NULL) {
     if (!password_is_valid(e->password)) {
-      p3_set_error(errbuf, errlen, "%s:%d: the password of account `%s' contains a line break", path,
-                e->line, acct);
+      p3_set_error(errbuf, errlen, "%s:%d: the password of account `%s' contains a line break",
+                   path, e->line, acct);
       return P3_ENETRC;
     }
     t->password = strdup(e->password);
@@ -251,7 +251,7 @@ int target_password(struct p3_target *t, const char *netrc_path, char *errbuf, s
   }
   if (!password_is_valid(e->password)) {
     p3_set_error(errbuf, errlen, "%s:%d: the password for %s contains a line break", path, e->line,
-              id);
+                 id);
     netrc_free(&n);
     return P3_ENETRC;
   }

@@ -11,8 +11,8 @@
 #include "spec.h"
 
 struct p3_target {
-  struct p3_spec spec;  /* user always filled (effective user by default) */
-  char *password;       /* owned, NUL-terminated; NULL until resolved */
+  struct p3_spec spec; /* user always filled (effective user by default) */
+  char *password;      /* owned, NUL-terminated; NULL until resolved */
 };
 
 /* Resolves text (with optional mode prefix) into *t.  If the text after the
@@ -24,8 +24,8 @@ struct p3_target {
  * user's name.  netrc_path NULL means netrc_default_path().  A missing netrc
  * file is not an error here.  Does not look up the password.
  * Returns 0, P3_ESPEC, P3_ENETRC, P3_ENETRCPERM; errbuf gets one sentence. */
-int target_resolve(const char *text, const char *netrc_path, struct p3_target *t,
-                   char *errbuf, size_t errlen);
+int target_resolve(const char *text, const char *netrc_path, struct p3_target *t, char *errbuf,
+                   size_t errlen);
 
 /* Fills t->password unless already set, from the netrc: looks for
  * `machine USER@TCP_HOST:PORT`, then `machine TCP_HOST login USER`, then

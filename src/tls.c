@@ -78,7 +78,6 @@ static const int tls_preferred_suites[] = {
     MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 };
 
-
 /* mbedTLS's own words for code, e.g. "SSL - Processing of the ... (-0x7780)". */
 static void tls_err_mbed(char *errbuf, size_t errlen, const char *what, int code) {
   char text[160];

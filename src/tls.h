@@ -10,11 +10,11 @@
 #define P3_TLS_MAX_PINS 8
 
 struct p3_tls_options {
-  const char *ca_file;       /* NULL: /etc/ssl/certs/ca-certificates.crt */
-  const char *server_name;   /* SNI and certificate name; NULL or "" means no SNI and
-                                no name check (only allowed with pins) */
+  const char *ca_file;               /* NULL: /etc/ssl/certs/ca-certificates.crt */
+  const char *server_name;           /* SNI and certificate name; NULL or "" means no SNI and
+                                        no name check (only allowed with pins) */
   uint8_t pins[P3_TLS_MAX_PINS][32]; /* SHA-256 of the leaf certificate's DER */
-  int pin_count;             /* > 0: a matching pin replaces CA and name checks */
+  int pin_count;                     /* > 0: a matching pin replaces CA and name checks */
 };
 
 struct p3_tls; /* opaque */

@@ -299,8 +299,8 @@ static void resolve(struct worker *w) {
     unsigned timeout = w->req.timeout_s ? w->req.timeout_s : 120;
     /* In the worker's own process group, which the daemon kills when the
      * worker ends: the daemon never signals a pid the worker names. */
-    err = pwcmd_start(&w->loop, w->req.password_command, timeout, PWCMD_CALLER_GROUP,
-                      on_password, w, &w->pwcmd);
+    err = pwcmd_start(&w->loop, w->req.password_command, timeout, PWCMD_CALLER_GROUP, on_password,
+                      w, &w->pwcmd);
     if (err) {
       p3_set_error(errbuf, sizeof errbuf, "password command `%.200s': %s", w->req.password_command,
                    p3_strerror(err));
@@ -408,8 +408,8 @@ int worker_main(int fd) {
   if (root && w.req.user == NULL) {
     fail(&w, P3_EPRIV, "a root daemon runs accounts only as their user; set user");
   } else if (root) {
-    err = privsep_user_state_dir(w.req.state_dir, w.req.user, (uid_t)w.req.uid,
-                                 (gid_t)w.req.gid, w.req.account, errbuf, sizeof errbuf);
+    err = privsep_user_state_dir(w.req.state_dir, w.req.user, (uid_t)w.req.uid, (gid_t)w.req.gid,
+                                 w.req.account, errbuf, sizeof errbuf);
     if (err == 0)
       err = privsep_drop(w.req.user, (uid_t)w.req.uid, errbuf, sizeof errbuf);
     if (err)

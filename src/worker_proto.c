@@ -69,7 +69,8 @@ int worker_line_split(char *line, char **key_r, char **value_r) {
   return 0;
 }
 
-static int append_uint(char **buf, size_t *len, size_t *cap, const char *key, unsigned long long v) {
+static int append_uint(char **buf, size_t *len, size_t *cap, const char *key,
+                       unsigned long long v) {
   char num[32];
   snprintf(num, sizeof num, "%llu", v);
   return worker_line_append(buf, len, cap, key, num);
@@ -113,11 +114,11 @@ int worker_request_format(const struct worker_request *q, char **buf_r, size_t *
   char *buf = NULL;
   size_t len = 0, cap = 0;
   int err = 0;
-#define S(key, v) \
-  if (err == 0 && (v) != NULL) \
+#define S(key, v)                                                                                  \
+  if (err == 0 && (v) != NULL)                                                                     \
   err = worker_line_append(&buf, &len, &cap, key, v)
-#define U(key, v) \
-  if (err == 0) \
+#define U(key, v)                                                                                  \
+  if (err == 0)                                                                                    \
   err = append_uint(&buf, &len, &cap, key, v)
   S("account", q->account);
   S("user", q->user);
@@ -436,10 +437,10 @@ int worker_report_format(const struct engine_result *r, char **buf_r, size_t *le
   char *buf = NULL, num[48];
   size_t len = 0, cap = 0;
   int err = 0;
-#define F(name, fmt, val)                                             \
-  if (err == 0) {                                                     \
-    snprintf(num, sizeof num, "%s " fmt, name, val);                  \
-    err = worker_line_append(&buf, &len, &cap, "result", num);        \
+#define F(name, fmt, val)                                                                          \
+  if (err == 0) {                                                                                  \
+    snprintf(num, sizeof num, "%s " fmt, name, val);                                               \
+    err = worker_line_append(&buf, &len, &cap, "result", num);                                     \
   }
   F("err", "%d", r->err);
   F("listed", "%zu", r->listed);

@@ -37,9 +37,9 @@ struct worker_request {
   char *maildir;
   char *netrc;
   char *password_command;
-  char *password;         /* from the root-only config file; wiped on free */
+  char *password; /* from the root-only config file; wiped on free */
   char *ca_file;
-  char *state_dir;        /* root: the journal lives in state_dir/USER/ */
+  char *state_dir; /* root: the journal lives in state_dir/USER/ */
   uint8_t pins[P3_TLS_MAX_PINS][32];
   int pin_count;
   unsigned timeout_s;
@@ -72,10 +72,10 @@ int worker_line_split(char *line, char **key_r, char **value_r);
 
 /* The result of a run as the daemon learns it from the worker. */
 struct worker_report {
-  struct engine_result r;      /* r.stuck points at stuck below */
-  struct engine_stuck *stuck;  /* owned */
+  struct engine_result r;     /* r.stuck points at stuck below */
+  struct engine_stuck *stuck; /* owned */
   size_t stuck_count;
-  int done;                    /* "done" was received */
+  int done; /* "done" was received */
   size_t progress_done, progress_total;
   uint64_t progress_bytes;
 };

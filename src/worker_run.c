@@ -23,7 +23,7 @@ struct worker_run {
   char line[WORKER_LINE_MAX + 1];
   size_t line_len;
   int line_overflow;
-  int handles;        /* open handles still to close */
+  int handles; /* open handles still to close */
   int exited, chan_done, reported;
   int exit_status, term_signal;
   int silenced; /* the watchdog killed it */

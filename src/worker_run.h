@@ -21,8 +21,8 @@ struct worker_outcome {
 };
 
 struct worker_run_ops {
-  void (*trace)(void *data, const char *line);   /* optional */
-  void (*progress)(void *data);                  /* optional: the report's figures changed */
+  void (*trace)(void *data, const char *line); /* optional */
+  void (*progress)(void *data);                /* optional: the report's figures changed */
   /* Once, after the process is reaped and the channel closed. */
   void (*done)(void *data, const struct worker_outcome *o);
 };
