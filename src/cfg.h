@@ -33,10 +33,11 @@ struct cfg_account {
   unsigned window;  /* 0: default */
   unsigned timeout; /* seconds; 0: default (120) */
   enum session_pipelining pipelining;
-  int enabled;   /* default true */
-  int keep;      /* keep = true: never DELE, fetch only new UIDs */
-  int keep_days; /* -1: not set */
-  int utf8;      /* utf8 = false: never send UTF8 (RFC 6856) */
+  enum session_auth auth; /* login method (session.h); the global `auth` by default */
+  int enabled;            /* default true */
+  int keep;               /* keep = true: never DELE, fetch only new UIDs */
+  int keep_days;          /* -1: not set */
+  int utf8;               /* utf8 = false: never send UTF8 (RFC 6856) */
 };
 
 struct cfg {
@@ -47,6 +48,7 @@ struct cfg {
   unsigned max_parallel; /* default 4 */
   unsigned timeout;      /* default 120 */
   enum session_pipelining pipelining;
+  enum session_auth auth; /* default SESSION_AUTH_AUTO */
   struct cfg_account *accounts;
   size_t account_count;
 };

@@ -358,6 +358,21 @@ static int get_pipelining(struct loader *ld, const config_setting_t *s,
   return 0;
 }
 
+static int get_auth(struct loader *ld, const config_setting_t *s, enum session_auth *out) {
+  const char *v;
+
+  if (get_string(ld, s, &v) < 0)
+    return -1;
+  if (session_auth_parse(v, out) != 0) {
+    add_error(ld, s,
+              "`auth' must be \"auto\", \"user\", \"apop\", \"plain\", \"login\", "
+              "\"xoauth2\" or \"oauthbearer\", not `%.*s'",
+              QUOTE_MAX, v);
+    return -1;
+  }
+  return 0;
+}
+
 /* A Unix socket address holds sun_path bytes including the NUL; a longer
  * path would only fail at bind time, long after the reload said "ok". */
 static int check_socket_len(struct loader *ld, const config_setting_t *s, const char *p) {
@@ -556,7 +571,7 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
                          struct cfg_account *a, const config_setting_t **name_s_r) {
   const config_setting_t *name_s = NULL, *server_s = NULL, *maildir_s = NULL, *password_s = NULL,
                          *password_cmd_s = NULL, *user_s = NULL;
-  int interval_set = 0, timeout_set = 0, pipelining_set = 0, pins_bad = 0;
+  int interval_set = 0, timeout_set = 0, pipelining_set = 0, auth_set = 0, pins_bad = 0;
   int n = config_setting_length(g), i;
   char reason[256];
   long long v;
@@ -611,6 +626,9 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
     } else if (strcmp(key, "pipelining") == 0) {
       pipelining_set = 1;
       get_pipelining(ld, s, &a->pipelining);
+    } else if (strcmp(key, "auth") == 0) {
+      auth_set = 1;
+      get_auth(ld, s, &a->auth);
     } else if (strcmp(key, "keep") == 0) {
       get_bool(ld, s, &a->keep);
     } else if (strcmp(key, "keep_days") == 0) {
@@ -668,6 +686,8 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
     a->timeout = cfg->timeout;
   if (!pipelining_set)
     a->pipelining = cfg->pipelining;
+  if (!auth_set)
+    a->auth = cfg->auth;
 }
 
 /* The mailbox an account fetches, "user@tcp_host:port" (spec_identity), with
@@ -797,6 +817,8 @@ static void load_root(struct loader *ld, struct cfg *cfg, const config_setting_t
       get_uint(ld, s, 1, TIMEOUT_MAX, &cfg->timeout);
     } else if (strcmp(key, "pipelining") == 0) {
       get_pipelining(ld, s, &cfg->pipelining);
+    } else if (strcmp(key, "auth") == 0) {
+      get_auth(ld, s, &cfg->auth);
     } else if (strcmp(key, "accounts") == 0) {
       accounts = s;
     } else {

@@ -1053,6 +1053,10 @@ static void begin_session(struct engine *e) {
       .window = e->opts.window,
       .keep = e->opts.keep,
       .no_utf8 = e->opts.no_utf8,
+      .auth = e->opts.auth,
+      /* OAUTHBEARER's host= and port=: what the user connects to. */
+      .host = spec->tls_name[0] ? spec->tls_name : spec->tcp_host,
+      .port = spec->port,
   };
   if (e->lockstep)
     trace(e, "lock-step: an earlier session with this server desynchronised");
@@ -1216,4 +1220,15 @@ void engine_free(struct engine *e) {
     maildir_deinit(&e->md);
   free(e->stuck);
   free(e);
+}
+
+void engine_result_token_refreshed(struct engine_result *r) {
+  char said[sizeof r->message];
+  const char *lead = p3_strerror(P3_EOAUTH);
+  size_t n = strlen(lead);
+  const char *m = r->message;
+  if (strncmp(m, lead, n) == 0 && m[n] == ':' && m[n + 1] == ' ')
+    m += n + 2;
+  snprintf(said, sizeof said, "%s", m[0] ? m : lead);
+  snprintf(r->message, sizeof r->message, "login refused: %.700s (token refreshed once)", said);
 }

@@ -37,11 +37,12 @@ struct engine_options {
   unsigned window; /* 0: SESSION_DEFAULT_WINDOW */
   /* UID state journal (locked for the run); NULL runs without one. */
   const char *state_path;
-  const char *who; /* named in the lock file: "pop3 dl", "pop3syncd" */
-  int keep;        /* never DELE; fetch only UIDs not yet delivered */
-  int keep_days;   /* with keep: DELE what was delivered more than N days
-                      ago; -1: never */
-  int no_utf8;     /* never send UTF8 (RFC 6856), even when advertised */
+  const char *who;        /* named in the lock file: "pop3 dl", "pop3syncd" */
+  int keep;               /* never DELE; fetch only UIDs not yet delivered */
+  int keep_days;          /* with keep: DELE what was delivered more than N days
+                             ago; -1: never */
+  int no_utf8;            /* never send UTF8 (RFC 6856), even when advertised */
+  enum session_auth auth; /* 0: SESSION_AUTH_AUTO (session.h) */
   /* Protocol trace and notes (-v); NULL to disable.  Never sees a password. */
   void (*trace)(void *data, const char *line);
   void *trace_data;
@@ -92,6 +93,11 @@ int engine_result_exit_code(const struct engine_result *r);
  * when that is empty) for a failed run, else what was left on the server
  * and why. */
 const char *engine_result_message(const struct engine_result *r, char *buf, size_t len);
+
+/* After a second refused OAuth token (the token command was run again):
+ * rewrites r->message as "login refused: WHAT THE SERVER SAID (token
+ * refreshed once)". */
+void engine_result_token_refreshed(struct engine_result *r);
 
 struct engine;
 

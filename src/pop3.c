@@ -55,6 +55,8 @@ static const char dl_usage[] =
     "      --keep                 leave messages on the server; fetch only new UIDs\n"
     "      --keep-days N          with --keep: delete messages delivered over N days ago\n"
     "      --no-utf8              never send UTF8, even when the server offers it\n"
+    "      --auth METHOD          auto (default), user, apop, plain, login, xoauth2,\n"
+    "                             oauthbearer (the password is then the access token)\n"
     "      --pipelining=on|auto|off\n"
     "                             on: always pipeline (default); auto: only when the\n"
     "                             server advertises PIPELINING; off: lock-step\n"
@@ -307,7 +309,8 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     OPT_STATE,
     OPT_KEEP,
     OPT_KEEP_DAYS,
-    OPT_NO_UTF8
+    OPT_NO_UTF8,
+    OPT_AUTH
   };
   static const struct option opts[] = {
       {"verbose", no_argument, NULL, 'v'},
@@ -323,6 +326,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
       {"keep", no_argument, NULL, OPT_KEEP},
       {"keep-days", required_argument, NULL, OPT_KEEP_DAYS},
       {"no-utf8", no_argument, NULL, OPT_NO_UTF8},
+      {"auth", required_argument, NULL, OPT_AUTH},
       {NULL, 0, NULL, 0},
   };
   struct engine_options eo;
@@ -387,6 +391,12 @@ static int cmd_dl(int argc, char **argv, int verbose) {
       break;
     case OPT_NO_UTF8:
       eo.no_utf8 = 1;
+      break;
+    case OPT_AUTH:
+      if (session_auth_parse(optarg, &eo.auth) != 0)
+        return usage_error("--auth `%s': use auto, user, apop, plain, login, xoauth2 or "
+                           "oauthbearer",
+                           optarg);
       break;
     case OPT_KEEP_DAYS:
       if (parse_uint(optarg, 0, 100000, &v) != 0)
@@ -462,35 +472,66 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     }
   }
   struct dl_run run;
-  memset(&run, 0, sizeof run);
-  run.spec_text = spec_text;
-  eo.target = &target;
-  eo.maildir = maildir;
-  if (verbose) {
-    eo.trace = on_trace;
-    eo.trace_data = &run;
+  /* An OAuth token the server refused is often just expired: the token
+   * command is run once more (helpers refresh it when called again) and the
+   * login retried once, in a fresh session. */
+  for (int attempt = 0;; attempt++) {
+    memset(&run, 0, sizeof run);
+    run.spec_text = spec_text;
+    eo.target = &target;
+    eo.maildir = maildir;
+    if (verbose) {
+      eo.trace = on_trace;
+      eo.trace_data = &run;
+    }
+    err = engine_start(&loop, &eo, on_done, &run, &run.engine, errbuf, sizeof errbuf);
+    if (err) {
+      fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
+      dl_failed(spec_text, NULL);
+      target_deinit(&target);
+      uv_loop_close(&loop);
+      return p3_exit_status(err);
+    }
+    uv_signal_init(&loop, &run.sigint);
+    uv_signal_init(&loop, &run.sigterm);
+    run.sigint.data = run.sigterm.data = &run;
+    uv_signal_start(&run.sigint, on_signal, SIGINT);
+    uv_signal_start(&run.sigterm, on_signal, SIGTERM);
+    uv_timer_init(&loop, &run.progress);
+    run.progress.data = &run;
+    /* A live progress line only for a person watching, never in logs. */
+    if (isatty(2) && !verbose)
+      uv_timer_start(&run.progress, on_progress, 500, 500);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (run.progress_on)
+      fputs("\r\033[K", stderr);
+    if (run.result.err != P3_EOAUTH || pwcmd == NULL || run.stopping)
+      break;
+    if (attempt == 1) {
+      engine_result_token_refreshed(&run.result);
+      break;
+    }
+    if (verbose)
+      fprintf(stderr,
+              "pop3: %s: the server refused the token (%s); running the token command "
+              "again\n",
+              spec_text, run.result.message);
+    engine_free(run.engine);
+    if (target.password) {
+      explicit_bzero(target.password, strlen(target.password));
+      free(target.password);
+      target.password = NULL;
+    }
+    err = dl_password_command(&loop, pwcmd, eo.timeout_s ? eo.timeout_s : 120, &target, errbuf,
+                              sizeof errbuf);
+    if (err) {
+      fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
+      dl_failed(spec_text, NULL);
+      target_deinit(&target);
+      uv_loop_close(&loop);
+      return p3_exit_status(err);
+    }
   }
-  err = engine_start(&loop, &eo, on_done, &run, &run.engine, errbuf, sizeof errbuf);
-  if (err) {
-    fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
-    dl_failed(spec_text, NULL);
-    target_deinit(&target);
-    uv_loop_close(&loop);
-    return p3_exit_status(err);
-  }
-  uv_signal_init(&loop, &run.sigint);
-  uv_signal_init(&loop, &run.sigterm);
-  run.sigint.data = run.sigterm.data = &run;
-  uv_signal_start(&run.sigint, on_signal, SIGINT);
-  uv_signal_start(&run.sigterm, on_signal, SIGTERM);
-  uv_timer_init(&loop, &run.progress);
-  run.progress.data = &run;
-  /* A live progress line only for a person watching, never in logs. */
-  if (isatty(2) && !verbose)
-    uv_timer_start(&run.progress, on_progress, 500, 500);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  if (run.progress_on)
-    fputs("\r\033[K", stderr);
 
   int status = dl_report(spec_text, state, maildir, verbose, &run.result);
   engine_free(run.engine);

@@ -522,6 +522,12 @@ static void fill_row(const struct json *acc, time_t now, struct row *row) {
     sanitize(error != NULL ? error : "-", row->cell[COL_ERROR], n, ERROR_COLUMN_MAX, 0);
   }
   time_in(json_get_str(acc, "next_run"), now, row->cell[COL_NEXT], n);
+  /* A refused OAuth token: no timer, the user's fetch or reload is awaited. */
+  const struct json *af = json_get(acc, "auth_failed");
+  const char *state = json_get_str(acc, "state");
+  if (json_get_str(acc, "next_run") == NULL && af != NULL && af->type == JSON_BOOL && af->boolean &&
+      state != NULL && strcmp(state, "backoff") == 0)
+    snprintf(row->cell[COL_NEXT], n, "on fetch/reload");
 }
 
 /* Prints the status document as a table.  Returns an exit status. */

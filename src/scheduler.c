@@ -68,6 +68,8 @@ struct acct {
   size_t stuck_count;
   unsigned failures;
   int auth_failed;
+  int waits_for_fetch; /* an OAuth token refused even after a refresh: no timer until
+                          a reload or a fetch (the provider must not be hammered) */
   time_t backoff_until;
 };
 
@@ -287,11 +289,13 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
   if (err == 0) {
     a->failures = 0;
     a->auth_failed = 0;
+    a->waits_for_fetch = 0;
     a->backoff_until = 0;
     log_info("%s: %zu messages, %llu bytes", a->name, messages, (unsigned long long)bytes);
   } else {
     a->failures++;
-    a->auth_failed = err == P3_EAUTH;
+    a->auth_failed = err == P3_EAUTH || err == P3_EOAUTH;
+    a->waits_for_fetch = err == P3_EOAUTH && a->cfg && session_auth_is_oauth(a->cfg->auth);
     log_warning("%s: %s", a->name, message);
   }
   a->run = NULL;
@@ -317,12 +321,15 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
     unsigned interval = a->cfg->interval ? a->cfg->interval : 300;
     uint64_t delay = next_delay_s(a, err, login_delay, interval);
     if (err)
-      a->backoff_until = now + (time_t)delay;
+      a->backoff_until = a->waits_for_fetch ? 0 : now + (time_t)delay;
     if (a->rerun && a->cfg->enabled) {
       a->rerun = 0;
       a->wait_cur = a->wait_next;
       a->wait_next = NULL;
       enqueue_now(a);
+    } else if (a->waits_for_fetch) {
+      log_warning("%s: waiting for `pop3ctl fetch %s' or a reload: the token was refused", a->name,
+                  a->name);
     } else if (a->cfg->enabled) {
       arm(a, delay * 1000);
     }
@@ -392,6 +399,7 @@ static void start_run(struct acct *a) {
   q.keep = c->keep;
   q.keep_days = c->keep_days;
   q.no_utf8 = !c->utf8;
+  q.auth = c->auth;
   q.verbose = log_verbose();
   a->run = r;
   a->next_run = 0;
@@ -488,6 +496,10 @@ void sched_reload(struct sched *s, struct cfg *cfg) {
         a->next_run = 0;
         a->rerun = 0;
       } else if (!was_enabled) {
+        arm_first(a);
+      } else if (a->waits_for_fetch && !a->run && !a->queued) {
+        /* A reload is the user's word that the token may work now. */
+        a->waits_for_fetch = 0;
         arm_first(a);
       } else if (!a->run && !a->queued && c->interval != old_interval) {
         /* Keep the phase, but never wait longer than the new interval. */

@@ -42,6 +42,8 @@ struct worker {
   struct pwcmd *pwcmd;
   struct engine *engine;
   struct engine_options eo;
+  uv_timer_t retry;         /* the second login after a refused OAuth token */
+  int oauth_retried;        /* the token command ran again, the login was retried */
   char state_dir[PATH_MAX]; /* the user's state directory */
   char state_path[PATH_MAX];
   int stopping;
@@ -96,6 +98,7 @@ static void close_all(struct worker *w) {
   uv_close((uv_handle_t *)&w->sigterm, on_closed);
   uv_close((uv_handle_t *)&w->sigint, on_closed);
   uv_close((uv_handle_t *)&w->progress, on_closed);
+  uv_close((uv_handle_t *)&w->retry, on_closed);
   /* The channel closes after the queued result is written: uv_close
    * cancels pending writes, so shut the write side down first. */
 }
@@ -141,6 +144,7 @@ static void fail(struct worker *w, int err, const char *message) {
   memset(&r, 0, sizeof r);
   r.err = err;
   r.login_delay = -1;
+  r.uids_unique = 1;
   snprintf(r.message, sizeof r.message, "%s", message);
   report(w, &r);
 }
@@ -150,6 +154,8 @@ static void stop(struct worker *w) {
     return;
   if (w->pwcmd)
     pwcmd_cancel(w->pwcmd);
+  else if (uv_is_active((uv_handle_t *)&w->retry))
+    return; /* on_retry sees stopping */
   else if (w->engine)
     engine_stop(w->engine, WORKER_STOP_GRACE_MS);
   else if (!w->reported)
@@ -193,8 +199,42 @@ static void on_progress(uv_timer_t *t) {
   send_line(w, "progress", line, 1);
 }
 
+static void run_password_command(struct worker *w);
+
+/* After the engine is done (not from inside its callback): a fresh token
+ * and a fresh session. */
+static void on_retry(uv_timer_t *t) {
+  struct worker *w = t->data;
+  engine_free(w->engine);
+  w->engine = NULL;
+  if (w->target.password) {
+    explicit_bzero(w->target.password, strlen(w->target.password));
+    free(w->target.password);
+    w->target.password = NULL;
+  }
+  if (w->stopping)
+    fail(w, P3_ECANCELED, "stopped: the daemon is shutting down");
+  else
+    run_password_command(w);
+}
+
 static void on_engine_done(struct engine *e, const struct engine_result *r, void *data) {
   struct worker *w = data;
+  /* A refused OAuth token is often only expired: token helpers refresh it
+   * when run again.  Once, in a fresh session. */
+  if (r->err == P3_EOAUTH && w->req.password_command && !w->oauth_retried && !w->stopping) {
+    w->oauth_retried = 1;
+    log_info("%s: the server refused the token (%s); running the token command again",
+             w->req.account, r->message);
+    uv_timer_start(&w->retry, on_retry, 0, 0);
+    return;
+  }
+  if (r->err == P3_EOAUTH && w->oauth_retried) {
+    struct engine_result copy = *r;
+    engine_result_token_refreshed(&copy);
+    report(w, &copy);
+    return;
+  }
   report(w, r);
 }
 
@@ -215,6 +255,7 @@ static void start_engine(struct worker *w) {
   eo->keep = w->req.keep;
   eo->keep_days = w->req.keep_days;
   eo->no_utf8 = w->req.no_utf8;
+  eo->auth = w->req.auth;
   eo->state_path = w->state_path;
   eo->who = "pop3syncd";
   if (w->req.verbose) {
@@ -226,6 +267,22 @@ static void start_engine(struct worker *w) {
   if (err) {
     fail(w, err, errbuf);
     return;
+  }
+}
+
+static void on_password(void *data, int err, char *password, const char *message);
+
+static void run_password_command(struct worker *w) {
+  char errbuf[512];
+  unsigned timeout = w->req.timeout_s ? w->req.timeout_s : 120;
+  /* In the worker's own process group, which the daemon kills when the
+   * worker ends: the daemon never signals a pid the worker names. */
+  int err = pwcmd_start(&w->loop, w->req.password_command, timeout, PWCMD_CALLER_GROUP, on_password,
+                        w, &w->pwcmd);
+  if (err) {
+    p3_set_error(errbuf, sizeof errbuf, "password command `%.200s': %s", w->req.password_command,
+                 p3_strerror(err));
+    fail(w, P3_EPWCMD, errbuf);
   }
 }
 
@@ -296,17 +353,7 @@ static void resolve(struct worker *w) {
     return;
   }
   if (w->req.password_command) {
-    unsigned timeout = w->req.timeout_s ? w->req.timeout_s : 120;
-    /* In the worker's own process group, which the daemon kills when the
-     * worker ends: the daemon never signals a pid the worker names. */
-    err = pwcmd_start(&w->loop, w->req.password_command, timeout, PWCMD_CALLER_GROUP, on_password,
-                      w, &w->pwcmd);
-    if (err) {
-      p3_set_error(errbuf, sizeof errbuf, "password command `%.200s': %s", w->req.password_command,
-                   p3_strerror(err));
-      fail(w, P3_EPWCMD, errbuf);
-      return;
-    }
+    run_password_command(w);
     return;
   }
   err = target_password(&w->target, w->req.netrc, errbuf, sizeof errbuf);
@@ -397,7 +444,8 @@ int worker_main(int fd) {
   uv_signal_init(&w.loop, &w.sigterm);
   uv_signal_init(&w.loop, &w.sigint);
   uv_timer_init(&w.loop, &w.progress);
-  w.sigterm.data = w.sigint.data = w.progress.data = &w;
+  uv_timer_init(&w.loop, &w.retry);
+  w.sigterm.data = w.sigint.data = w.progress.data = w.retry.data = &w;
   uv_signal_start(&w.sigterm, on_signal, SIGTERM);
   uv_signal_start(&w.sigint, on_signal, SIGINT);
   uv_timer_start(&w.progress, on_progress, 1000, 1000);

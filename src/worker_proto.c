@@ -147,6 +147,7 @@ int worker_request_format(const struct worker_request *q, char **buf_r, size_t *
   if (err == 0)
     err = append_int(&buf, &len, &cap, "keep_days", q->keep_days);
   U("no_utf8", (unsigned)(q->no_utf8 != 0));
+  U("auth", (unsigned)q->auth);
   U("verbose", (unsigned)(q->verbose != 0));
   S("end", "");
 #undef S
@@ -234,6 +235,8 @@ static int request_field(struct worker_request *q, const char *key, const char *
     q->keep = u != 0;
   else if (strcmp(key, "no_utf8") == 0)
     q->no_utf8 = u != 0;
+  else if (strcmp(key, "auth") == 0 && u <= SESSION_AUTH_OAUTHBEARER)
+    q->auth = (enum session_auth)u;
   else if (strcmp(key, "verbose") == 0)
     q->verbose = u != 0;
   else

@@ -48,6 +48,7 @@ struct worker_request {
   int keep;
   int keep_days;
   int no_utf8;
+  enum session_auth auth;
   int verbose;
 };
 
