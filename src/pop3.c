@@ -297,6 +297,16 @@ static int dl_report(const char *spec_text, const char *state, const char *maild
   return status;
 }
 
+/* A run that ends before any session: the sentence, the summary, cleanup. */
+static int dl_abort(const char *spec_text, const char *errbuf, int err, struct p3_target *target,
+                    uv_loop_t *loop) {
+  fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
+  dl_failed(spec_text, NULL);
+  target_deinit(target);
+  uv_loop_close(loop);
+  return p3_exit_status(err);
+}
+
 static int cmd_dl(int argc, char **argv, int verbose) {
   enum {
     OPT_CA = 256,
@@ -464,11 +474,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     err = dl_password_command(&loop, pwcmd, eo.timeout_s ? eo.timeout_s : 120, &target, errbuf,
                               sizeof errbuf);
     if (err) {
-      fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
-      dl_failed(spec_text, NULL);
-      target_deinit(&target);
-      uv_loop_close(&loop);
-      return p3_exit_status(err);
+      return dl_abort(spec_text, errbuf, err, &target, &loop);
     }
   }
   struct dl_run run;
@@ -486,11 +492,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     }
     err = engine_start(&loop, &eo, on_done, &run, &run.engine, errbuf, sizeof errbuf);
     if (err) {
-      fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
-      dl_failed(spec_text, NULL);
-      target_deinit(&target);
-      uv_loop_close(&loop);
-      return p3_exit_status(err);
+      return dl_abort(spec_text, errbuf, err, &target, &loop);
     }
     uv_signal_init(&loop, &run.sigint);
     uv_signal_init(&loop, &run.sigterm);
@@ -525,11 +527,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     err = dl_password_command(&loop, pwcmd, eo.timeout_s ? eo.timeout_s : 120, &target, errbuf,
                               sizeof errbuf);
     if (err) {
-      fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
-      dl_failed(spec_text, NULL);
-      target_deinit(&target);
-      uv_loop_close(&loop);
-      return p3_exit_status(err);
+      return dl_abort(spec_text, errbuf, err, &target, &loop);
     }
   }
 
