@@ -7,8 +7,6 @@
 # password command and the login retried once in a new session (with the server's failure
 # challenge, and with a plain -ERR); -v never shows a secret (the raw one, its base64 payload,
 # or any 16-character piece of that).
-#
-# Not in Makefile.am's TESTS yet: it needs `pop3 dl --auth`, which is wired separately.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
 . "${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}/tests/lib/common.sh"
@@ -17,7 +15,7 @@ t_init dl-auth
 
 [ -x "$POP3" ] || t_skip "$POP3 not built"
 [ -n "$PYTHON" ] || t_skip "no python3"
-"$POP3" dl --help 2>&1 | grep -q -- '--auth' || t_skip "pop3 dl has no --auth yet"
+"$POP3" dl --help 2>&1 | grep -q -- '--auth' || t_fail "pop3 dl has no --auth option"
 
 export HOME=$T/home
 mkdir -m 700 "$HOME"

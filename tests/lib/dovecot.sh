@@ -30,6 +30,16 @@
 #   DOVECOT_CONF DOVECOT_DIR DOVECOT_LOG DOVECOT_PID
 #   DOVECOT_MAIL_UID DOVECOT_MAIL_GID   owner of the Maildirs (the mail processes run as it)
 #
+# Optional, set before dovecot_start (the defaults give the configuration above):
+#   DOVECOT_INSTANCE           directory name under $T (default "dovecot"), so that a test can
+#                              run another instance with another configuration after stopping
+#                              the first
+#   DOVECOT_AUTH_MECHANISMS    auth_mechanisms (default "plain login")
+#   DOVECOT_PASSWD_MECHANISMS  when set, the passwd-file passdb serves only these mechanisms
+#   DOVECOT_EXTRA_CONF         text appended to the configuration (e.g. another passdb)
+#   DOVECOT_EXTRA_USERS        more users, "name:password" separated by spaces (no spaces or
+#                              colons in either); each gets a Maildir $DOVECOT_DIR/mail/NAME
+#
 # Who runs what: as root, the mail processes run as nobody:nogroup (Dovecot refuses uid 0 for
 # mail unless first_valid_uid=0, and a root-owned mail process would hide permission bugs),
 # login processes as dovenull and internal ones as dovecot (both created by the Debian
@@ -146,12 +156,13 @@ pop3_uidl_format = %08Xu%08Xv
 mail_max_userip_connections = 200
 
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = ${DOVECOT_AUTH_MECHANISMS:-plain login}
 # Keep wrong-password tests fast (the default is 2 s per failure).
 auth_failure_delay = 0
 passdb {
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u $D/users
+  args = scheme=PLAIN username_format=%u $D/users${DOVECOT_PASSWD_MECHANISMS:+
+  mechanisms = $DOVECOT_PASSWD_MECHANISMS}
 }
 userdb {
   driver = passwd-file
@@ -184,6 +195,7 @@ service anvil {
     mode = 0
   }
 }
+${DOVECOT_EXTRA_CONF:-}
 EOF
 }
 
@@ -196,7 +208,7 @@ dovecot_start() {
   fi
   [ -n "$PYTHON" ] || t_skip "python3 not found"
 
-  DOVECOT_DIR=$T/dovecot
+  DOVECOT_DIR=$T/${DOVECOT_INSTANCE:-dovecot}
   DOVECOT_CONF=$DOVECOT_DIR/dovecot.conf
   DOVECOT_LOG=$DOVECOT_DIR/dovecot.log
   DOVECOT_SSL_DIR=$DOVECOT_DIR/ssl
@@ -228,7 +240,7 @@ dovecot_start() {
 
   local u pw
   : >"$DOVECOT_DIR/users"
-  for u in test:secret other:other; do
+  for u in test:secret other:other ${DOVECOT_EXTRA_USERS:-}; do
     pw=${u#*:}
     u=${u%%:*}
     echo "$u:{PLAIN}$pw:$DOVECOT_MAIL_UID:$DOVECOT_MAIL_GID::$DOVECOT_DIR/home/$u::" \
