@@ -5,7 +5,9 @@
 # and shows what was delivered.  Needs no account and no network.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
+echo "demo: checking the build dependencies (apt-get installs any that are missing)"
 bash "$top/scripts/deps.sh" build
+echo "demo: building pop3sync in $top/build (a minute the first time)"
 bash "$top/scripts/build.sh" "$top/build"
 demo=$top/demo
 rm -rf "$demo"

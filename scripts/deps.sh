@@ -4,6 +4,8 @@
 #   deps.sh test    the build dependencies plus what the test suite runs
 #                   (Dovecot, openssl, python3, strace, setpriv)
 #   deps.sh interop the build dependencies plus the POP3 servers of `make interop'
+#   deps.sh package the build dependencies plus debian/control's Build-Depends
+#                   and what scripts/package-check.sh runs (lintian)
 set -eu
 want="build-essential autoconf automake pkg-config libuv1-dev libmbedtls-dev libconfig-dev python3"
 case "${1:-build}" in
@@ -12,7 +14,9 @@ case "${1:-build}" in
   # make interop: the servers that install beside Dovecot (tests/interop/run.sh unpacks the
   # conflicting courier-pop, popa3d, solid-pop3d and cyrus-pop3d itself).
   interop) want="$want mailutils-pop3d courier-base courier-authdaemon cyrus-common sasl2-bin socat liblockfile1" ;;
-  *) echo "usage: deps.sh build|test|interop" >&2; exit 64 ;;
+  # debian/control's Build-Depends, dpkg-buildpackage (dpkg-dev, fakeroot) and lintian.
+  package) want="$want debhelper pkgconf systemd bash-completion dpkg-dev fakeroot lintian" ;;
+  *) echo "usage: deps.sh build|test|interop|package" >&2; exit 64 ;;
 esac
 missing=""
 for p in $want; do

@@ -2,8 +2,9 @@
 # Installs what the tests need (Dovecot included), builds pop3sync, and runs
 # every test: the normal build with -Werror, then the same suite under
 # AddressSanitizer + UndefinedBehaviorSanitizer, then each libFuzzer target
-# for 15 s, then `make distcheck'.  SKIP_ASAN=1 / SKIP_FUZZ=1 /
-# SKIP_DISTCHECK=1 skip those steps.  After the plain `make check', `make interop' runs
+# for 15 s, then `make distcheck', then the Debian package
+# (scripts/package-check.sh).  SKIP_ASAN=1 / SKIP_FUZZ=1 / SKIP_DISTCHECK=1 /
+# SKIP_PACKAGE=1 skip those steps.  After the plain `make check', `make interop' runs
 # pop3 against real servers (SKIP_INTEROP=1 skips it).  First of all, clang-format
 # --dry-run --Werror checks the C sources against .clang-format.
 set -eu
@@ -46,5 +47,19 @@ fi
 if [ -z "${SKIP_DISTCHECK:-}" ]; then
   make -C "$top/build" -j2 distcheck >"$top/build/distcheck.out" 2>&1 ||
     { status=1; tail -60 "$top/build/distcheck.out"; }
+fi
+# The Debian package: built from a clean copy of the tree, lintian, installed,
+# checked, run once and purged (scripts/package-check.sh, about a minute; needs
+# root).  SKIP_PACKAGE=1 skips it.  Its result is one test in
+# build/package-suite.log, which .ci/run counts.
+rm -f "$top/build/package-suite.log" "$top/build/package-check.out"
+if [ -z "${SKIP_PACKAGE:-}" ]; then
+  if bash "$top/scripts/package-check.sh" >"$top/build/package-check.out" 2>&1; then
+    printf '# TOTAL: 1\n# PASS:  1\n# FAIL:  0\n' >"$top/build/package-suite.log"
+  else
+    status=1
+    printf '# TOTAL: 1\n# PASS:  0\n# FAIL:  1\nFAIL: scripts/package-check.sh\n' >"$top/build/package-suite.log"
+    tail -60 "$top/build/package-check.out"
+  fi
 fi
 exit $status

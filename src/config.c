@@ -18,13 +18,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#ifndef SYSCONFDIR
-#define SYSCONFDIR "/usr/local/etc"
-#endif
-#ifndef LOCALSTATEDIR
-#define LOCALSTATEDIR "/usr/local/var"
-#endif
-
 /* How much of a user-written value a message quotes: enough to recognise
  * it, never a wall of text. */
 #define QUOTE_MAX 64

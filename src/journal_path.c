@@ -15,10 +15,6 @@
 
 #include "errors.h"
 
-#ifndef LOCALSTATEDIR
-#define LOCALSTATEDIR "/var"
-#endif
-
 int journal_path(const char *dir, const struct p3_spec *spec, char *buf, size_t len) {
   char id[P3_USER_MAX + P3_HOST_MAX + 16];
   if (spec_identity(spec, id, sizeof id) < 0)

@@ -26,10 +26,6 @@
 #include "scheduler.h"
 #include "worker.h"
 
-#ifndef SYSCONFDIR
-#define SYSCONFDIR "/usr/local/etc"
-#endif
-
 #define EX_USAGE 64
 #define EX_TEMPFAIL 75
 #define EX_CONFIG 78

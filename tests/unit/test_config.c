@@ -21,13 +21,6 @@
 static int root_rules;
 #define cfg_load(p, c, r, e) cfg_load_mode((p), (c), root_rules, (r), (e))
 
-#ifndef SYSCONFDIR
-#define SYSCONFDIR "/usr/local/etc"
-#endif
-#ifndef LOCALSTATEDIR
-#define LOCALSTATEDIR "/usr/local/var"
-#endif
-
 #define FP1                                                                                        \
   "sha256:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:" \
   "dd:ee:ff"
