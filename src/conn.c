@@ -147,10 +147,16 @@ static int send_raw(struct conn *c, char *buf, size_t len) {
   return 0;
 }
 
-static int flush_tls(struct conn *c) {
+static int flush_tls_n(struct conn *c, size_t *sent_r) {
   char *out;
   size_t n = tls_take_output(c->tls, &out);
+  if (sent_r)
+    *sent_r = n;
   return n ? send_raw(c, out, n) : 0;
+}
+
+static int flush_tls(struct conn *c) {
+  return flush_tls_n(c, NULL);
 }
 
 /* Drives the handshake and then decrypts whatever is buffered, unless
@@ -158,7 +164,8 @@ static int flush_tls(struct conn *c) {
 static void pump_tls(struct conn *c) {
   if (c->handshaking) {
     int r = tls_handshake(c->tls, c->errbuf, sizeof c->errbuf);
-    int err = flush_tls(c);
+    size_t sent = 0;
+    int err = flush_tls_n(c, &sent);
     if (r < 0) {
       fail(c, r, c->errbuf);
       return;
@@ -167,11 +174,19 @@ static void pump_tls(struct conn *c) {
       fail(c, err, "sending to the server failed");
       return;
     }
-    if (r == 0)
+    if (r == 0) {
+      /* A flight went out and the handshake needs the server's answer: one
+       * wait (a partial record that produced nothing is the same wait). */
+      if (sent > 0)
+        c->waits_tls++;
       return;
+    }
     int kind = c->handshaking;
     c->handshaking = 0;
-    note(c, "TLS established: %s, %s", tls_version(c->tls), tls_ciphersuite(c->tls));
+    c->tls_ended_on_send = sent > 0;
+    c->tls_resumed = tls_resumed(c->tls);
+    note(c, "TLS established: %s, %s%s", tls_version(c->tls), tls_ciphersuite(c->tls),
+         c->tls_resumed ? " (session resumed)" : "");
     arm_timer(c);
     if (kind == 1)
       c->ops.connected(c->data);
@@ -307,6 +322,7 @@ static void try_next_addr(struct conn *c) {
     int err = uv_tcp_connect(&c->connect_req, c->tcp, ai->ai_addr, on_connect);
     if (err == 0) {
       c->pending++;
+      c->waits_connect++;
       set_deadline(c);
       arm_timer(c);
       return;
@@ -447,6 +463,15 @@ void conn_expect(struct conn *c, enum progress_wait wait, uint64_t lines, uint64
   c->seen_lines = lines;
   c->seen_body = body_octets;
   arm_timer(c);
+}
+
+int conn_save_tls_session(struct conn *c, unsigned char *buf, size_t cap, size_t *len_r,
+                          uint32_t *lifetime_s_r) {
+  *len_r = 0;
+  *lifetime_s_r = 0;
+  if (c->tls == NULL || c->handshaking || c->failed || c->closing)
+    return UV_EINVAL;
+  return tls_save_session(c->tls, buf, cap, len_r, lifetime_s_r);
 }
 
 void conn_close(struct conn *c) {

@@ -67,6 +67,11 @@ struct conn {
   int pending; /* handles/requests whose callbacks are still owed */
   int gai_pending;
   int last_connect_err;
+  /* Round trips (issue 11): each connect attempt, and each handshake flight
+   * after which the client had to wait for the server. */
+  unsigned waits_connect, waits_tls;
+  int tls_ended_on_send; /* the handshake's last flight was the client's */
+  int tls_resumed;       /* the handshake resumed an offered session */
   char errbuf[256];
   char readbuf[65536];
   char plainbuf[16384];
@@ -100,6 +105,12 @@ void conn_resume(struct conn *c);
  * P3_ETIMEOUT with a phrase saying which (from the timer, never from inside
  * this call). */
 void conn_expect(struct conn *c, enum progress_wait wait, uint64_t lines, uint64_t body_octets);
+
+/* After the `connected` (implicit TLS) or `tls_ready` callback: saves the
+ * TLS session for resumption (tls_save_session).  Returns 0 or a negative
+ * error (no TLS, nothing resumable). */
+int conn_save_tls_session(struct conn *c, unsigned char *buf, size_t cap, size_t *len_r,
+                          uint32_t *lifetime_s_r);
 
 /* Closes everything; `closed` follows.  Idempotent. */
 void conn_close(struct conn *c);

@@ -22,6 +22,7 @@
 #include "hdrdigest.h"
 #include "maildir.h"
 #include "plan.h"
+#include "srvmem.h"
 #include "uidstate.h"
 
 /* Body bytes queued for the thread pool before the socket stops being read,
@@ -94,10 +95,24 @@ struct engine {
   size_t stuck_count, stuck_cap;
   struct engine_result result;
   uint64_t started_ms;
+
+  /* The per-server memory (srvmem.h), read with the journal and written
+   * back before it is unlocked.  Holds a TLS master secret: wiped on free,
+   * never traced. */
+  struct srvmem mem;
+  int mem_loaded;      /* read (or found absent) under the journal's lock */
+  int mem_dirty;       /* something to write back */
+  int tls_offer;       /* mem's TLS session matches this run's settings */
+  uint8_t tls_key[32]; /* tls_session_key for this run */
+  char mem_note[300];  /* why the memory was not used, for -v */
 };
 
 static void finish_if_idle(struct engine *e);
 static void start_finish(struct engine *e);
+static void load_memory(struct engine *e);
+static void remember_tls(struct engine *e);
+static void forget_tls(struct engine *e, int err);
+static void remember_facts(struct engine *e);
 
 static void trace(struct engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -708,6 +723,7 @@ static void on_session_done(void *data, int err) {
   e->session_done = 1;
   if (e->err == 0)
     e->err = err;
+  remember_facts(e);
   uv_timer_stop(&e->grace_timer);
   uv_check_stop(&e->drain_check);
   if (e->conn_started)
@@ -718,6 +734,8 @@ static void on_session_done(void *data, int err) {
 
 static void on_connected(void *data) {
   struct engine *e = data;
+  if (e->opts.target->spec.mode == P3_TLS_IMPLICIT)
+    remember_tls(e);
   trace(e, "connected to %s port %u", e->opts.target->spec.tcp_host, e->opts.target->spec.port);
   flush(e);
 }
@@ -730,12 +748,15 @@ static void on_conn_data(void *data, const char *buf, size_t len) {
 
 static void on_tls_ready(void *data) {
   struct engine *e = data;
+  remember_tls(e);
   session_tls_ready(e->session);
   flush(e);
 }
 
 static void on_conn_error(void *data, int err, const char *detail) {
   struct engine *e = data;
+  if (e->conn.tls != NULL && (e->conn.handshaking || err == P3_ECERT || err == P3_EPIN))
+    forget_tls(e, err);
   if (!session_finished(e->session)) {
     snprintf(e->conn_detail, sizeof e->conn_detail, "%s", detail);
     if (err == P3_ETIMEOUT)
@@ -781,6 +802,23 @@ static void compose_message(struct engine *e) {
     snprintf(r->message + n, cap - n, server[0] ? " (%s)" : ": %s", e->conn_detail);
 }
 
+/* The round trips of the run: the TCP connect attempts, the TLS flights
+ * the client had to wait after, and the POP3 conversation's depth
+ * (session_round_trips).  With implicit TLS the greeting comes with the
+ * server's last handshake flight after a full handshake (one wait, counted
+ * by the transport); after an abbreviated one the client's Finished goes
+ * last and the greeting is a wait of its own. */
+static unsigned round_trips(const struct engine *e) {
+  if (!e->conn_started)
+    return 0;
+  unsigned n = e->conn.waits_connect + e->conn.waits_tls;
+  unsigned pop = e->session ? session_round_trips(e->session) : 0;
+  if (pop > 0 && e->opts.target->spec.mode == P3_TLS_IMPLICIT && e->conn.waits_tls > 0 &&
+      !e->conn.tls_ended_on_send)
+    pop--;
+  return n + pop;
+}
+
 static void report(struct engine *e) {
   e->reported = 1;
   struct engine_result *r = &e->result;
@@ -795,6 +833,7 @@ static void report(struct engine *e) {
     r->login_delay = -1;
   }
   r->lockstep = e->lockstep;
+  r->round_trips = round_trips(e);
   r->stuck = e->stuck;
   r->stuck_count = e->stuck_count;
   r->seconds = (double)(uv_hrtime() / 1000000 - e->started_ms) / 1000.0;
@@ -900,6 +939,14 @@ static void finish_work(uv_work_t *w) {
   struct session *s = e->session;
   if (e->state == NULL || s == NULL)
     return;
+  if (e->mem_dirty) {
+    char err[300];
+    if (srvmem_save(uidstate_dir_fd(e->state), uidstate_base(e->state), &e->mem, err, sizeof err) !=
+        0)
+      snprintf(e->mem_note, sizeof e->mem_note, "%s", err); /* a note: the next run is cold */
+    else
+      e->mem_note[0] = '\0';
+  }
   time_t now = time(NULL);
   size_t n = e->plan_n; /* 0 when the session ended before its listing */
   int wrote = 0;
@@ -952,6 +999,8 @@ static void on_final_handle_closed(uv_handle_t *h) {
 
 static void finish_done(uv_work_t *w, int status) {
   struct engine *e = w->data;
+  if (e->mem_dirty && e->mem_note[0])
+    trace(e, "%s", e->mem_note);
   if (e->state) {
     e->result.corrupt_lines = uidstate_corrupt_lines(e->state);
     uidstate_close(e->state);
@@ -1014,6 +1063,7 @@ static void prepare_work(uv_work_t *w) {
     uidstate_check_files(e->state, maildir_dirfd(&e->md, MAILDIR_NEW),
                          maildir_dirfd(&e->md, MAILDIR_CUR));
     e->lockstep = uidstate_lockstep(e->state, e->server);
+    load_memory(e);
   }
   clean_tmp(e);
   struct statvfs sv;
@@ -1021,6 +1071,147 @@ static void prepare_work(uv_work_t *w) {
     e->fs_known = 1;
     e->fs_total = (uint64_t)sv.f_blocks * sv.f_frsize;
     e->fs_avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+  }
+}
+
+/* The TLS options of this run (pointers into e->opts). */
+static void tls_options(const struct engine *e, struct p3_tls_options *o) {
+  const struct p3_spec *spec = &e->opts.target->spec;
+  memset(o, 0, sizeof *o);
+  o->ca_file = e->opts.ca_file;
+  o->server_name = spec->tls_name[0] ? spec->tls_name : NULL;
+  memcpy(o->pins, e->opts.pins, sizeof o->pins);
+  o->pin_count = e->opts.pin_count;
+}
+
+/* Thread pool, under the journal's lock: reads STATE.server, and decides
+ * whether its TLS session may be offered (same key, not expired). */
+static void load_memory(struct engine *e) {
+  char err[256] = "";
+  int r = srvmem_load(uidstate_dir_fd(e->state), uidstate_base(e->state), &e->mem, err, sizeof err);
+  if (r < 0) {
+    /* Refused or unreadable: cold, and never overwritten (an unsafe file is
+     * the user's to look at). */
+    snprintf(e->mem_note, sizeof e->mem_note, "server memory not used: %.250s", err);
+    srvmem_init(&e->mem);
+    return;
+  }
+  e->mem_loaded = 1;
+  if (e->mem.server[0] && strcmp(e->mem.server, e->server) != 0)
+    srvmem_wipe(&e->mem); /* another server's facts */
+  if (e->opts.target->spec.mode == P3_TLS_NONE)
+    return;
+  struct p3_tls_options o;
+  tls_options(e, &o);
+  int64_t mtime_ns = 0;
+  const char *ca = tls_ca_path(&o);
+  struct stat sb;
+  if (ca != NULL && stat(ca, &sb) == 0)
+    mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+  tls_session_key(&o, e->opts.target->spec.tcp_host, e->opts.target->spec.port, mtime_ns,
+                  e->tls_key);
+  if (!e->mem.has_tls)
+    return;
+  time_t now = time(NULL);
+  if (memcmp(e->mem.tls_key, e->tls_key, sizeof e->tls_key) != 0) {
+    snprintf(e->mem_note, sizeof e->mem_note,
+             "remembered TLS session not offered: it was made under other TLS settings");
+  } else if (e->mem.tls_expires <= now) {
+    snprintf(e->mem_note, sizeof e->mem_note, "remembered TLS session has expired");
+    srvmem_drop_tls(&e->mem);
+    e->mem_dirty = 1;
+  } else {
+    e->tls_offer = 1;
+  }
+}
+
+/* Longest a remembered TLS session is offered when the server gave no
+ * lifetime hint, and at most in any case. */
+#define TLS_MEMORY_DEFAULT_S 7200
+#define TLS_MEMORY_MAX_S 86400
+
+/* A verified handshake just completed: remember its session (the ticket
+ * or session ID) under this run's key. */
+static void remember_tls(struct engine *e) {
+  if (!e->mem_loaded)
+    return;
+  e->result.resumed_tls = e->conn.tls_resumed;
+  unsigned char *buf = malloc(SRVMEM_TLS_MAX);
+  size_t len = 0;
+  uint32_t life = 0;
+  int err = buf ? conn_save_tls_session(&e->conn, buf, SRVMEM_TLS_MAX, &len, &life) : -ENOMEM;
+  if (err == 0 && len > 0) {
+    time_t now = time(NULL);
+    time_t expires = now + (life > 0 ? (life < TLS_MEMORY_MAX_S ? (time_t)life : TLS_MEMORY_MAX_S)
+                                     : TLS_MEMORY_DEFAULT_S);
+    /* A resumed session may carry its first ticket still: never extend. */
+    if (e->conn.tls_resumed && e->mem.has_tls && e->mem.tls_expires < expires)
+      expires = e->mem.tls_expires;
+    memcpy(e->mem.tls_session, buf, len);
+    e->mem.tls_len = len;
+    memcpy(e->mem.tls_key, e->tls_key, sizeof e->tls_key);
+    e->mem.tls_expires = expires;
+    e->mem.has_tls = 1;
+    e->mem_dirty = 1;
+  } else if (e->mem.has_tls && e->tls_offer) {
+    srvmem_drop_tls(&e->mem);
+    e->mem_dirty = 1;
+  }
+  if (buf != NULL) {
+    explicit_bzero(buf, len);
+    free(buf);
+  }
+}
+
+/* The TLS handshake failed: a session made under these settings is not to
+ * be offered again (the certificate may have changed under it). */
+static void forget_tls(struct engine *e, int err) {
+  if (!e->mem_loaded || !e->mem.has_tls)
+    return;
+  /* A session made under other settings is not this handshake's to judge. */
+  if (memcmp(e->mem.tls_key, e->tls_key, sizeof e->tls_key) != 0)
+    return;
+  if (err != P3_ECERT && err != P3_EPIN && !(err == P3_ETLS && e->tls_offer))
+    return;
+  srvmem_drop_tls(&e->mem);
+  e->tls_offer = 0;
+  e->mem_dirty = 1;
+}
+
+/* The capabilities as tokens for the memory. */
+static void caps_tokens(const struct p3_caps *c, char *buf, size_t len) {
+  snprintf(buf, len, "%s%s%s%s%s%s%s%s%s%s%s%s", c->user ? "USER " : "", c->top ? "TOP " : "",
+           c->uidl ? "UIDL " : "", c->pipelining ? "PIPELINING " : "", c->stls ? "STLS " : "",
+           c->resp_codes ? "RESP-CODES " : "", c->auth_resp_code ? "AUTH-RESP-CODE " : "",
+           c->utf8 ? "UTF8 " : "", c->has_expire ? "EXPIRE " : "",
+           c->login_delay >= 0 ? "LOGIN-DELAY " : "", c->sasl_list[0] ? "SASL " : "", c->sasl_list);
+}
+
+/* The session is over: what it showed of the server goes into the memory
+ * (the TLS session was taken when the handshake completed). */
+static void remember_facts(struct engine *e) {
+  struct session *s = e->session;
+  if (!e->mem_loaded || s == NULL)
+    return;
+  snprintf(e->mem.server, sizeof e->mem.server, "%s", e->server);
+  e->mem.saved = time(NULL);
+  e->mem_dirty = 1;
+  if (session_msg_count(s) > 0 || session_stats(s)->quit_ok || e->plan != NULL) {
+    /* Got past the login: the CAPA and the greeting are known. */
+    char caps[SRVMEM_CAPA_MAX];
+    if (session_has_capa(s)) {
+      caps_tokens(session_caps(s), caps, sizeof caps);
+      srvmem_set_capa(&e->mem, 0, caps);
+    } else {
+      e->mem.capa_pre[0] = '\0';
+    }
+    e->mem.greeting_apop = session_greeting_apop(s) ? SRVMEM_YES : SRVMEM_NO;
+  }
+  if (session_pipelined(s)) {
+    if (e->err == P3_EDESYNC)
+      e->mem.pipelining = SRVMEM_NO;
+    else if (e->plan != NULL && e->err == 0)
+      e->mem.pipelining = SRVMEM_YES;
   }
 }
 
@@ -1090,10 +1281,14 @@ static void begin_session(struct engine *e) {
       .implicit_tls = spec->mode == P3_TLS_IMPLICIT,
       .timeout_ms = (e->opts.timeout_s ? e->opts.timeout_s : 120) * 1000u,
   };
-  co.tls.ca_file = e->opts.ca_file;
-  co.tls.server_name = spec->tls_name[0] ? spec->tls_name : NULL;
-  memcpy(co.tls.pins, e->opts.pins, sizeof co.tls.pins);
-  co.tls.pin_count = e->opts.pin_count;
+  tls_options(e, &co.tls);
+  if (e->mem_note[0])
+    trace(e, "%s", e->mem_note);
+  if (e->tls_offer) {
+    co.tls.resume = e->mem.tls_session;
+    co.tls.resume_len = e->mem.tls_len;
+    trace(e, "offering the remembered TLS session");
+  }
   struct conn_ops cops = {
       .connected = on_connected,
       .data = on_conn_data,
@@ -1130,6 +1325,7 @@ int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done
   e->started_ms = uv_hrtime() / 1000000;
   e->result.login_delay = -1;
   e->result.uids_unique = 1;
+  srvmem_init(&e->mem);
   spec_identity(spec, e->server, sizeof e->server);
 
   uv_check_init(loop, &e->drain_check);
@@ -1216,6 +1412,7 @@ void engine_free(struct engine *e) {
   free(e->plan);
   free(e->plan_recs);
   hdrdigest_free(e->probe_hd);
+  srvmem_wipe(&e->mem);
   if (e->md_ready)
     maildir_deinit(&e->md);
   free(e->stuck);

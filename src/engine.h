@@ -35,7 +35,9 @@ struct engine_options {
   unsigned timeout_s; /* 0: 120 */
   enum session_pipelining pipelining;
   unsigned window; /* 0: SESSION_DEFAULT_WINDOW */
-  /* UID state journal (locked for the run); NULL runs without one. */
+  /* UID state journal (locked for the run); NULL runs without one.  The
+   * per-server memory (srvmem.h: CAPA, pipelining, greeting, a TLS session
+   * to resume) lives beside it as STATE_PATH.server. */
   const char *state_path;
   const char *who;        /* named in the lock file: "pop3 dl", "pop3syncd" */
   int keep;               /* never DELE; fetch only UIDs not yet delivered */
@@ -74,6 +76,10 @@ struct engine_result {
   int uids_unique;                  /* 0: the listing showed some UID more than once (those
                                        messages are always fetched, see plan.h); 1 otherwise */
   size_t corrupt_lines;             /* state journal lines ignored as corrupt */
+  unsigned round_trips;             /* times the client waited for the server with
+                                       nothing else to do (TCP connect, TLS flights,
+                                       POP3 replies), counted, not timed */
+  int resumed_tls;                  /* the TLS handshake resumed a remembered session */
   const struct engine_stuck *stuck; /* messages left alone after repeated failures */
   size_t stuck_count;
 };

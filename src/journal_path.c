@@ -282,6 +282,11 @@ int journal_migrate(const char *old_path, const char *new_path, char *msg, size_
   }
   if (lfd >= 0)
     unlinkat(odfd, lock, 0); /* still held: nobody waits on a name that is gone */
+  /* The server memory beside the old name (srvmem.h) holds a TLS secret and
+   * names the old journal: dropped, the next session is cold. */
+  char mem[PATH_MAX];
+  if ((size_t)snprintf(mem, sizeof mem, "%s.server", obase) < sizeof mem)
+    (void)unlinkat(odfd, mem, 0);
   p3_set_error(msg, msglen, "moved the journal %s to %s", old_path, new_path);
   ret = JOURNAL_MOVED;
 out:

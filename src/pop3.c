@@ -274,6 +274,13 @@ static int dl_report(const char *spec_text, const char *state, const char *maild
     fprintf(stderr, "pop3: %s: %s\n", spec_text, r->message);
   if (verbose && !r->uidl && r->listed)
     fprintf(stderr, "pop3: %s: the server has no UIDL: no UID state was kept\n", spec_text);
+  if (verbose) {
+    /* Counted waits (engine.h), not timed: the same for every run alike. */
+    if (r->resumed_tls)
+      fprintf(stderr, "pop3: %s: TLS session resumed\n", spec_text);
+    fprintf(stderr, "pop3: %s: %u round trip%s\n", spec_text, r->round_trips,
+            r->round_trips == 1 ? "" : "s");
+  }
   if (r->corrupt_lines)
     fprintf(stderr,
             "pop3: %s: %s: %zu corrupt lines ignored (their messages may be fetched "

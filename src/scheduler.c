@@ -59,6 +59,8 @@ struct acct {
   char last_signal[32]; /* "SIGSEGV" when the worker died of a signal */
   size_t last_messages;
   uint64_t last_bytes;
+  unsigned last_round_trips; /* counted waits for the server (engine.h) */
+  int last_resumed_tls;
 
   uint64_t total_messages, total_bytes;
   int uidl; /* -1 before the first session that listed */
@@ -284,6 +286,8 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
   snprintf(a->last_signal, sizeof a->last_signal, "%s", signal_name ? signal_name : "");
   a->last_messages = messages;
   a->last_bytes = bytes;
+  a->last_round_trips = res ? res->round_trips : 0;
+  a->last_resumed_tls = res ? res->resumed_tls : 0;
   a->total_messages += messages;
   a->total_bytes += bytes;
   if (err == 0) {
@@ -587,6 +591,10 @@ static void status_account(const struct acct *a, struct jbuf *b) {
     jbuf_int(b, a->last_exit);
     jbuf_key(b, "signal");
     jbuf_str(b, a->last_signal[0] ? a->last_signal : NULL);
+    jbuf_key(b, "round_trips");
+    jbuf_uint(b, a->last_round_trips);
+    jbuf_key(b, "resumed_tls");
+    jbuf_bool(b, a->last_resumed_tls);
     jbuf_obj_end(b);
   } else {
     jbuf_null(b);

@@ -56,7 +56,8 @@ static const char *const state_names[] = {"greeting", "capa",    "stls",  "tls-w
 
 struct cmd {
   uint8_t kind;
-  size_t idx; /* message index for RETR/DELE */
+  unsigned depth; /* round trips up to and including this one (see cause) */
+  size_t idx;     /* message index for RETR/DELE */
 };
 
 /* A ring of commands in flight; sized for the window plus the DELEs that may
@@ -151,6 +152,18 @@ struct session {
   int final_err;
   size_t error_idx; /* message the session failed at, or SIZE_MAX */
   size_t deles_sent;
+
+  /* Round trips, counted deterministically as causal depth: a command sent
+   * because of a reply (or of a save, the barrier, the TLS handshake that
+   * followed a reply) is one round trip deeper than that reply; the
+   * greeting is the first.  Commands that ride along in the same write
+   * share a depth, so pipelining shows.  The session's count is the
+   * deepest command sent (session_round_trips). */
+  unsigned cause;         /* depth of what the commands queued now answer to */
+  unsigned max_depth;     /* deepest command queued */
+  unsigned reply_depth;   /* depth of the last reply processed */
+  unsigned barrier_cause; /* the cause when the barrier started */
+  unsigned *msg_depth;    /* per message: depth of its RETR reply */
 };
 
 #define SCRATCH_SIZE 65536
@@ -196,6 +209,9 @@ static int fifo_push(struct session *s, enum cmd_kind kind, size_t idx) {
   struct cmd *c = &s->fifo.v[(s->fifo.head + s->fifo.len) % s->fifo.cap];
   c->kind = (uint8_t)kind;
   c->idx = idx;
+  c->depth = s->cause + 1;
+  if (c->depth > s->max_depth)
+    s->max_depth = c->depth;
   s->fifo.len++;
   return 0;
 }
@@ -475,6 +491,7 @@ static void pump(struct session *s) {
 static void start_barrier(struct session *s) {
   if (s->state != ST_TRANSFER)
     return;
+  s->barrier_cause = s->cause;
   set_state(s, ST_BARRIER);
   /* Messages deleted without retrieval were recorded by an earlier run whose
    * barrier may not have completed: make them durable before QUIT too. */
@@ -513,6 +530,12 @@ static void maybe_quit(struct session *s) {
     finish(s, s->partial_err ? s->partial_err : P3_ESAVE);
     return;
   }
+  /* QUIT answers the barrier, and (unless the DELEs' replies need not be
+   * awaited) the last reply too: whichever is deeper. */
+  s->cause = s->barrier_cause;
+  if (!(s->pipelined && s->uidl_ok && s->unchecked == 0 && s->resized == 0) &&
+      s->reply_depth > s->cause)
+    s->cause = s->reply_depth;
   set_state(s, ST_QUIT);
   if (send_cmd(s, C_QUIT, 0, NULL) != 0)
     finish(s, -ENOMEM);
@@ -564,6 +587,9 @@ static void pump_probes(struct session *s) {
 static int begin_transfer(struct session *s) {
   s->dele_ready = malloc((s->msg_count ? s->msg_count : 1) * sizeof *s->dele_ready);
   if (s->dele_ready == NULL)
+    return -ENOMEM;
+  s->msg_depth = calloc(s->msg_count ? s->msg_count : 1, sizeof *s->msg_depth);
+  if (s->msg_depth == NULL)
     return -ENOMEM;
   /* Worst case in flight: a window of RETRs plus a DELE for every message
    * (when they all become ready at once) plus QUIT. */
@@ -1441,6 +1467,9 @@ static void retr_short_of_count(struct session *s, size_t idx, uint64_t raw) {
 static void on_body_end(struct session *s, struct cmd *c) {
   enum cmd_kind kind = (enum cmd_kind)c->kind;
   size_t idx = c->idx;
+  s->cause = s->reply_depth = c->depth;
+  if (kind == C_RETR && s->msg_depth != NULL && idx < s->msg_count)
+    s->msg_depth[idx] = c->depth;
   fifo_pop(s);
   switch (kind) {
   case C_CAPA:
@@ -1509,13 +1538,23 @@ static void on_line(struct session *s, const char *line, size_t len) {
     desync(s, "the server sent a reply with no command outstanding");
     return;
   }
+  s->cause = s->reply_depth = c->depth;
   if (c->kind == C_AUTH) {
     char *data;
     size_t dlen;
     int r = sasl_parse_challenge(line, len, &data, &dlen);
     if (r != 0) {
+      size_t before = s->out.len;
       on_challenge(s, r, data, dlen);
       free(data);
+      /* A response to a challenge: the exchange's next reply is a round
+       * trip deeper (the AUTH entry stays at the head of the FIFO). */
+      c = fifo_head(s);
+      if (s->out.len > before && c != NULL && c->kind == C_AUTH) {
+        c->depth = s->cause + 1;
+        if (c->depth > s->max_depth)
+          s->max_depth = c->depth;
+      }
       return;
     }
   }
@@ -1698,6 +1737,7 @@ void session_free(struct session *s) {
   free(s->msgs);
   free(s->uids);
   free(s->dele_ready);
+  free(s->msg_depth);
   free(s);
 }
 
@@ -1767,6 +1807,14 @@ int session_finished(const struct session *s) {
   return s->finished;
 }
 
+unsigned session_round_trips(const struct session *s) {
+  return s->max_depth;
+}
+
+int session_greeting_apop(const struct session *s) {
+  return s->apop_ts[0] != '\0';
+}
+
 void session_tls_ready(struct session *s) {
   if (s->state != ST_TLS_WAIT)
     return;
@@ -1783,6 +1831,11 @@ void session_tls_ready(struct session *s) {
 void session_saved(struct session *s, size_t idx, int err) {
   struct session_msg *m = &s->msgs[idx];
   s->saves_pending--;
+  /* Its DELE answers its RETR reply; lock-step, also the last reply. */
+  if (s->msg_depth != NULL && idx < s->msg_count && s->msg_depth[idx] != 0)
+    s->cause = s->msg_depth[idx];
+  if (!s->pipelined && s->reply_depth > s->cause)
+    s->cause = s->reply_depth;
   if (err) {
     m->flags |= SESSION_MSG_FAILED;
     s->stats.failed++;

@@ -213,6 +213,17 @@ void session_wire_counts(const struct session *s, uint64_t *lines_r, uint64_t *b
 /* 1 once done has been called. */
 int session_finished(const struct session *s);
 
+/* Round trips of the POP3 conversation, counted deterministically (not
+ * timed): the greeting is 1; a command sent because of a reply (or of the
+ * save, barrier or handshake that followed it) is one deeper than that
+ * reply; commands written together share a depth.  The result is the
+ * deepest command sent.  The transport's waits (TCP connect, TLS
+ * handshake flights) are not included: conn.h counts those. */
+unsigned session_round_trips(const struct session *s);
+
+/* 1 when the greeting carried an APOP timestamp. */
+int session_greeting_apop(const struct session *s);
+
 /* The TLS handshake after STLS completed. */
 void session_tls_ready(struct session *s);
 

@@ -33,6 +33,12 @@
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
 #include "psa/crypto.h"
 #endif
+#if MBEDTLS_VERSION_NUMBER < 0x03000000
+/* 2.x: the handshake's `resume' flag, the only way to tell an abbreviated
+ * handshake from a full one (3.x: see tls_handshake). */
+#include "mbedtls/ssl_internal.h"
+#endif
+#include <sys/types.h>
 
 #define TLS_DEFAULT_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 
@@ -53,6 +59,8 @@ struct p3_tls {
   int have_ca;
   int *suites; /* zero-terminated; mbedtls_ssl_conf_ciphersuites keeps the pointer */
   enum tls_state state;
+  int offered; /* a saved session was set for resumption */
+  int resumed; /* the handshake was abbreviated */
   int pin_count;
   uint8_t pins[P3_TLS_MAX_PINS][32];
   char ca_file[256]; /* for error messages only */
@@ -341,6 +349,9 @@ int tls_new(const struct p3_tls_options *opts, struct p3_tls **t_r, char *errbuf
   if (ret < 0)
     goto fail;
   mbedtls_ssl_conf_ciphersuites(&t->conf, t->suites);
+#if defined(MBEDTLS_SSL_SESSION_TICKETS)
+  mbedtls_ssl_conf_session_tickets(&t->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
+#endif
 
   ret = mbedtls_ssl_setup(&t->ssl, &t->conf);
   if (ret != 0) {
@@ -357,6 +368,17 @@ int tls_new(const struct p3_tls_options *opts, struct p3_tls **t_r, char *errbuf
     goto fail;
   }
   mbedtls_ssl_set_bio(&t->ssl, t, tls_bio_send, tls_bio_recv, NULL);
+  if (opts->resume != NULL && opts->resume_len > 0) {
+    /* A session that does not load (another library build, a damaged
+     * file) is simply not offered: the handshake is a full one. */
+    mbedtls_ssl_session sess;
+
+    mbedtls_ssl_session_init(&sess);
+    if (mbedtls_ssl_session_load(&sess, opts->resume, opts->resume_len) == 0 &&
+        mbedtls_ssl_set_session(&t->ssl, &sess) == 0)
+      t->offered = 1;
+    mbedtls_ssl_session_free(&sess); /* zeroises the master secret */
+  }
   *t_r = t;
   return 0;
 
@@ -610,7 +632,22 @@ int tls_handshake(struct p3_tls *t, char *errbuf, size_t errlen) {
     p3_set_error(errbuf, errlen, "TLS session already failed");
     return P3_ETLS;
   }
+#if MBEDTLS_VERSION_NUMBER < 0x03000000
+  /* mbedtls_ssl_handshake's own loop, reading the resume flag after each
+   * step: set by mbedtls_ssl_set_session, cleared when the ServerHello
+   * does not resume; the handshake structure is gone once it is over. */
+  ret = 0;
+  while (t->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER) {
+    ret = mbedtls_ssl_handshake_step(&t->ssl);
+    if (t->ssl.handshake != NULL)
+      t->resumed = t->offered && t->ssl.handshake->resume != 0;
+    if (ret != 0)
+      break;
+  }
+#else
+  /* 3.x hides the flag: never claim a resumption we cannot see. */
   ret = mbedtls_ssl_handshake(&t->ssl);
+#endif
   if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
     return 0;
   if (ret != 0) {
@@ -691,6 +728,107 @@ int tls_write(struct p3_tls *t, const char *data, size_t len, char *errbuf, size
 void tls_close_notify(struct p3_tls *t) {
   if (t->state == TLS_OPEN)
     mbedtls_ssl_close_notify(&t->ssl);
+}
+
+const char *tls_ca_path(const struct p3_tls_options *opts) {
+  if (opts->ca_file != NULL)
+    return opts->ca_file;
+  return opts->pin_count == 0 ? TLS_DEFAULT_CA_FILE : NULL;
+}
+
+static int tls_cmp_pin(const void *a, const void *b) {
+  return memcmp(a, b, 32);
+}
+
+void tls_session_key(const struct p3_tls_options *opts, const char *tcp_host, unsigned port,
+                     int64_t ca_mtime_ns, uint8_t out[32]) {
+  uint8_t pins[P3_TLS_MAX_PINS][32];
+  int npins = opts->pin_count > 0 && opts->pin_count <= P3_TLS_MAX_PINS ? opts->pin_count : 0;
+  const char *ca = tls_ca_path(opts);
+  char head[64];
+  size_t n = 0, cap = 0;
+  unsigned char *buf;
+  int len;
+
+  memcpy(pins, opts->pins, sizeof(pins[0]) * (size_t)npins);
+  qsort(pins, (size_t)npins, sizeof(pins[0]), tls_cmp_pin);
+  len = snprintf(head, sizeof(head), "pop3sync-tls-key 1\n%u\n%lld\n%d\n", port,
+                 (long long)ca_mtime_ns, npins);
+  /* Length-prefixed strings: no two settings hash the same bytes. */
+  cap = (size_t)len + 3 * 12 + strlen(tcp_host ? tcp_host : "") +
+        strlen(opts->server_name ? opts->server_name : "") + strlen(ca ? ca : "") +
+        sizeof(pins[0]) * (size_t)npins;
+  buf = malloc(cap);
+  if (buf == NULL) {
+    /* A key nothing can match: the session is simply not resumed. */
+    memset(out, 0xff, 32);
+    return;
+  }
+  memcpy(buf, head, (size_t)len);
+  n = (size_t)len;
+  {
+    const char *parts[3] = {tcp_host ? tcp_host : "", opts->server_name ? opts->server_name : "",
+                            ca ? ca : ""};
+    for (int i = 0; i < 3; i++) {
+      size_t pl = strlen(parts[i]);
+      n += (size_t)snprintf((char *)buf + n, 12, "%zu:", pl % 100000000);
+      memcpy(buf + n, parts[i], pl);
+      n += pl;
+    }
+  }
+  memcpy(buf + n, pins, sizeof(pins[0]) * (size_t)npins);
+  n += sizeof(pins[0]) * (size_t)npins;
+  if (tls_sha256(buf, n, out) != 0)
+    memset(out, 0xff, 32);
+  free(buf);
+}
+
+int tls_save_session(struct p3_tls *t, unsigned char *buf, size_t cap, size_t *len_r,
+                     uint32_t *lifetime_s_r) {
+  mbedtls_ssl_session sess;
+  size_t olen = 0;
+  int ret;
+
+  *len_r = 0;
+  *lifetime_s_r = 0;
+  if (t->state != TLS_OPEN)
+    return P3_ETLS;
+  mbedtls_ssl_session_init(&sess);
+  ret = mbedtls_ssl_get_session(&t->ssl, &sess);
+  if (ret != 0) {
+    mbedtls_ssl_session_free(&sess);
+    return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? -ENOMEM : P3_ETLS;
+  }
+#if MBEDTLS_VERSION_NUMBER < 0x03000000
+  {
+    int has_ticket = 0;
+#if defined(MBEDTLS_SSL_SESSION_TICKETS) && defined(MBEDTLS_SSL_CLI_C)
+    has_ticket = sess.ticket != NULL && sess.ticket_len > 0;
+    if (has_ticket)
+      *lifetime_s_r = sess.ticket_lifetime;
+#endif
+    if (!has_ticket && sess.id_len == 0) {
+      mbedtls_ssl_session_free(&sess);
+      return -ENOENT;
+    }
+  }
+#endif
+  ret = mbedtls_ssl_session_save(&sess, buf, cap, &olen);
+  mbedtls_ssl_session_free(&sess);
+  if (ret == MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL)
+    return -ENOBUFS;
+  if (ret != 0)
+    return P3_ETLS;
+  *len_r = olen;
+  return 0;
+}
+
+int tls_session_offered(const struct p3_tls *t) {
+  return t->offered;
+}
+
+int tls_resumed(const struct p3_tls *t) {
+  return t->state == TLS_OPEN && t->resumed;
 }
 
 const char *tls_version(const struct p3_tls *t) {

@@ -15,6 +15,13 @@ struct p3_tls_options {
                                         no name check (only allowed with pins) */
   uint8_t pins[P3_TLS_MAX_PINS][32]; /* SHA-256 of the leaf certificate's DER */
   int pin_count;                     /* > 0: a matching pin replaces CA and name checks */
+  /* A session saved by tls_save_session, offered for resumption (RFC 5077
+   * ticket or session ID); NULL: none.  Read by tls_new only.  The caller
+   * offers it only when tls_session_key matches the one it was saved under:
+   * mbedTLS does not verify the certificate again on an abbreviated
+   * handshake. */
+  const unsigned char *resume;
+  size_t resume_len;
 };
 
 struct p3_tls; /* opaque */
@@ -59,6 +66,32 @@ size_t tls_take_output(struct p3_tls *t, char **buf_r);
 
 /* Queues a close_notify alert into the output. */
 void tls_close_notify(struct p3_tls *t);
+
+/* What a saved session is valid for: SHA-256 over the TCP host, the port,
+ * the server name, the pins (as a set: order does not matter), and the CA
+ * file's path and modification time (ca_file NULL: the system bundle; no CA
+ * file used when pins are given without one).  ca_mtime_ns: the CA file's
+ * st_mtim in nanoseconds, or 0 when it cannot be read. */
+void tls_session_key(const struct p3_tls_options *opts, const char *tcp_host, unsigned port,
+                     int64_t ca_mtime_ns, uint8_t out[32]);
+
+/* The CA file tls_new would load for opts, or NULL (pins alone). */
+const char *tls_ca_path(const struct p3_tls_options *opts);
+
+/* After a verified handshake: serialises the session into buf (cap bytes;
+ * it holds the master secret: wipe it after use, never print it).  Sets
+ * *len_r and *lifetime_s_r (the ticket's lifetime hint, 0 when none).
+ * Returns 0, -ENOENT (nothing resumable: no ticket and no session ID),
+ * -ENOBUFS or P3_ETLS. */
+int tls_save_session(struct p3_tls *t, unsigned char *buf, size_t cap, size_t *len_r,
+                     uint32_t *lifetime_s_r);
+
+/* 1 when a session was offered (opts.resume was usable). */
+int tls_session_offered(const struct p3_tls *t);
+
+/* 1 when the handshake resumed the offered session (abbreviated
+ * handshake), 0 after a full one. */
+int tls_resumed(const struct p3_tls *t);
 
 /* Negotiated protocol and cipher suite, for -v (static strings). */
 const char *tls_version(const struct p3_tls *t);

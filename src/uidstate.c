@@ -71,6 +71,14 @@ const char *uidstate_path(const struct uidstate *st) {
   return st->path != NULL ? st->path : "";
 }
 
+int uidstate_dir_fd(const struct uidstate *st) {
+  return st->path != NULL ? st->dir_fd : -1;
+}
+
+const char *uidstate_base(const struct uidstate *st) {
+  return st->path != NULL && st->base != NULL ? st->base : "";
+}
+
 size_t uidstate_corrupt_lines(const struct uidstate *st) {
   return uidmodel_corrupt_lines(st->model);
 }

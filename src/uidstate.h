@@ -104,6 +104,11 @@ void uidstate_close(struct uidstate *st);
 /* The journal's fd (O_APPEND), for uv_fs_write / fsync. */
 int uidstate_fd(const struct uidstate *st);
 const char *uidstate_path(const struct uidstate *st);
+/* The journal's directory (checked: ours, not group/other-writable) and its
+ * file name within it, for files kept beside the journal under its lock
+ * (srvmem.h).  -1 and "" for a memory state. */
+int uidstate_dir_fd(const struct uidstate *st);
+const char *uidstate_base(const struct uidstate *st);
 
 /* Lines skipped as corrupt or torn when the file was read. */
 size_t uidstate_corrupt_lines(const struct uidstate *st);

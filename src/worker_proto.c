@@ -371,6 +371,10 @@ static int result_field(struct engine_result *r, const char *f, const char *v) {
     r->uids_unique = u != 0;
   else if (strcmp(f, "corrupt_lines") == 0)
     r->corrupt_lines = (size_t)u;
+  else if (strcmp(f, "round_trips") == 0)
+    r->round_trips = u > UINT_MAX ? UINT_MAX : (unsigned)u;
+  else if (strcmp(f, "resumed_tls") == 0)
+    r->resumed_tls = u != 0;
   else if (strcmp(f, "milliseconds") == 0)
     r->seconds = (double)u / 1000.0;
   /* Unknown fields are ignored: a newer worker may say more. */
@@ -459,6 +463,8 @@ int worker_report_format(const struct engine_result *r, char **buf_r, size_t *le
   F("lockstep", "%d", r->lockstep != 0);
   F("uids_unique", "%d", r->uids_unique != 0);
   F("corrupt_lines", "%zu", r->corrupt_lines);
+  F("round_trips", "%u", r->round_trips);
+  F("resumed_tls", "%d", r->resumed_tls != 0);
   F("milliseconds", "%llu", (unsigned long long)(r->seconds * 1000.0));
 #undef F
   if (err == 0 && r->message[0]) {

@@ -205,6 +205,10 @@ if isinstance(lr, dict):
     check(lr["exit"] == 0, "last_run.exit %r" % lr.get("exit"))
     check(rfc3339.match(str(lr["started"])), "last_run.started %r" % lr.get("started"))
     check(rfc3339.match(str(lr["finished"])), "last_run.finished %r" % lr.get("finished"))
+    # Counted waits (connect, greeting, CAPA, login, listing, ...): every run has a few.
+    rt = lr.get("round_trips")
+    check(type(rt) is int and 4 <= rt <= 20, "last_run.round_trips %r" % rt)
+    check(type(lr.get("resumed_tls")) is bool, "last_run.resumed_tls %r" % lr.get("resumed_tls"))
 check(a["total_messages"] == n, "total_messages %r != %d delivered" % (a["total_messages"], n))
 check(a["total_bytes"] == size, "total_bytes %r != %d delivered" % (a["total_bytes"], size))
 check(a["consecutive_failures"] == 0, "consecutive_failures %r" % a["consecutive_failures"])

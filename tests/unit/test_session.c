@@ -262,6 +262,10 @@ static void test_pipelined_happy(void) {
   CHECK_INT(r->done, 1);
   CHECK_INT(r->done_err, 0);
   CHECK_INT(session_stats(r->s)->deleted, 3);
+  /* Round trips as causal depth: greeting, CAPA, USER+PASS, UIDL+LIST, the
+   * RETRs, then DELE and QUIT (QUIT waits for the barrier, not for the DELE
+   * replies), however the replies were chunked. */
+  CHECK_INT(session_round_trips(r->s), 6);
   finish_rec(r);
 }
 
@@ -303,6 +307,7 @@ static void test_quit_after_verified_deles(void) {
   CHECK_STR(take(r), "");
   feed(r, "+OK\r\n");
   CHECK_STR(take(r), "QUIT\r\n");
+  CHECK_INT(session_round_trips(r->s), 7); /* QUIT after the DELE reply: one more */
   finish_rec(r);
 }
 
@@ -331,6 +336,7 @@ static void test_burst_count(void) {
   CHECK_INT(r->done_err, 0);
   CHECK(r->writes <= 8);
   CHECK_INT(r->writes, 6);
+  CHECK_INT(session_round_trips(r->s), 6);
   finish_rec(r);
 }
 
@@ -361,6 +367,9 @@ static void test_lockstep(void) {
   CHECK_STR(take(r), "QUIT\r\n");
   feed(r, "+OK\r\n");
   CHECK_INT(r->done_err, 0);
+  /* Lock-step: greeting, CAPA, USER, PASS, UIDL, LIST, RETR 1, RETR 2, DELE 1
+   * (with RETR 2's reply), DELE 2, QUIT. */
+  CHECK_INT(session_round_trips(r->s), 11);
   finish_rec(r);
 }
 

@@ -100,6 +100,8 @@ static void test_report_round_trip(void) {
   r.bytes = 123456789012ull;
   r.login_delay = -1;
   r.uidl = 1;
+  r.round_trips = 8;
+  r.resumed_tls = 1;
   r.stuck = stuck;
   r.stuck_count = 2;
   char *buf;
@@ -121,6 +123,8 @@ static void test_report_round_trip(void) {
   CHECK(rep.r.bytes == 123456789012ull);
   CHECK_INT(rep.r.login_delay, -1);
   CHECK_INT(rep.r.uidl, 1);
+  CHECK_INT(rep.r.round_trips, 8);
+  CHECK_INT(rep.r.resumed_tls, 1);
   CHECK_INT(rep.r.stuck_count, 2);
   CHECK_INT(rep.stuck[0].number, 3);
   CHECK_STR(rep.stuck[0].uid, "UID-3");
