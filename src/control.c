@@ -48,6 +48,13 @@
 /* Split like the daemon's on_request: it looks at this many words only. */
 #define REQUEST_WORDS_MAX 16
 
+/* A watcher (control_watch) whose unwritten events exceed this misses
+ * progress events until it catches up; other events are queued up to
+ * WATCH_QUEUE_MAX, beyond which the watcher is dropped.  The write timeout
+ * drops one that reads nothing at all. */
+#define WATCH_DROP_PROGRESS (16 * 1024)
+#define WATCH_QUEUE_MAX (256 * 1024)
+
 #define REPLY_DENIED "{\"error\":\"permission denied\",\"exit\":77}"
 #define REPLY_BUSY "{\"error\":\"too many control connections\",\"exit\":75}"
 #define REPLY_TOO_LONG "{\"error\":\"request too long\",\"exit\":64}"
@@ -97,6 +104,8 @@ struct client {
   bool waiting;                        /* that request waits for a run (control_request_waits) */
   bool idle;                           /* served, nothing outstanding: may be evicted */
   bool dispatching;                    /* inside client_process: a reply must not recurse */
+  bool watching;                       /* receives events (control_watch); stays busy */
+  char *watch_account;                 /* only this account's events; NULL: all */
   uint64_t since;                      /* queued: when accepted; idle: since when */
   uint64_t seq;                        /* queued: arrival order; idle: order of becoming idle */
   struct write_req *wq_head, *wq_tail; /* replies not yet written, oldest first */
@@ -244,8 +253,10 @@ static int bind_socket(const char *path, const struct sockaddr_un *sa, char *err
 }
 
 static void client_unref(struct client *cl) {
-  if (--cl->refs == 0)
+  if (--cl->refs == 0) {
+    free(cl->watch_account);
     free(cl);
+  }
 }
 
 static void control_maybe_done(struct control *c) {
@@ -523,6 +534,8 @@ int control_request_waits(const char *line) {
     if (*p == '\0' || words == REQUEST_WORDS_MAX)
       break;
     n = strcspn(p, seps);
+    if (words == 0 && n == 5 && memcmp(p, "watch", 5) == 0)
+      return 1; /* an event stream: busy until the client hangs up */
     if (words == 0)
       fetch = n == 5 && memcmp(p, "fetch", 5) == 0;
     else if (n == 9 && memcmp(p, "--no-wait", 9) == 0)
@@ -820,6 +833,52 @@ void control_reply(struct control_req *req, const char *json) {
   if (cl->c != NULL)
     control_update(cl->c);
   client_unref(cl);
+}
+
+int control_watch(struct control_req *req, const char *account, const char *first) {
+  struct client *cl = req->cl;
+  char *acc = NULL;
+
+  if (!control_req_alive(req) || (account != NULL && (acc = strdup(account)) == NULL)) {
+    control_reply(req, "{\"error\":\"out of memory\",\"exit\":75}");
+    return -ENOMEM;
+  }
+  free(req);
+  /* The client stays busy (never idle, counted as waiting) until it hangs
+   * up; its slot goes when it does.  The request's reference goes now:
+   * the handle's keeps the client. */
+  cl->refs--;
+  cl->watching = true;
+  cl->watch_account = acc;
+  client_write(cl, first, false);
+  if (cl->c != NULL)
+    control_update(cl->c);
+  return 0;
+}
+
+void control_broadcast(struct control *c, const char *account, const char *json, bool droppable) {
+  struct client *cl, *next;
+  size_t queued;
+
+  if (c->closing)
+    return;
+  for (cl = c->clients; cl != NULL; cl = next) {
+    next = cl->next;
+    if (!cl->watching || cl->closing || !client_live(cl))
+      continue;
+    if (cl->watch_account != NULL && account != NULL && strcmp(cl->watch_account, account) != 0)
+      continue;
+    queued = uv_stream_get_write_queue_size((uv_stream_t *)&cl->pipe);
+    if (droppable && queued > WATCH_DROP_PROGRESS)
+      continue;
+    if (queued > WATCH_QUEUE_MAX) {
+      log_info("control: a watcher left %zu bytes of events unread; disconnecting it", queued);
+      client_close(cl);
+      continue;
+    }
+    client_write(cl, json, false);
+  }
+  control_update(c);
 }
 
 int control_req_alive(const struct control_req *req) {

@@ -37,6 +37,20 @@ int control_listen(uv_loop_t *loop, const char *path, const struct control_ops *
  * and frees req. */
 void control_reply(struct control_req *req, const char *json);
 
+/* Turns req into an event stream (the `watch' request): writes first (one
+ * JSON line, the reply) and from then on every control_broadcast for
+ * account (NULL: every account) to the client, until it hangs up or the
+ * control closes.  The client is busy for good: never idle, counted
+ * against waiting_max (control_request_waits says so for `watch').  req is
+ * freed.  Returns 0, or -ENOMEM after replying an error instead. */
+int control_watch(struct control_req *req, const char *account, const char *first);
+
+/* Writes json (one line, without newline) to every watcher of account
+ * (NULL: an event for all watchers).  droppable: skipped for a watcher with
+ * more than 16 KiB unwritten (progress); any event finding more than
+ * 256 KiB unwritten drops that watcher. */
+void control_broadcast(struct control *c, const char *account, const char *json, bool droppable);
+
 /* 1 while the client of req is still connected. */
 int control_req_alive(const struct control_req *req);
 
@@ -63,10 +77,10 @@ void control_limits_default(struct control_limits *lim_r);
 void control_set_limits(struct control *c, const struct control_limits *lim);
 
 /* 1 when the reply to line waits for something that may take minutes (a
- * run): `fetch` without `--no-wait`.  Such a request counts against
+ * run): `fetch` without `--no-wait`, and `watch`.  Such a request counts against
  * waiting_max and is refused beyond it without reaching the handler.  Read
- * the way the daemon splits requests (spaces and tabs, first 16 words).  A
- * new request that waits (an event stream) must be added here.  Pure. */
+ * the way the daemon splits requests (spaces and tabs, first 16 words).
+ * `watch' (an event stream) waits too.  Pure. */
 int control_request_waits(const char *line);
 
 /* What the timers look at in one connection (pure; exposed for tests). */

@@ -1196,8 +1196,12 @@ static void remember_facts(struct engine *e) {
   snprintf(e->mem.server, sizeof e->mem.server, "%s", e->server);
   e->mem.saved = time(NULL);
   e->mem_dirty = 1;
-  if (session_msg_count(s) > 0 || session_stats(s)->quit_ok || e->plan != NULL) {
-    /* Got past the login: the CAPA and the greeting are known. */
+  enum session_flight flight = session_flight(s);
+  if (session_msg_count(s) > 0 || session_stats(s)->quit_ok || e->plan != NULL ||
+      flight == SESSION_FLIGHT_STALE) {
+    /* Got past the login, or the one flight's fresh CAPA (inside TLS when
+     * there is TLS) contradicted the memory: the CAPA and the greeting are
+     * known. */
     char caps[SRVMEM_CAPA_MAX];
     if (session_has_capa(s)) {
       caps_tokens(session_caps(s), caps, sizeof caps);
@@ -1210,9 +1214,12 @@ static void remember_facts(struct engine *e) {
   if (session_pipelined(s)) {
     if (e->err == P3_EDESYNC)
       e->mem.pipelining = SRVMEM_NO;
-    else if (e->plan != NULL && e->err == 0)
+    else if (e->plan != NULL && e->err == 0 && flight != SESSION_FLIGHT_STALE)
       e->mem.pipelining = SRVMEM_YES;
   }
+  /* The memory was wrong: the next session is cold (and relearns). */
+  if (flight == SESSION_FLIGHT_STALE && e->mem.pipelining == SRVMEM_YES)
+    e->mem.pipelining = SRVMEM_UNKNOWN;
 }
 
 static void begin_session(struct engine *e);
@@ -1248,6 +1255,9 @@ static void begin_session(struct engine *e) {
       /* OAUTHBEARER's host= and port=: what the user connects to. */
       .host = spec->tls_name[0] ? spec->tls_name : spec->tcp_host,
       .port = spec->port,
+      /* The one flight after the greeting (issue 11). */
+      .mem_capa = e->mem_loaded ? e->mem.capa_pre : NULL,
+      .mem_pipelining = e->mem_loaded && e->mem.pipelining == SRVMEM_YES,
   };
   if (e->lockstep)
     trace(e, "lock-step: an earlier session with this server desynchronised");
@@ -1397,6 +1407,14 @@ void engine_progress(const struct engine *e, size_t *done_r, size_t *total_r, ui
   *done_r = e->result.delivered;
   *total_r = e->session ? session_stats(e->session)->listed : 0;
   *bytes_r = e->session ? session_stats(e->session)->bytes : 0;
+}
+
+uint64_t engine_progress_bytes_total(const struct engine *e) {
+  uint64_t sum = 0;
+  size_t n = e->session ? session_msg_count(e->session) : 0;
+  for (size_t i = 0; i < n; i++)
+    sum += session_msg(e->session, i)->size;
+  return sum;
 }
 
 void engine_free(struct engine *e) {

@@ -126,6 +126,10 @@ void engine_stop(struct engine *e, unsigned grace_ms);
 /* Live figures for a progress display. */
 void engine_progress(const struct engine *e, size_t *done_r, size_t *total_r, uint64_t *bytes_r);
 
+/* The LIST sizes of the listing summed (0 before the listing): what
+ * engine_progress's bytes would reach if every message were fetched. */
+uint64_t engine_progress_bytes_total(const struct engine *e);
+
 void engine_free(struct engine *e);
 
 #endif

@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "cfg.h"
 #include "errors.h"
+#include "human.h"
 #include "json.h"
 
 /* A reply is one line; the status of a few hundred accounts is well under a
@@ -48,6 +49,8 @@ static const char usage_text[] =
     "  fetch [--no-wait] ACCOUNT|--all   fetch now (ignoring any backoff) and\n"
     "                                    wait for the result unless --no-wait\n"
     "  reload                            make the daemon re-read its config file\n"
+    "  watch [--json] [ACCOUNT]          follow the daemon's events (runs, progress,\n"
+    "                                    results, backoffs, reloads) until Ctrl-C\n"
     "  help                              show this help\n"
     "\n"
     "Options:\n"
@@ -478,6 +481,32 @@ static void bytes_cell(const struct json *v, const char *key, char *buf, size_t 
     snprintf(buf, len, "%.1f GiB", b / (1024.0 * 1024 * 1024));
 }
 
+/* "D/T, X of Y": a run's progress as status and watch print it.  Before
+ * the listing (T 0) only the bytes received so far, if any. */
+static void progress_text(const struct json *p, char *buf, size_t len) {
+  double d = json_get_num(p, "messages_done", 0), t = json_get_num(p, "messages_total", 0);
+  double bd = json_get_num(p, "bytes_done", 0), bt = json_get_num(p, "bytes_total", 0);
+  char x[32], y[32];
+  human_bytes(bd >= 0 && isfinite(bd) ? (uint64_t)bd : 0, x, sizeof x);
+  human_bytes(bt >= 0 && isfinite(bt) ? (uint64_t)bt : 0, y, sizeof y);
+  if (t > 0 && isfinite(t) && isfinite(d))
+    snprintf(buf, len, "%.0f/%.0f, %s of %s", d, t, x, y);
+  else
+    snprintf(buf, len, "%s received", x);
+}
+
+/* A fetching account's STATE cell: "fetching 350/2000, 12.1 MiB of 48.0 MiB". */
+static void progress_cell(const struct json *acc, char *buf, size_t len) {
+  const struct json *p = json_get(acc, "progress");
+  const char *state = json_get_str(acc, "state");
+  if (p == NULL || p->type != JSON_OBJECT || state == NULL || strcmp(state, "fetching") != 0 ||
+      json_get_num(p, "messages_total", 0) <= 0)
+    return;
+  char text[128];
+  progress_text(p, text, sizeof text);
+  snprintf(buf, len, "fetching %s", text);
+}
+
 enum {
   COL_ACCOUNT,
   COL_STATE,
@@ -521,6 +550,7 @@ static void fill_row(const struct json *acc, time_t now, struct row *row) {
     const char *error = json_get_str(last, "error");
     sanitize(error != NULL ? error : "-", row->cell[COL_ERROR], n, ERROR_COLUMN_MAX, 0);
   }
+  progress_cell(acc, row->cell[COL_STATE], n);
   time_in(json_get_str(acc, "next_run"), now, row->cell[COL_NEXT], n);
   /* A refused OAuth token: no timer, the user's fetch or reload is awaited. */
   const struct json *af = json_get(acc, "auth_failed");
@@ -735,6 +765,27 @@ static int cmd_fetch(int argc, char **argv, const struct ctl *ctl) {
   return status;
 }
 
+/* "TITLE: a, b" for the array of names v[key], when it is not empty. */
+static void names_line(FILE *f, const struct json *v, const char *key, const char *title) {
+  const struct json *a = json_get(v, key);
+  char name[256];
+  if (a == NULL || a->type != JSON_ARRAY || a->count == 0)
+    return;
+  fprintf(f, "%s:", title);
+  for (size_t i = 0; i < a->count; i++) {
+    sanitize(a->items[i].type == JSON_STRING ? a->items[i].string : "?", name, sizeof name, 100, 1);
+    fprintf(f, "%s %s", i ? "," : "", name);
+  }
+}
+
+static void print_names(const struct json *v, const char *key, const char *title) {
+  const struct json *a = json_get(v, key);
+  if (a == NULL || a->type != JSON_ARRAY || a->count == 0)
+    return;
+  names_line(stdout, v, key, title);
+  putchar('\n');
+}
+
 static int cmd_reload(int argc, char **argv, const struct ctl *ctl) {
   if (argc > 1)
     return usage_error("reload takes no arguments, not `%s'", argv[1]);
@@ -745,6 +796,9 @@ static int cmd_reload(int argc, char **argv, const struct ctl *ctl) {
   const struct json *ok = json_get(r.json, "ok");
   if (ok != NULL && ok->type == JSON_BOOL && ok->boolean) {
     printf("configuration reloaded\n");
+    print_names(r.json, "added", "added");
+    print_names(r.json, "removed", "removed");
+    print_names(r.json, "changed", "changed");
     status = reply_exit(r.json, 0, 0);
   } else if (ok != NULL && ok->type == JSON_BOOL) {
     const struct json *errors = json_get(r.json, "errors");
@@ -765,6 +819,177 @@ static int cmd_reload(int argc, char **argv, const struct ctl *ctl) {
   return status;
 }
 
+/* ---- watch */
+
+/* A JSON number as a count: 0 when negative or not finite. */
+static uint64_t count_of(double d) {
+  return d > 0 && isfinite(d) ? (uint64_t)d : 0;
+}
+
+/* One event as a line for a person: "HH:MM:SS ACCOUNT: what happened". */
+static void print_event(const struct json *ev) {
+  const char *type = json_get_str(ev, "event");
+  const char *when = json_get_str(ev, "time");
+  char name[256], clock[16] = "--:--:--", text[1024], a[32], b[32];
+  time_t t;
+  struct tm tm;
+  if (when != NULL && parse_time(when, &t) == 0 && localtime_r(&t, &tm) != NULL)
+    strftime(clock, sizeof clock, "%H:%M:%S", &tm);
+  sanitize(type != NULL ? type : "?", text, sizeof text, 40, 1);
+  if (json_get_str(ev, "account") != NULL) {
+    sanitize(json_get_str(ev, "account"), name, sizeof name, 100, 1);
+    printf("%s %s: ", clock, name);
+  } else {
+    printf("%s ", clock);
+  }
+  if (type == NULL) {
+    printf("?\n");
+  } else if (strcmp(type, "started") == 0) {
+    printf("run started\n");
+  } else if (strcmp(type, "listed") == 0) {
+    human_bytes(count_of(json_get_num(ev, "bytes", 0)), b, sizeof b);
+    printf("listed %.0f messages (%s)\n", json_get_num(ev, "messages", 0), b);
+  } else if (strcmp(type, "progress") == 0) {
+    progress_text(ev, text, sizeof text);
+    printf("fetching %s\n", text);
+  } else if (strcmp(type, "finished") == 0) {
+    const char *result = json_get_str(ev, "result");
+    double msgs = json_get_num(ev, "messages", 0);
+    human_bytes(count_of(json_get_num(ev, "bytes", 0)), b, sizeof b);
+    human_duration(count_of(json_get_num(ev, "milliseconds", 0)), a, sizeof a);
+    if (result != NULL && strcmp(result, "ok") == 0) {
+      printf("finished ok: %.0f message%s (%s) in %s\n", msgs, msgs == 1 ? "" : "s", b, a);
+    } else {
+      const char *err = json_get_str(ev, "error");
+      sanitize(err != NULL ? err : "the run failed", text, sizeof text, 500, 0);
+      printf("failed after %s (exit %.0f): %s\n", a, json_get_num(ev, "exit", 75), text);
+    }
+  } else if (strcmp(type, "backoff") == 0) {
+    const char *until = json_get_str(ev, "until");
+    double n = json_get_num(ev, "consecutive_failures", 0);
+    if (until != NULL && parse_time(until, &t) == 0 && localtime_r(&t, &tm) != NULL) {
+      strftime(a, sizeof a, "%H:%M:%S", &tm);
+      printf("backoff until %s (%.0f failure%s in a row)\n", a, n, n == 1 ? "" : "s");
+    } else {
+      printf("waiting for fetch/reload (%.0f failure%s in a row)\n", n, n == 1 ? "" : "s");
+    }
+  } else if (strcmp(type, "reload") == 0) {
+    printf("configuration reloaded");
+    const char *keys[] = {"added", "removed", "changed"};
+    for (int i = 0; i < 3; i++) {
+      const struct json *arr = json_get(ev, keys[i]);
+      if (arr != NULL && arr->type == JSON_ARRAY && arr->count > 0) {
+        fputs("; ", stdout);
+        names_line(stdout, ev, keys[i], keys[i]);
+      }
+    }
+    putchar('\n');
+  } else if (strcmp(type, "stopping") == 0) {
+    printf("the daemon is stopping\n");
+  } else {
+    printf("%s\n", text); /* a newer daemon's event */
+  }
+}
+
+static int cmd_watch(int argc, char **argv, const struct ctl *ctl) {
+  int json = 0, dashdash = 0;
+  const char *account = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (!dashdash && strcmp(argv[i], "--json") == 0)
+      json = 1;
+    else if (!dashdash && strcmp(argv[i], "--") == 0)
+      dashdash = 1;
+    else if (!dashdash && argv[i][0] == '-')
+      return usage_error("watch: unknown option `%s'", argv[i]);
+    else if (account != NULL)
+      return usage_error("watch: only one ACCOUNT, not also `%s'", argv[i]);
+    else
+      account = argv[i];
+  }
+  if (account != NULL && !valid_name(account))
+    return bad_name(account);
+  char path[4096];
+  int status = find_socket(ctl->opt_socket, ctl->opt_config, path, sizeof path);
+  if (status != 0)
+    return status;
+  int fd = ctl_connect(path);
+  if (fd < 0)
+    return -fd;
+  set_timeout(fd, SO_SNDTIMEO, QUICK_TIMEOUT_S);
+  /* The reply comes at once; events whenever something happens. */
+  set_timeout(fd, SO_RCVTIMEO, QUICK_TIMEOUT_S);
+  char request[NAME_MAX_LEN + 16];
+  int n =
+      snprintf(request, sizeof request, "watch%s%s\n", account ? " " : "", account ? account : "");
+  if (send(fd, request, (size_t)n, MSG_NOSIGNAL) != n) {
+    fprintf(stderr, "pop3ctl: sending to the daemon: %s\n", strerror(errno));
+    close(fd);
+    return EX_TEMPFAIL;
+  }
+  FILE *in = fdopen(fd, "r");
+  if (in == NULL) {
+    close(fd);
+    fprintf(stderr, "pop3ctl: out of memory\n");
+    return EX_OSERR;
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  int first = 1, stopping = 0;
+  status = 0;
+  while ((len = getline(&line, &cap, in)) > 0) {
+    if (line[len - 1] != '\n' || (size_t)len > REPLY_MAX) {
+      fprintf(stderr, "pop3ctl: garbled event from the daemon\n");
+      status = EX_TEMPFAIL;
+      break;
+    }
+    line[--len] = '\0';
+    struct json *v = NULL;
+    if (json_parse(line, (size_t)len, &v) != 0 || v->type != JSON_OBJECT) {
+      json_free(v);
+      fprintf(stderr, "pop3ctl: garbled event from the daemon\n");
+      status = EX_TEMPFAIL;
+      break;
+    }
+    if (first) {
+      first = 0;
+      const struct json *error = json_get(v, "error");
+      if (error != NULL && error->type == JSON_STRING) {
+        fprintf(stderr, "pop3ctl: %s\n", error->string);
+        status = reply_exit(v, 1, EX_TEMPFAIL);
+        json_free(v);
+        break;
+      }
+      /* From now on only events: wait for them as long as it takes. */
+      set_timeout(fd, SO_RCVTIMEO, 0);
+      json_free(v);
+      continue;
+    }
+    const char *type = json_get_str(v, "event");
+    stopping |= type != NULL && strcmp(type, "stopping") == 0;
+    if (json)
+      printf("%s\n", line);
+    else
+      print_event(v);
+    json_free(v);
+    /* Each line as it happens, also into a pipe. */
+    if (fflush(stdout) != 0)
+      break;
+  }
+  if (len <= 0 && status == 0) {
+    if (first) {
+      fprintf(stderr, "pop3ctl: no reply from the daemon\n");
+      status = EX_TEMPFAIL;
+    } else if (!stopping) {
+      fprintf(stderr, "pop3ctl: the daemon closed the connection\n");
+      status = EX_TEMPFAIL;
+    }
+  }
+  free(line);
+  fclose(in);
+  return status;
+}
+
 /* The commands, one static table (as OpenSMTPD's control client). */
 static const struct command {
   const char *name;
@@ -773,6 +998,7 @@ static const struct command {
     {"status", cmd_status},
     {"fetch", cmd_fetch},
     {"reload", cmd_reload},
+    {"watch", cmd_watch},
 };
 
 int main(int argc, char **argv) {

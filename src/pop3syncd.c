@@ -312,10 +312,15 @@ static void reload_work(uv_work_t *w) {
   job->err = load_config(job->d->config_path, &job->cfg, &job->errs);
 }
 
-static void reload_reply(struct reload_job *job) {
-  struct jbuf b;
-  jbuf_init(&b);
-  jbuf_obj_begin(&b);
+/* b: the reply begun by reload_done (with what the reload changed). */
+static void reload_reply(struct reload_job *job, struct jbuf *reply) {
+  struct jbuf own, *bp = reply;
+  if (bp == NULL) {
+    jbuf_init(&own);
+    jbuf_obj_begin(&own);
+    bp = &own;
+  }
+#define b (*bp)
   jbuf_key(&b, "ok");
   jbuf_bool(&b, job->err == 0);
   if (job->err) {
@@ -330,11 +335,18 @@ static void reload_reply(struct reload_job *job) {
   jbuf_obj_end(&b);
   control_reply(job->req, b.err ? "{\"error\":\"out of memory\",\"exit\":75}" : b.data);
   jbuf_free(&b);
+#undef b
 }
 
 static void reload_done(uv_work_t *w, int status) {
   struct reload_job *job = w->data;
   struct daemon *d = job->d;
+  struct jbuf reply, *rp = NULL;
+  if (job->req) {
+    jbuf_init(&reply);
+    jbuf_obj_begin(&reply);
+    rp = &reply;
+  }
   if (job->err) {
     log_err("reload: %s is invalid; keeping the old configuration", d->config_path);
     for (size_t i = 0; i < job->errs.count; i++)
@@ -344,11 +356,11 @@ static void reload_done(uv_work_t *w, int status) {
   } else {
     if (strcmp(job->cfg->control_socket, sched_config(d->sched)->control_socket) != 0)
       log_warning("reload: control_socket changed; it takes effect at the next restart");
-    log_info("reloaded %s: %zu accounts", d->config_path, job->cfg->account_count);
-    sched_reload(d->sched, job->cfg);
+    log_info("reloaded %s", d->config_path);
+    sched_reload(d->sched, job->cfg, rp);
   }
   if (job->req)
-    reload_reply(job);
+    reload_reply(job, rp);
   cfg_errors_free(&job->errs);
   free(job);
 }
@@ -372,6 +384,46 @@ static void handle_reload(struct daemon *d, struct control_req *req, int argc, c
   start_reload(d, req);
 }
 
+/* `watch [ACCOUNT]': the reply, then the scheduler's events as they come
+ * (doc/control-protocol.md), until the client hangs up or the daemon stops. */
+static void handle_watch(struct daemon *d, struct control_req *req, int argc, char **argv) {
+  if (argc > 2) {
+    reply_error(req, "usage: watch [ACCOUNT]", EX_USAGE);
+    return;
+  }
+  const char *account = argc == 2 ? argv[1] : NULL;
+  if (account) {
+    const struct cfg *cfg = sched_config(d->sched);
+    size_t i = 0;
+    while (i < cfg->account_count && strcmp(cfg->accounts[i].name, account) != 0)
+      i++;
+    if (i == cfg->account_count) {
+      char msg[300];
+      snprintf(msg, sizeof msg, "no account named %s", account);
+      reply_error(req, msg, EX_USAGE);
+      return;
+    }
+  }
+  struct jbuf b;
+  jbuf_init(&b);
+  jbuf_obj_begin(&b);
+  jbuf_key(&b, "watching");
+  jbuf_str(&b, account);
+  jbuf_key(&b, "exit");
+  jbuf_int(&b, 0);
+  jbuf_obj_end(&b);
+  if (b.err)
+    reply_error(req, "out of memory", EX_TEMPFAIL);
+  else
+    control_watch(req, account, b.data);
+  jbuf_free(&b);
+}
+
+static void on_sched_event(void *data, const char *account, const char *json, int droppable) {
+  struct daemon *d = data;
+  control_broadcast(d->control, account, json, droppable != 0);
+}
+
 static const struct {
   const char *name;
   void (*handler)(struct daemon *d, struct control_req *req, int argc, char **argv);
@@ -379,6 +431,7 @@ static const struct {
     {"status", handle_status},
     {"fetch", handle_fetch},
     {"reload", handle_reload},
+    {"watch", handle_watch},
 };
 
 static void on_request(void *data, struct control_req *req, const char *line) {
@@ -429,6 +482,14 @@ static void begin_shutdown(struct daemon *d, const char *why) {
     return;
   d->stopping = 1;
   log_info("%s: stopping", why);
+  /* Watchers learn why their stream is about to end. */
+  char ev[160];
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  snprintf(ev, sizeof ev, "{\"event\":\"stopping\",\"time\":\"%04d-%02d-%02dT%02d:%02d:%02dZ\"}",
+           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  control_broadcast(d->control, NULL, ev, false);
   notify_send("STOPPING=1");
   sched_shutdown(d->sched, SHUTDOWN_GRACE_MS, on_sched_stopped, d);
 }
@@ -593,6 +654,7 @@ int main(int argc, char **argv) {
     log_err("out of memory");
     return EX_TEMPFAIL;
   }
+  sched_set_event_cb(d.sched, on_sched_event, &d);
 
   uv_signal_init(&loop, &d.sighup);
   uv_signal_init(&loop, &d.sigterm);

@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "engine.h"
 #include "errors.h"
+#include "human.h"
 #include "log.h"
 #include "worker_run.h"
 
@@ -37,6 +38,8 @@ struct run {
   struct acct *a;
   struct worker_run *worker;
   time_t started;
+  uint64_t started_ms; /* loop time */
+  int listed_sent;     /* the `listed' event went out */
 };
 
 struct acct {
@@ -90,12 +93,36 @@ struct sched {
   void *shutdown_data;
   int closing_handles;
   const char *worker_exe; /* NULL: /proc/self/exe */
+  sched_event_cb event_cb;
+  void *event_data;
 };
 
 static void start_run(struct acct *a);
 static void maybe_shutdown_done(struct sched *s);
 
 /* ---- helpers */
+
+/* Starts an event object: {"event":TYPE,"time":NOW[,"account":NAME]... */
+static void event_begin(struct jbuf *b, const char *type, const char *account) {
+  jbuf_init(b);
+  jbuf_obj_begin(b);
+  jbuf_key(b, "event");
+  jbuf_str(b, type);
+  jbuf_key(b, "time");
+  jbuf_time(b, time(NULL));
+  if (account) {
+    jbuf_key(b, "account");
+    jbuf_str(b, account);
+  }
+}
+
+/* Ends the object, hands it to the event callback, frees it. */
+static void event_send(struct sched *s, struct jbuf *b, const char *account, int droppable) {
+  jbuf_obj_end(b);
+  if (s->event_cb && !b->err)
+    s->event_cb(s->event_data, account, b->data, droppable);
+  jbuf_free(b);
+}
 
 static uint64_t random_below(uint64_t n) {
   uint64_t r = 0;
@@ -256,12 +283,50 @@ static uint64_t next_delay_s(struct acct *a, int err, long login_delay, unsigned
   return delay;
 }
 
+static void event_finished(struct acct *a, int err, size_t messages, uint64_t bytes, uint64_t ms) {
+  struct jbuf b;
+  event_begin(&b, "finished", a->name);
+  jbuf_key(&b, "result");
+  jbuf_str(&b, err ? "error" : "ok");
+  jbuf_key(&b, "error");
+  jbuf_str(&b, err ? a->last_error : NULL);
+  jbuf_key(&b, "messages");
+  jbuf_uint(&b, messages);
+  jbuf_key(&b, "bytes");
+  jbuf_uint(&b, bytes);
+  jbuf_key(&b, "exit");
+  jbuf_int(&b, a->last_exit);
+  jbuf_key(&b, "milliseconds");
+  jbuf_uint(&b, ms);
+  event_send(a->s, &b, a->name, 0);
+}
+
+/* until: 0 when the account waits for a fetch or a reload. */
+static void event_backoff(struct acct *a, time_t until) {
+  struct jbuf b;
+  event_begin(&b, "backoff", a->name);
+  jbuf_key(&b, "until");
+  if (until)
+    jbuf_time(&b, until);
+  else
+    jbuf_null(&b);
+  jbuf_key(&b, "consecutive_failures");
+  jbuf_uint(&b, a->failures);
+  jbuf_key(&b, "auth_failed");
+  jbuf_bool(&b, a->auth_failed);
+  event_send(a->s, &b, a->name, 0);
+}
+
 static void finish_run(struct acct *a, int err, const char *message, size_t messages,
                        uint64_t bytes, long login_delay, const struct engine_result *res,
                        const char *signal_name) {
   struct sched *s = a->s;
   struct run *r = a->run;
   time_t now = time(NULL);
+  uint64_t ms = uv_now(s->loop) - r->started_ms;
+  char took[32], size[32];
+  human_duration(ms, took, sizeof took);
+  human_bytes(bytes, size, sizeof size);
   if (res && (res->err == 0 || res->listed > 0)) {
     a->uidl = res->uidl;
     a->lockstep = res->lockstep;
@@ -295,13 +360,18 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
     a->auth_failed = 0;
     a->waits_for_fetch = 0;
     a->backoff_until = 0;
-    log_info("%s: %zu messages, %llu bytes", a->name, messages, (unsigned long long)bytes);
+    /* An empty poll is routine: every few minutes for every account. */
+    if (messages == 0)
+      log_debug("%s: no new mail (%s)", a->name, took);
+    else
+      log_info("%s: %zu message%s (%s) in %s", a->name, messages, messages == 1 ? "" : "s", size,
+               took);
   } else {
     a->failures++;
     a->auth_failed = err == P3_EAUTH || err == P3_EOAUTH;
     a->waits_for_fetch = err == P3_EOAUTH && a->cfg && session_auth_is_oauth(a->cfg->auth);
-    log_warning("%s: %s", a->name, message);
   }
+  event_finished(a, err, messages, bytes, ms);
   a->run = NULL;
   s->running--;
   free_run(r);
@@ -318,25 +388,46 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
 
   if (a->cfg == NULL) {
     /* Removed by a reload while it ran. */
+    if (err)
+      log_warning("%s: %s (after %s)", a->name, message, took);
     notify_waiters(&a->wait_next, &sr);
     unretire(s, a);
     free_acct_later(a);
-  } else if (!s->shutting_down) {
+  } else if (s->shutting_down) {
+    if (err)
+      log_warning("%s: %s (after %s)", a->name, message, took);
+  } else {
     unsigned interval = a->cfg->interval ? a->cfg->interval : 300;
     uint64_t delay = next_delay_s(a, err, login_delay, interval);
+    char next[48];
+    int again = 0;
     if (err)
       a->backoff_until = a->waits_for_fetch ? 0 : now + (time_t)delay;
     if (a->rerun && a->cfg->enabled) {
       a->rerun = 0;
       a->wait_cur = a->wait_next;
       a->wait_next = NULL;
+      snprintf(next, sizeof next, "next try now");
+      again = 1;
       enqueue_now(a);
     } else if (a->waits_for_fetch) {
-      log_warning("%s: waiting for `pop3ctl fetch %s' or a reload: the token was refused", a->name,
-                  a->name);
+      snprintf(next, sizeof next, "waiting for fetch/reload");
     } else if (a->cfg->enabled) {
+      char in[32];
+      snprintf(next, sizeof next, "next try in %s", human_duration(delay * 1000, in, sizeof in));
       arm(a, delay * 1000);
+    } else {
+      snprintf(next, sizeof next, "disabled");
     }
+    /* One line says what failed and when the account tries again. */
+    if (err && a->waits_for_fetch)
+      log_warning("%s: %s (after %s); waiting for `pop3ctl fetch %s' or a reload: the token was "
+                  "refused",
+                  a->name, message, took, a->name);
+    else if (err)
+      log_warning("%s: %s (after %s); %s", a->name, message, took, next);
+    if (err && !again && a->cfg->enabled)
+      event_backoff(a, a->backoff_until);
   }
   pump_queue(s);
   maybe_shutdown_done(s);
@@ -369,6 +460,34 @@ static void on_worker_trace(void *data, const char *line) {
   log_debug("%s: %s", r->a->name, line);
 }
 
+/* About once a second while the engine runs: `listed' once the listing is
+ * known, then `progress' (dropped for a watcher that reads slowly). */
+static void on_worker_progress(void *data) {
+  struct run *r = data;
+  struct acct *a = r->a;
+  const struct worker_report *rep = worker_run_report(r->worker);
+  struct jbuf b;
+  if (!r->listed_sent && rep->progress_total > 0) {
+    r->listed_sent = 1;
+    event_begin(&b, "listed", a->name);
+    jbuf_key(&b, "messages");
+    jbuf_uint(&b, rep->progress_total);
+    jbuf_key(&b, "bytes");
+    jbuf_uint(&b, rep->progress_bytes_total);
+    event_send(a->s, &b, a->name, 0);
+  }
+  event_begin(&b, "progress", a->name);
+  jbuf_key(&b, "messages_done");
+  jbuf_uint(&b, rep->progress_done);
+  jbuf_key(&b, "messages_total");
+  jbuf_uint(&b, rep->progress_total);
+  jbuf_key(&b, "bytes_done");
+  jbuf_uint(&b, rep->progress_bytes);
+  jbuf_key(&b, "bytes_total");
+  jbuf_uint(&b, rep->progress_bytes_total);
+  event_send(a->s, &b, a->name, 1);
+}
+
 static void start_run(struct acct *a) {
   struct sched *s = a->s;
   const struct cfg_account *c = a->cfg;
@@ -381,6 +500,7 @@ static void start_run(struct acct *a) {
   }
   r->a = a;
   r->started = time(NULL);
+  r->started_ms = uv_now(s->loop);
   /* The request borrows the config's strings: it is encoded at once. */
   struct worker_request q;
   memset(&q, 0, sizeof q);
@@ -411,13 +531,24 @@ static void start_run(struct acct *a) {
   log_debug("%s: starting a run", a->name);
   static const struct worker_run_ops ops = {
       .trace = on_worker_trace,
+      .progress = on_worker_progress,
       .done = on_worker_done,
   };
   char errbuf[512];
   int err =
       worker_run_start(s->loop, s->worker_exe, &q, &ops, r, &r->worker, errbuf, sizeof errbuf);
-  if (err)
+  if (err) {
     finish_run(a, err, errbuf, 0, 0, -1, NULL, NULL);
+    return;
+  }
+  struct jbuf b;
+  event_begin(&b, "started", a->name);
+  event_send(s, &b, a->name, 0);
+}
+
+void sched_set_event_cb(struct sched *s, sched_event_cb cb, void *data) {
+  s->event_cb = cb;
+  s->event_data = data;
 }
 
 void sched_set_worker_exe(struct sched *s, const char *exe) {
@@ -477,10 +608,106 @@ int sched_new(uv_loop_t *loop, struct cfg *cfg, struct sched **s_r) {
   return 0;
 }
 
-void sched_reload(struct sched *s, struct cfg *cfg) {
+static int str_differs(const char *x, const char *y) {
+  if (x == NULL || y == NULL)
+    return x != y;
+  return strcmp(x, y) != 0;
+}
+
+/* What a reload changed for one account: 0 nothing, 1 some setting, 2 the
+ * server, the login or the trust in the server (what a failure may have
+ * been about: the backoff it earned is stale). */
+static int cfg_account_changed(const struct cfg_account *o, const struct cfg_account *n) {
+  if (str_differs(o->server, n->server) || str_differs(o->user, n->user) ||
+      str_differs(o->password, n->password) ||
+      str_differs(o->password_command, n->password_command) || str_differs(o->netrc, n->netrc) ||
+      o->auth != n->auth || str_differs(o->ca_file, n->ca_file) || o->pin_count != n->pin_count ||
+      memcmp(o->pins, n->pins, sizeof o->pins) != 0)
+    return 2;
+  if (str_differs(o->maildir, n->maildir) || o->interval != n->interval || o->window != n->window ||
+      o->timeout != n->timeout || o->pipelining != n->pipelining || o->enabled != n->enabled ||
+      o->keep != n->keep || o->keep_days != n->keep_days || o->utf8 != n->utf8)
+    return 1;
+  return 0;
+}
+
+static void names_json(struct jbuf *b, const char *key, const char *const *names, size_t n) {
+  jbuf_key(b, key);
+  jbuf_arr_begin(b);
+  for (size_t i = 0; i < n; i++)
+    jbuf_str(b, names[i]);
+  jbuf_arr_end(b);
+}
+
+/* "a, b, c" into buf, cut with "..." when it does not fit. */
+static const char *names_text(const char *const *names, size_t n, char *buf, size_t len) {
+  size_t o = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < n; i++) {
+    int w = snprintf(buf + o, len - o, "%s%s", i ? ", " : "", names[i]);
+    if (w < 0 || (size_t)w >= len - o) {
+      snprintf(buf + (len > 4 ? len - 4 : 0), len > 4 ? 4 : len, "...");
+      break;
+    }
+    o += (size_t)w;
+  }
+  return buf;
+}
+
+/* Logs and reports what a reload changed (sched_reload). */
+static void reload_report(struct sched *s, const char *const *names, size_t nadd, size_t nrm,
+                          size_t nchg, struct jbuf *summary) {
+  const char *const *added = names, *const *removed = names + nadd,
+                    *const *changed = names + nadd + nrm;
+  char t1[400], t2[400], t3[400];
+  if (nadd + nrm + nchg == 0)
+    log_info("reload: %zu accounts, none added, removed or changed", s->cfg->account_count);
+  else
+    log_info("reload: %zu accounts; added: %s; removed: %s; changed: %s", s->cfg->account_count,
+             nadd ? names_text(added, nadd, t1, sizeof t1) : "none",
+             nrm ? names_text(removed, nrm, t2, sizeof t2) : "none",
+             nchg ? names_text(changed, nchg, t3, sizeof t3) : "none");
+  if (summary) {
+    names_json(summary, "added", added, nadd);
+    names_json(summary, "removed", removed, nrm);
+    names_json(summary, "changed", changed, nchg);
+  }
+  struct jbuf b;
+  event_begin(&b, "reload", NULL);
+  names_json(&b, "added", added, nadd);
+  names_json(&b, "removed", removed, nrm);
+  names_json(&b, "changed", changed, nchg);
+  event_send(s, &b, NULL, 0);
+}
+
+/* The user changed what the account's failures were about: forget them,
+ * and try again soon (a running one: right after its run). */
+static void forget_backoff(struct acct *a) {
+  a->failures = 0;
+  a->auth_failed = 0;
+  a->waits_for_fetch = 0;
+  a->backoff_until = 0;
+  if (!a->cfg->enabled)
+    return;
+  if (a->run)
+    a->rerun = 1;
+  else if (!a->queued)
+    arm_first(a);
+}
+
+void sched_reload(struct sched *s, struct cfg *cfg, struct jbuf *summary) {
   struct acct **accts = calloc(cfg->account_count ? cfg->account_count : 1, sizeof *accts);
-  if (accts == NULL) {
+  /* Names: added, then removed, then changed; at most one entry per old
+   * and per new account. */
+  size_t names_cap = cfg->account_count + s->count;
+  const char **names = calloc(names_cap ? names_cap : 1, sizeof *names);
+  const char **changed = calloc(cfg->account_count ? cfg->account_count : 1, sizeof *changed);
+  size_t nadd = 0, nrm = 0, nchg = 0;
+  if (accts == NULL || names == NULL || changed == NULL) {
     log_err("reload: out of memory; keeping the old configuration");
+    free(accts);
+    free(names);
+    free(changed);
     cfg_free(cfg);
     return;
   }
@@ -493,8 +720,18 @@ void sched_reload(struct sched *s, struct cfg *cfg) {
     if (a) {
       int was_enabled = a->cfg && a->cfg->enabled;
       unsigned old_interval = a->cfg ? a->cfg->interval : 0;
+      int how = a->cfg ? cfg_account_changed(a->cfg, c) : 2;
+      if (a->cfg == NULL)
+        names[nadd++] = c->name;
+      else if (how)
+        changed[nchg++] = c->name;
       a->cfg = c;
-      if (!c->enabled) {
+      if (how == 2 && a->failures && c->enabled && was_enabled) {
+        /* A fixed password must not sit out a backoff the wrong one earned. */
+        log_info("%s: server or login settings changed: forgetting %u failure%s and the backoff",
+                 a->name, a->failures, a->failures == 1 ? "" : "s");
+        forget_backoff(a);
+      } else if (!c->enabled) {
         uv_timer_stop(&a->timer);
         unqueue(s, a);
         a->next_run = 0;
@@ -518,6 +755,7 @@ void sched_reload(struct sched *s, struct cfg *cfg) {
         log_err("reload: out of memory for account %s", c->name);
         continue;
       }
+      names[nadd++] = c->name;
       arm_first(a);
     }
     accts[n++] = a;
@@ -530,6 +768,7 @@ void sched_reload(struct sched *s, struct cfg *cfg) {
       kept = accts[j] == a;
     if (kept)
       continue;
+    names[nadd + nrm++] = a->name;
     a->cfg = NULL;
     uv_timer_stop(&a->timer);
     unqueue(s, a);
@@ -547,6 +786,10 @@ void sched_reload(struct sched *s, struct cfg *cfg) {
   s->count = n;
   cfg_free(s->cfg);
   s->cfg = cfg;
+  memcpy(names + nadd + nrm, changed, nchg * sizeof *names);
+  reload_report(s, names, nadd, nrm, nchg, summary);
+  free(names);
+  free(changed);
   pump_queue(s);
 }
 
@@ -572,6 +815,21 @@ static void status_account(const struct acct *a, struct jbuf *b) {
   jbuf_str(b, a->name);
   jbuf_key(b, "state");
   jbuf_str(b, acct_state(a));
+  if (a->run && a->run->worker) {
+    /* Zeros until the worker's first report (the login, the listing). */
+    const struct worker_report *rep = worker_run_report(a->run->worker);
+    jbuf_key(b, "progress");
+    jbuf_obj_begin(b);
+    jbuf_key(b, "messages_done");
+    jbuf_uint(b, rep->progress_done);
+    jbuf_key(b, "messages_total");
+    jbuf_uint(b, rep->progress_total);
+    jbuf_key(b, "bytes_done");
+    jbuf_uint(b, rep->progress_bytes);
+    jbuf_key(b, "bytes_total");
+    jbuf_uint(b, rep->progress_bytes_total);
+    jbuf_obj_end(b);
+  }
   jbuf_key(b, "last_run");
   if (a->has_last) {
     jbuf_obj_begin(b);

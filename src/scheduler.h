@@ -32,10 +32,24 @@ int sched_new(uv_loop_t *loop, struct cfg *cfg, struct sched **s_r);
 
 /* Swaps in a new, valid config (ownership passes).  Accounts keep their
  * runtime state by name; runs in progress finish with the settings they
- * started with; removed accounts disappear once idle. */
-void sched_reload(struct sched *s, struct cfg *cfg);
+ * started with; removed accounts disappear once idle.  An account whose
+ * server, login or trust settings (server, user, password,
+ * password_command, netrc, auth, ca_file, tls_fingerprint) changed forgets
+ * its failures and backoff and is armed like a new one (a running one runs
+ * again right after).  Logs the accounts added, removed and changed, and
+ * writes them into the object open in summary (may be NULL) as the members
+ * "added", "removed" and "changed" (arrays of names); sends a `reload'
+ * event with the same members. */
+void sched_reload(struct sched *s, struct cfg *cfg, struct jbuf *summary);
 
 const struct cfg *sched_config(const struct sched *s);
+
+/* Events for watchers (doc/control-protocol.md, "watch"): json is one
+ * object without a newline; account is the account it is about, or NULL
+ * (reload, stopping); droppable: a progress event, which a slow reader may
+ * miss.  Called on the loop thread, never re-entrantly. */
+typedef void (*sched_event_cb)(void *data, const char *account, const char *json, int droppable);
+void sched_set_event_cb(struct sched *s, sched_event_cb cb, void *data);
 
 /* The program to run as `PROGRAM --worker' for each run (borrowed; NULL,
  * the default, is the daemon's own executable, /proc/self/exe). */

@@ -2,6 +2,7 @@
 
 #include "session.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -113,6 +114,15 @@ struct session {
   int oauth_refused;                  /* ended with P3_EOAUTH */
   char oauth_err[160];                /* the failure challenge, described */
   char apop_ts[SASL_APOP_TS_MAX + 1]; /* the greeting's timestamp, or "" */
+
+  /* The one flight (session_options.mem_capa). */
+  struct p3_caps mem_caps;    /* the remembered CAPA, parsed */
+  int mem_capa_ok;            /* mem_caps holds something */
+  enum session_flight flight; /* NONE, SENT, HELD or STALE */
+  int flight_listing;         /* the flight's UIDL and LIST are the listing */
+  int flight_utf8;            /* UTF8 went out with the flight */
+  int flight_nopipe;          /* the fresh CAPA lacks PIPELINING: lock-step after the listing */
+  size_t stale;               /* flight replies to drop before the fallback login */
 
   /* Listing. */
   struct session_msg *msgs;
@@ -883,7 +893,13 @@ static void send_login(struct session *s) {
   }
 }
 
+static void flight_check(struct session *s);
+
 static void after_capa(struct session *s) {
+  if (s->flight == SESSION_FLIGHT_SENT) {
+    flight_check(s);
+    return;
+  }
   s->pipelined = s->opts.pipelining == SESSION_PIPELINING_ON ||
                  (s->opts.pipelining == SESSION_PIPELINING_AUTO && s->caps.pipelining);
   if (s->opts.starttls && !s->tls_active) {
@@ -898,6 +914,191 @@ static void after_capa(struct session *s) {
     return;
   }
   send_login(s);
+}
+
+/* ---- the one flight after the greeting (issue 11) */
+
+/* Parses the remembered CAPA tokens (srvmem's capa-pre: "USER TOP UIDL
+ * PIPELINING ... SASL PLAIN LOGIN", the SASL mechanisms last) into *c.
+ * Returns 1 when there was something to parse. */
+static int mem_caps_parse(struct p3_caps *c, const char *tokens) {
+  proto_caps_init(c);
+  if (tokens == NULL || tokens[0] == '\0')
+    return 0;
+  const char *p = tokens;
+  while (*p) {
+    while (*p == ' ')
+      p++;
+    size_t n = strcspn(p, " ");
+    if (n == 0)
+      break;
+    if (n == 4 && strncmp(p, "SASL", 4) == 0) {
+      proto_caps_line(c, p, strlen(p)); /* the mechanisms are the rest */
+      break;
+    }
+    proto_caps_line(c, p, n);
+    p += n;
+  }
+  return 1;
+}
+
+/* The login the one flight would carry, chosen from the remembered CAPA
+ * and this greeting as a cold session would choose it from a fresh CAPA,
+ * or SESSION_AUTH_AUTO when the flight is not to be used: nothing
+ * remembered, pipelining not known to work, or a login of more than one
+ * line (SASL LOGIN, the OAuth methods, a PLAIN response over 255 octets:
+ * commands pipelined behind them would be read as the exchange's lines). */
+static enum session_auth flight_method(struct session *s) {
+  if (!s->mem_capa_ok || !s->opts.mem_pipelining || s->opts.pipelining == SESSION_PIPELINING_OFF ||
+      (s->opts.pipelining == SESSION_PIPELINING_AUTO && !s->mem_caps.pipelining) ||
+      (s->opts.starttls && !s->tls_active))
+    return SESSION_AUTH_AUTO;
+  char errsave[sizeof s->errtext];
+  memcpy(errsave, s->errtext, sizeof errsave);
+  struct p3_caps fresh = s->caps;
+  int capa_ok = s->capa_ok;
+  s->caps = s->mem_caps;
+  s->capa_ok = 1;
+  enum session_auth a = choose_auth(s);
+  s->caps = fresh;
+  s->capa_ok = capa_ok;
+  memcpy(s->errtext, errsave, sizeof errsave);
+  switch (a) {
+  case SESSION_AUTH_USER:
+  case SESSION_AUTH_APOP:
+    return a;
+  case SESSION_AUTH_PLAIN: {
+    char *b64;
+    size_t len;
+    if (sasl_plain(s->opts.user, s->opts.password, &b64, &len) != 0)
+      return SESSION_AUTH_AUTO;
+    sasl_free_secret(b64);
+    return sizeof "AUTH PLAIN " - 1 + len + 2 <= AUTH_LINE_MAX ? a : SESSION_AUTH_AUTO;
+  }
+  default:
+    return SESSION_AUTH_AUTO;
+  }
+}
+
+/* Right after the greeting (after the TLS handshake with STLS): CAPA, and
+ * when the memory allows, the rest of the flight in the same write:
+ *   CAPA, USER u, PASS p, [UTF8,] UIDL, LIST   (USER/PASS: remembered USER)
+ *   CAPA, APOP u digest, [UTF8,] UIDL, LIST    (APOP: this greeting's stamp)
+ *   CAPA, AUTH PLAIN response, [UTF8,] UIDL, LIST
+ * The login is sent as send_login sends it with the remembered CAPA in
+ * place of the fresh one (PASS rides behind USER because the remembered
+ * CAPA lists USER); flight_check then judges the fresh CAPA. */
+static void start_capa(struct session *s) {
+  enum session_auth a = flight_method(s);
+  set_state(s, ST_CAPA);
+  if (send_cmd(s, C_CAPA, 0, NULL) != 0) {
+    finish(s, -ENOMEM);
+    return;
+  }
+  if (a == SESSION_AUTH_AUTO)
+    return;
+  note(s, "one flight: the remembered capabilities offer %s and PIPELINING", auth_names[a]);
+  s->flight = SESSION_FLIGHT_SENT;
+  s->flight_listing = 1;
+  s->pipelined = 1;
+  s->caps = s->mem_caps;
+  s->capa_ok = 1;
+  send_login(s);
+  if (!s->finished && s->caps.utf8 && !s->opts.no_utf8) {
+    s->flight_utf8 = 1;
+    if (send_cmd(s, C_UTF8, 0, NULL) != 0)
+      finish(s, -ENOMEM);
+  }
+  if (!s->finished && (send_cmd(s, C_UIDL, 0, NULL) != 0 || send_cmd(s, C_LIST, 0, NULL) != 0))
+    finish(s, -ENOMEM);
+  /* The fresh CAPA's reply fills these. */
+  proto_caps_init(&s->caps);
+  s->capa_ok = 0;
+  if (!s->finished)
+    set_state(s, ST_CAPA);
+}
+
+/* The fresh CAPA of a flight is in (or refused): compare it with what the
+ * flight assumed.  The commands are on their way; what differs decides
+ * what happens to their replies (flight_fallback, listing_complete). */
+static void flight_check(struct session *s) {
+  char errsave[sizeof s->errtext];
+  memcpy(errsave, s->errtext, sizeof errsave);
+  enum session_auth fresh = choose_auth(s);
+  memcpy(s->errtext, errsave, sizeof errsave);
+  int pipe = s->opts.pipelining == SESSION_PIPELINING_ON || s->caps.pipelining;
+  int utf8 = s->caps.utf8 && !s->opts.no_utf8;
+  s->flight = SESSION_FLIGHT_HELD;
+  if (fresh != s->method || !pipe || utf8 != s->flight_utf8) {
+    s->flight = SESSION_FLIGHT_STALE;
+    s->flight_nopipe = !pipe;
+    note(s, "the server's capabilities changed since the last session:%s%s%s%s",
+         !s->capa_ok ? " CAPA refused;" : "",
+         fresh != s->method ? " the login sent is not the one they offer now;" : "",
+         !pipe ? " no PIPELINING (lock-step from the transfer on);" : "",
+         utf8 != s->flight_utf8 ? " UTF8 changed;" : "");
+  }
+  set_state(s, ST_AUTH);
+  if (utf8 && !s->flight_utf8) {
+    /* UTF8 now offered: it goes out after the flight's LIST and before any
+     * RETR, so the messages come as a cold session would get them. */
+    s->flight_utf8 = 1;
+    if (send_cmd(s, C_UTF8, 0, NULL) != 0)
+      finish(s, -ENOMEM);
+  }
+}
+
+/* The flight's login was refused with err.  When the fresh CAPA no longer
+ * offers that login (the memory was wrong, not the password), the session
+ * reads the replies to the commands sent behind it (each must be -ERR: the
+ * server is still in the AUTHORIZATION state) and then logs in as a cold
+ * session would (fallback_login).  Returns 1 when it does so, 0 when the
+ * refusal ends the session as usual. */
+static int flight_fallback(struct session *s, int err) {
+  if (!s->flight_listing || s->flight != SESSION_FLIGHT_STALE || err != P3_EAUTH)
+    return 0;
+  char errsave[sizeof s->errtext];
+  memcpy(errsave, s->errtext, sizeof errsave);
+  enum session_auth fresh = choose_auth(s);
+  memcpy(s->errtext, errsave, sizeof errsave);
+  if (fresh == s->method)
+    return 0; /* the method still holds: the credentials were refused */
+  note(s, "the %s login of the flight was refused (%s); reading the %zu replies sent behind it",
+       auth_names[s->method], s->errtext, s->fifo.len);
+  s->stale = s->fifo.len;
+  assert(s->stale > 0); /* UIDL and LIST at least */
+  return 1;
+}
+
+/* The flight's replies are read: log in again, chosen from the fresh CAPA. */
+static void fallback_login(struct session *s) {
+  s->flight_listing = 0;
+  s->flight_utf8 = 0;
+  s->flight_nopipe = 0;
+  s->user_failed = 0;
+  s->auth_err = 0;
+  s->errtext[0] = '\0';
+  s->errcode = P3_RC_NONE;
+  s->pipelined = s->opts.pipelining == SESSION_PIPELINING_ON ||
+                 (s->opts.pipelining == SESSION_PIPELINING_AUTO && s->caps.pipelining);
+  send_login(s);
+}
+
+/* A reply to a command that went out behind a refused flight login. */
+static void on_stale(struct session *s, struct cmd *c, const char *line, size_t len) {
+  struct p3_status st;
+  enum cmd_kind kind = (enum cmd_kind)c->kind;
+  /* UTF8 is valid before login (RFC 6856); UIDL and LIST are not. */
+  if (proto_parse_status(line, len, &st) != 0 || (st.ok && kind != C_UTF8)) {
+    s->no_dele = 1;
+    s->no_quit = 1;
+    set_local_error(s, "unexpected reply to %s after the login was refused", cmd_names[kind]);
+    finish(s, P3_EPROTO);
+    return;
+  }
+  fifo_pop(s);
+  if (--s->stale == 0)
+    fallback_login(s);
 }
 
 /* Cancels the AUTH exchange with "*" (RFC 5034): the server answers -ERR,
@@ -982,6 +1183,8 @@ static void on_auth_status(struct session *s, const struct p3_status *st) {
   }
   set_server_error(s, st);
   int err = resp_error(st, P3_EAUTH);
+  if (flight_fallback(s, err))
+    return;
   if (session_auth_is_oauth(s->method) && s->auth_sent > 0 && err == P3_EAUTH) {
     /* The token was sent and refused: the caller may refresh it once. */
     err = P3_EOAUTH;
@@ -1140,6 +1343,11 @@ static int find_dup_uids(struct session *s) {
 }
 
 static void listing_complete(struct session *s) {
+  if (s->flight_nopipe && s->opts.pipelining != SESSION_PIPELINING_ON) {
+    /* The fresh CAPA lacks PIPELINING: the transfer goes lock-step, as a
+     * cold session's would (the FIFO is empty: LIST was the last command). */
+    s->pipelined = 0;
+  }
   for (size_t i = 1; i < s->msg_count; i++)
     if (s->msgs[i].num <= s->msgs[i - 1].num) {
       set_local_error(s, "%s", "LIST is not in ascending message order");
@@ -1195,6 +1403,11 @@ static int resp_error(const struct p3_status *st, int fallback) {
 
 /* The login succeeded: UTF8 when offered, then the listing. */
 static void logged_in(struct session *s) {
+  if (s->flight_listing) {
+    /* The one flight: UTF8 (if any), UIDL and LIST are queued already. */
+    set_state(s, ST_LISTING);
+    return;
+  }
   if (s->caps.utf8 && !s->opts.no_utf8) {
     /* RFC 6856.  Courier rewrites messages with UTF-8 headers for clients
      * that did not ask; pipelined, UIDL and LIST follow at once (replies
@@ -1228,9 +1441,7 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
       memcpy(s->apop_ts, ts, tslen);
       s->apop_ts[tslen] = '\0';
     }
-    set_state(s, ST_CAPA);
-    if (send_cmd(s, C_CAPA, 0, NULL) != 0)
-      finish(s, -ENOMEM);
+    start_capa(s);
     return;
   }
   case C_CAPA:
@@ -1242,6 +1453,7 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
     }
     fifo_pop(s);
     s->capa_ok = 0;
+    proto_caps_init(&s->caps);
     after_capa(s);
     return;
   case C_STLS:
@@ -1272,13 +1484,14 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
   case C_PASS:
   case C_APOP:
     fifo_pop(s);
-    if (s->user_failed) {
-      finish(s, s->auth_err);
-      return;
-    }
-    if (!st->ok) {
-      set_server_error(s, st);
-      finish(s, resp_error(st, P3_EAUTH));
+    if (s->user_failed || !st->ok) {
+      int err = s->auth_err;
+      if (!s->user_failed) {
+        set_server_error(s, st);
+        err = resp_error(st, P3_EAUTH);
+      }
+      if (!flight_fallback(s, err))
+        finish(s, err);
       return;
     }
     logged_in(s);
@@ -1292,6 +1505,13 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
     /* A refusal changes nothing: the messages come as they would have. */
     if (!st->ok)
       note(s, "the server refused UTF8: messages with UTF-8 headers may be served rewritten");
+    if (s->flight_listing) {
+      /* Sent late (after the flight's LIST, before any RETR): a lock-step
+       * transfer waits for this reply. */
+      if (s->state == ST_TRANSFER)
+        pump(s);
+      return;
+    }
     if (!s->pipelined)
       send_listing(s);
     return;
@@ -1539,10 +1759,27 @@ static void on_line(struct session *s, const char *line, size_t len) {
     return;
   }
   s->cause = s->reply_depth = c->depth;
+  if (s->stale) {
+    on_stale(s, c, line, len);
+    return;
+  }
   if (c->kind == C_AUTH) {
     char *data;
     size_t dlen;
     int r = sasl_parse_challenge(line, len, &data, &dlen);
+    if (r != 0 && s->flight_listing) {
+      /* AUTH PLAIN with its initial response went out with commands behind
+       * it: the server would read them as the exchange's next lines. */
+      free(data);
+      s->flight = SESSION_FLIGHT_STALE;
+      s->no_dele = 1;
+      s->no_quit = 1;
+      set_local_error(s, "%s",
+                      "the server asked for more after AUTH PLAIN's initial response, with "
+                      "commands pipelined behind it");
+      finish(s, P3_EPROTO);
+      return;
+    }
     if (r != 0) {
       size_t before = s->out.len;
       on_challenge(s, r, data, dlen);
@@ -1711,6 +1948,8 @@ struct session *session_new(const struct session_options *opts, const struct ses
   s->fifo.cap = 16;
   s->fifo.v = malloc(s->fifo.cap * sizeof *s->fifo.v);
   proto_caps_init(&s->caps);
+  s->mem_capa_ok = mem_caps_parse(&s->mem_caps, opts->mem_capa);
+  s->opts.mem_capa = NULL; /* parsed; not kept */
   if (!s->opts.user || !s->opts.password || !s->opts.host || !s->scratch || !s->fifo.v) {
     session_free(s);
     return NULL;
@@ -1811,6 +2050,10 @@ unsigned session_round_trips(const struct session *s) {
   return s->max_depth;
 }
 
+enum session_flight session_flight(const struct session *s) {
+  return s->flight;
+}
+
 int session_greeting_apop(const struct session *s) {
   return s->apop_ts[0] != '\0';
 }
@@ -1823,9 +2066,7 @@ void session_tls_ready(struct session *s) {
   /* RFC 2595: capabilities may differ inside TLS; ask again. */
   proto_caps_init(&s->caps);
   s->capa_ok = 0;
-  set_state(s, ST_CAPA);
-  if (send_cmd(s, C_CAPA, 0, NULL) != 0)
-    finish(s, -ENOMEM);
+  start_capa(s);
 }
 
 void session_saved(struct session *s, size_t idx, int err) {

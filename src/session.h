@@ -7,9 +7,12 @@
  * Flow: greeting -> CAPA -> [STLS -> (transport handshake) -> CAPA] ->
  * login (USER+PASS, APOP or AUTH: see enum session_auth) -> [UTF8] -> UIDL+LIST -> [TOP n 0 probes]
  * -> RETR pipeline (bounded window) with DELE for each message once its delivery reports it saved
- * -> barrier (fsync new/) -> QUIT. Replies match commands strictly in order through a FIFO of
- * commands in flight.  A reply that cannot belong to the command it is matched with (desync) stops
- * all further DELEs and the session closes without QUIT, so the server keeps every message.
+ * -> barrier (fsync new/) -> QUIT.  Warm (session_options.mem_capa): CAPA, the login, [UTF8,]
+ * UIDL and LIST go out in one write after the greeting (after the handshake with STLS), and
+ * the fresh CAPA is checked when its reply comes (session_flight).  Replies match commands
+ * strictly in order through a FIFO of commands in flight.  A reply that cannot belong to the
+ * command it is matched with (desync) stops all further DELEs and the session closes without
+ * QUIT, so the server keeps every message.
  *
  * UTF8 (RFC 6856) is sent right after login when CAPA advertises it (unless
  * no_utf8): Courier otherwise serves messages with UTF-8 headers rewritten
@@ -167,6 +170,18 @@ struct session_options {
   unsigned window; /* RETRs in flight; 0 = default */
   int keep;        /* never DELE a retrieved message (keep mode) */
   int no_utf8;     /* do not send UTF8 even when advertised */
+  /* What the last session learnt of this server (srvmem.h), for the one
+   * flight (issue 11): mem_capa is the CAPA seen before login as the memory
+   * keeps it (capa-pre tokens; NULL or "" when unknown, copied), and
+   * mem_pipelining is 1 when pipelining worked last time.  When both say
+   * so, pipelining is not OFF (and, AUTO, the remembered CAPA lists
+   * PIPELINING), and the login that would be chosen from the remembered
+   * CAPA is USER/PASS, APOP or SASL PLAIN in one line, the session sends
+   * "CAPA", the login, [UTF8,] "UIDL" and "LIST" in one write right after
+   * the greeting (after the TLS handshake with starttls).  The fresh CAPA
+   * is then checked against the memory (session_flight). */
+  const char *mem_capa;
+  int mem_pipelining;
 };
 
 struct session;
@@ -220,6 +235,24 @@ int session_finished(const struct session *s);
  * deepest command sent.  The transport's waits (TCP connect, TLS
  * handshake flights) are not included: conn.h counts those. */
 unsigned session_round_trips(const struct session *s);
+
+/* The one flight after the greeting (session_options.mem_capa). */
+enum session_flight {
+  SESSION_FLIGHT_NONE = 0, /* cold: the session asked CAPA and waited */
+  SESSION_FLIGHT_SENT,     /* sent; the fresh CAPA has not been checked (yet) */
+  SESSION_FLIGHT_HELD,     /* the fresh CAPA agreed with the memory */
+  /* The fresh CAPA contradicted the memory (PIPELINING, UTF8 or the login
+   * method gone or changed), or the server broke the flight (a challenge
+   * after AUTH PLAIN's initial response).  The session went on safely:
+   * a refused login is followed, once the replies to the commands sent
+   * with it are in (-ERR each), by a login chosen from the fresh CAPA as
+   * a cold session would choose it (P3_EAUTHMECH before any further secret
+   * when none is offered); without PIPELINING the transfer is lock-step.
+   * The owner refreshes the memory from session_caps() and makes the next
+   * session cold. */
+  SESSION_FLIGHT_STALE
+};
+enum session_flight session_flight(const struct session *s);
 
 /* 1 when the greeting carried an APOP timestamp. */
 int session_greeting_apop(const struct session *s);

@@ -194,8 +194,10 @@ static void on_progress(uv_timer_t *t) {
   size_t done, total;
   uint64_t bytes;
   engine_progress(w->engine, &done, &total, &bytes);
-  char line[96];
-  snprintf(line, sizeof line, "%zu %zu %llu", done, total, (unsigned long long)bytes);
+  uint64_t bytes_total = engine_progress_bytes_total(w->engine);
+  char line[128];
+  snprintf(line, sizeof line, "%zu %zu %llu %llu", done, total, (unsigned long long)bytes,
+           (unsigned long long)bytes_total);
   send_line(w, "progress", line, 1);
 }
 

@@ -390,12 +390,15 @@ int worker_report_line(struct worker_report *rep, char *line, const char **trace
     return 1;
   }
   if (strcmp(key, "progress") == 0) {
-    unsigned long long d, t, b;
-    if (sscanf(v, "%llu %llu %llu", &d, &t, &b) != 3)
+    unsigned long long d, t, b, bt = 0;
+    /* The fourth figure (the listing's sizes summed) came later. */
+    if (sscanf(v, "%llu %llu %llu %llu", &d, &t, &b, &bt) < 3)
       return -EINVAL;
     rep->progress_done = (size_t)d;
     rep->progress_total = (size_t)t;
     rep->progress_bytes = b;
+    rep->progress_bytes_total = bt;
+    rep->progress_seen = 1;
     return 0;
   }
   if (strcmp(key, "result") == 0) {

@@ -8,8 +8,9 @@
  * the worker's report ends with "done".  Events before "done":
  *   trace TEXT              a protocol trace line (only when asked for)
  *   alive                   once a second before the engine runs
- *   progress D T B          D of T messages saved, B bytes received; once
- *                           a second while it runs
+ *   progress D T B BT       D of T messages saved, B bytes received of
+ *                           BT (the listing's LIST sizes summed); once a
+ *                           second while it runs
  *   result FIELD VALUE      one field of the run's result (see below)
  *   stuck NUM SIZE ATT UID  a message left alone; its text follows as
  *   stuck_error TEXT
@@ -79,6 +80,8 @@ struct worker_report {
   int done; /* "done" was received */
   size_t progress_done, progress_total;
   uint64_t progress_bytes;
+  uint64_t progress_bytes_total; /* the listing's LIST sizes summed */
+  int progress_seen;             /* a progress line has come */
 };
 
 void worker_report_init(struct worker_report *rep);

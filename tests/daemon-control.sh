@@ -247,7 +247,9 @@ write_conf "$CONF" one extra
 out=$("$POP3CTL" -s "$DAEMON_SOCK" reload 2>"$T/err")
 rc=$?
 t_assert_eq "$rc" 0 "reload: exit status ($(cat "$T/err"))"
-t_assert_eq "$out" "configuration reloaded" "reload: output"
+t_assert_eq "$out" "configuration reloaded
+added: extra
+removed: two, slow, off" "reload: output"
 t_assert_eq "$(status_names)" "$(names_of one extra)" "accounts after reload"
 ctl status two >/dev/null 2>&1
 t_assert_eq "$?" 64 "status of a removed account"

@@ -86,6 +86,8 @@ static void on_request(void *data, struct control_req *req, const char *line) {
       srv.held[srv.nheld++] = req;
     else
       control_reply(req, "{\"error\":\"test: too many held\"}");
+  } else if (strncmp(line, "watch", 5) == 0) {
+    control_watch(req, line[5] == ' ' ? line + 6 : NULL, "{\"watching\":true}");
   } else if (strcmp(line, "slow") == 0) {
     CHECK(srv.slow_req == NULL); /* one at a time per client, one client here */
     srv.slow_req = req;
@@ -504,6 +506,9 @@ static void test_request_waits(void) {
   CHECK_INT(control_request_waits("fetch"), 1); /* a usage error, but counted */
   CHECK_INT(control_request_waits("  fetch\twork "), 1);
   CHECK_INT(control_request_waits("fetch --no-wait work"), 0);
+  CHECK_INT(control_request_waits("watch"), 1);
+  CHECK_INT(control_request_waits("watch work"), 1);
+  CHECK_INT(control_request_waits("watcher"), 0);
   CHECK_INT(control_request_waits("fetch work --no-wait"), 0);
   CHECK_INT(control_request_waits("fetch\t--no-wait\t--all"), 0);
   CHECK_INT(control_request_waits("fetch --no-waiting work"), 1);
@@ -748,6 +753,95 @@ static void test_write_timeout(struct control *c) {
   step_for(20);
 }
 
+/* Lines readable on fd now (after running the loop for ms), without
+ * blocking; -1 if the peer closed. */
+static long drain_lines(int fd, unsigned ms) {
+  char buf[8192];
+  long lines = 0;
+  ssize_t n;
+
+  step_for(ms);
+  for (;;) {
+    n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0)
+      return -1;
+    if (n < 0) {
+      if (errno != EAGAIN)
+        return -1;
+      uv_run(&loop, UV_RUN_NOWAIT); /* room in the socket: the server writes more */
+      usleep(2000);
+      n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n < 0 && errno == EAGAIN)
+        return lines;
+      if (n <= 0)
+        return -1;
+    }
+    for (ssize_t i = 0; i < n; i++)
+      lines += buf[i] == '\n';
+  }
+}
+
+/* `watch': events go to the watchers of their account (or of all); a
+ * watcher is never idle; a slow one misses droppable events, and one that
+ * reads nothing is dropped once its queue is full of the others. */
+static void test_watch(struct control *c) {
+  struct control_limits lim, dflt;
+  int fa = connect_path(sock_path), fall = connect_path(sock_path);
+  char buf[512], big[4097];
+
+  control_limits_default(&dflt);
+  lim = dflt;
+  lim.idle_ms = 200;
+  control_set_limits(c, &lim);
+  ask(fa, "watch a\n", "{\"watching\":true}");
+  ask(fall, "watch\n", "{\"watching\":true}");
+  control_broadcast(c, "a", "{\"e\":1}", false);
+  control_broadcast(c, "b", "{\"e\":2}", false);
+  control_broadcast(c, NULL, "{\"e\":3}", true);
+  CHECK_INT(step_read_line(fa, buf, sizeof(buf), 2000), 1);
+  CHECK_STR(buf, "{\"e\":1}");
+  CHECK_INT(step_read_line(fa, buf, sizeof(buf), 2000), 1);
+  CHECK_STR(buf, "{\"e\":3}");
+  CHECK_INT(step_read_line(fall, buf, sizeof(buf), 2000), 1);
+  CHECK_STR(buf, "{\"e\":1}");
+  CHECK_INT(step_read_line(fall, buf, sizeof(buf), 2000), 1);
+  CHECK_STR(buf, "{\"e\":2}");
+  CHECK_INT(step_read_line(fall, buf, sizeof(buf), 2000), 1);
+  CHECK_STR(buf, "{\"e\":3}");
+  /* Not idle: past the idle timeout it still gets events. */
+  step_for(500);
+  control_broadcast(c, "a", "{\"e\":4}", false);
+  CHECK_INT(step_read_line(fa, buf, sizeof(buf), 2000), 1);
+  CHECK_STR(buf, "{\"e\":4}");
+  close(fa);
+  step_for(20);
+
+  /* fall stops reading: 4000 progress events of 4 KiB (16 MB) are mostly
+   * dropped, and the connection stays. */
+  memset(big, 'x', sizeof(big) - 1);
+  big[0] = '"';
+  big[sizeof(big) - 2] = '"';
+  big[sizeof(big) - 1] = '\0';
+  for (int i = 0; i < 4000; i++) {
+    control_broadcast(c, "a", big, true);
+    if (i % 100 == 0)
+      uv_run(&loop, UV_RUN_NOWAIT);
+  }
+  long got = drain_lines(fall, 50);
+  CHECK(got > 0 && got < 1000);
+  /* Now events that may not be dropped, unread: the watcher is dropped
+   * rather than its queue growing without bound. */
+  for (int i = 0; i < 4000; i++) {
+    control_broadcast(c, "a", big, false);
+    if (i % 100 == 0)
+      uv_run(&loop, UV_RUN_NOWAIT);
+  }
+  CHECK(step_until_closed(fall, 5000) >= 0);
+  close(fall);
+  control_set_limits(c, &dflt);
+  step_for(20);
+}
+
 static void test_peer_cred(void) {
   struct job j = {.as_nobody = true};
 
@@ -889,6 +983,7 @@ int main(void) {
   test_idle_timeout(c);
   test_waiting_cap(c);
   test_write_timeout(c);
+  test_watch(c);
   test_peer_cred();
   /* Still serving after all that. */
   {

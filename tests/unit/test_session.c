@@ -1552,6 +1552,301 @@ static void test_auth_user_masked(void) {
   finish_rec(r);
 }
 
+/* ---- the one flight after the greeting (issue 11) */
+
+static struct rec *start_mem(enum session_auth auth, int tls, int starttls,
+                             enum session_pipelining p, const char *mem_capa, int mem_pipe) {
+  struct rec *r = calloc(1, sizeof *r);
+  struct session_options o = {.user = "test",
+                              .password = "secret",
+                              .auth = auth,
+                              .tls_active = tls,
+                              .starttls = starttls,
+                              .pipelining = p,
+                              .mem_capa = mem_capa,
+                              .mem_pipelining = mem_pipe};
+  r->fail_data_at = -1;
+  r->s = session_new(&o, &ops, r);
+  return r;
+}
+
+#define MEM_USER "USER TOP UIDL PIPELINING RESP-CODES SASL PLAIN"
+
+/* Lists 2 messages, retrieves them, saves, DELE+QUIT: a clean end. */
+static void flight_transfer(struct rec *r) {
+  list_msgs(r, 2);
+  if (session_pipelined(r->s)) {
+    CHECK_STR(take(r), "UIDL 1\r\nRETR 1\r\nUIDL 2\r\nRETR 2\r\n");
+    retr_reply(r, 1);
+    retr_reply(r, 2);
+    session_saved(r->s, 0, 0);
+    session_saved(r->s, 1, 0);
+    CHECK_STR(take(r), "DELE 1\r\nDELE 2\r\n");
+    session_barrier_done(r->s, 0);
+    CHECK_STR(take(r), "QUIT\r\n");
+    feed(r, "+OK\r\n+OK\r\n+OK bye\r\n");
+  } else {
+    /* Lock-step: answer whatever single command is out, save what ended. */
+    int saved[2] = {0, 0}, rounds = 0, barrier = 0;
+    while (!r->done && rounds++ < 20) {
+      const char *out = take(r);
+      CHECK(strchr(out, '\n') == NULL || strchr(out, '\n')[1] == '\0'); /* one command */
+      int n;
+      if (sscanf(out, "RETR %d", &n) == 1)
+        retr_reply(r, n);
+      else if (strncmp(out, "DELE ", 5) == 0)
+        feed(r, "+OK\r\n");
+      else if (strcmp(out, "QUIT\r\n") == 0)
+        feed(r, "+OK bye\r\n");
+      for (int i = 0; i < 2; i++)
+        if (r->ended[i] && !saved[i]++)
+          session_saved(r->s, (size_t)i, 0);
+      if (r->barriers == 1 && !barrier++)
+        session_barrier_done(r->s, 0);
+    }
+  }
+  CHECK_INT(r->done, 1);
+  CHECK_INT(r->done_err, 0);
+  CHECK_INT(session_stats(r->s)->saved, 2);
+  CHECK_INT(session_stats(r->s)->deleted, 2);
+}
+
+static void test_flight_user(void) {
+  /* The memory holds: one write after the greeting, four round trips. */
+  struct rec *r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\nUSER test\r\nPASS secret\r\nUIDL\r\nLIST\r\n");
+  CHECK_INT(r->writes, 1);
+  CHECK(strstr(r->ctrace, "secret") == NULL);
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_SENT);
+  feed(r, "+OK\r\nUSER\r\nTOP\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_HELD);
+  CHECK_STR(take(r), "");
+  feed(r, "+OK\r\n+OK logged in\r\n");
+  CHECK_STR(take(r), "");
+  flight_transfer(r);
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_HELD);
+  /* greeting, the flight, the RETRs, DELE+QUIT */
+  CHECK_INT(session_round_trips(r->s), 4);
+  finish_rec(r);
+
+  /* No flight: nothing remembered, pipelining not known to work, lock-step,
+   * PIPELINING not remembered (auto), or a login of several lines. */
+  struct {
+    enum session_auth auth;
+    enum session_pipelining p;
+    const char *capa;
+    int pipe;
+  } cold[] = {
+      {SESSION_AUTH_AUTO, SESSION_PIPELINING_AUTO, "", 1},
+      {SESSION_AUTH_AUTO, SESSION_PIPELINING_AUTO, NULL, 1},
+      {SESSION_AUTH_AUTO, SESSION_PIPELINING_AUTO, MEM_USER, 0},
+      {SESSION_AUTH_AUTO, SESSION_PIPELINING_OFF, MEM_USER, 1},
+      {SESSION_AUTH_AUTO, SESSION_PIPELINING_AUTO, "USER UIDL", 1},
+      {SESSION_AUTH_LOGIN, SESSION_PIPELINING_AUTO, MEM_USER " LOGIN", 1},
+      {SESSION_AUTH_XOAUTH2, SESSION_PIPELINING_AUTO, MEM_USER " XOAUTH2", 1},
+      {SESSION_AUTH_APOP, SESSION_PIPELINING_AUTO, MEM_USER, 1}, /* no stamp */
+  };
+  for (size_t i = 0; i < sizeof cold / sizeof cold[0]; i++) {
+    r = start_mem(cold[i].auth, 0, 0, cold[i].p, cold[i].capa, cold[i].pipe);
+    feed(r, "+OK ready\r\n");
+    CHECK_STR(take(r), "CAPA\r\n");
+    CHECK_INT(session_flight(r->s), SESSION_FLIGHT_NONE);
+    finish_rec(r);
+  }
+
+  /* Forced PLAIN that the memory does not offer: cold, then 69 before any
+   * secret, as without a memory. */
+  r = start_mem(SESSION_AUTH_PLAIN, 1, 0, SESSION_PIPELINING_AUTO, "USER UIDL PIPELINING", 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\n");
+  finish_rec(r);
+
+  /* APOP from the memory and this greeting's stamp; UTF8 remembered. */
+  r = start_mem(SESSION_AUTH_APOP, 0, 0, SESSION_PIPELINING_AUTO, "UIDL PIPELINING UTF8", 1);
+  feed(r, "+OK ready <1.2@host>\r\n");
+  const char *out = take(r);
+  CHECK(strncmp(out, "CAPA\r\nAPOP test ", 16) == 0);
+  CHECK(strstr(out, "\r\nUTF8\r\nUIDL\r\nLIST\r\n") != NULL);
+  CHECK_INT(r->writes, 1);
+  feed(r, "+OK\r\nUIDL\r\nPIPELINING\r\nUTF8\r\n.\r\n+OK\r\n+OK\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_HELD);
+  flight_transfer(r);
+  finish_rec(r);
+}
+
+/* The server dropped USER since the last session (it now offers SASL PLAIN
+ * only).  The flight carried USER and PASS (the remembered CAPA offered
+ * USER); the server refuses both, and UIDL and LIST before login.  Then
+ * the session logs in as a cold one would: AUTH PLAIN, never PASS again. */
+static void test_flight_user_gone(void) {
+  struct rec *r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\nUSER test\r\nPASS secret\r\nUIDL\r\nLIST\r\n");
+  feed(r, "+OK\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_STALE);
+  feed(r, "-ERR [AUTH] Plaintext authentication disallowed\r\n");
+  CHECK_STR(take(r), "");
+  feed(r, "-ERR [AUTH] Plaintext authentication disallowed\r\n");
+  CHECK_STR(take(r), ""); /* UIDL and LIST are still to be answered */
+  feed(r, "-ERR Unknown command\r\n");
+  CHECK_STR(take(r), "");
+  feed(r, "-ERR Unknown command\r\n");
+  CHECK_STR(take(r), "AUTH PLAIN AHRlc3QAc2VjcmV0\r\n");
+  CHECK_INT(r->done, 0);
+  feed(r, "+OK logged in\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  flight_transfer(r);
+  CHECK_INT(session_auth_used(r->s), SESSION_AUTH_PLAIN);
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_STALE);
+  /* Exactly one PASS: the flight's. */
+  const char *p = strstr(r->sent, "PASS ");
+  CHECK(p != NULL && strstr(p + 1, "PASS ") == NULL);
+  CHECK(strstr(r->ctrace, "secret") == NULL);
+  finish_rec(r);
+
+  /* Nothing else offered: 69 after the flight's replies, nothing more sent. */
+  r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  take(r);
+  feed(r, "+OK\r\nUIDL\r\nPIPELINING\r\n.\r\n-ERR no\r\n-ERR no\r\n-ERR no\r\n-ERR no\r\n");
+  CHECK_STR(take(r), "");
+  CHECK_INT(r->done, 1);
+  CHECK_INT(r->done_err, P3_EAUTHMECH);
+  CHECK_INT(session_stats(r->s)->listed, 0);
+  finish_rec(r);
+
+  /* The server still took USER and PASS: the session goes on. */
+  r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  take(r);
+  feed(r, "+OK\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n+OK\r\n+OK\r\n");
+  CHECK_STR(take(r), "");
+  flight_transfer(r);
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_STALE);
+  finish_rec(r);
+
+  /* A server that answers UIDL +OK after refusing the login is not where
+   * the session thinks it is: no DELE, no QUIT. */
+  r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  take(r);
+  feed(r, "+OK\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n-ERR\r\n-ERR\r\n+OK\r\n1 a\r\n.\r\n");
+  CHECK_INT(r->done, 1);
+  CHECK_INT(r->done_err, P3_EPROTO);
+  CHECK_STR(take(r), "");
+  finish_rec(r);
+
+  /* The memory held and the password is wrong: the usual refusal. */
+  r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  take(r);
+  feed(r, "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\n.\r\n+OK\r\n-ERR [AUTH] wrong\r\n");
+  CHECK_INT(r->done, 1);
+  CHECK_INT(r->done_err, P3_EAUTH);
+  CHECK_STR(take(r), "");
+  finish_rec(r);
+
+  /* [IN-USE] keeps its meaning even when the memory was wrong. */
+  r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  take(r);
+  feed(r, "+OK\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n+OK\r\n-ERR [IN-USE] locked\r\n");
+  CHECK_INT(r->done_err, P3_EINUSE);
+  CHECK_STR(take(r), "");
+  finish_rec(r);
+}
+
+/* PIPELINING gone: the commands are out already; the replies are read in
+ * order as usual and the transfer goes lock-step. */
+static void test_flight_pipelining_gone(void) {
+  struct rec *r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  take(r);
+  feed(r, "+OK\r\nUSER\r\nUIDL\r\n.\r\n+OK\r\n+OK\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_STALE);
+  CHECK_STR(take(r), "");
+  flight_transfer(r);
+  CHECK_INT(session_pipelined(r->s), 0);
+  finish_rec(r);
+
+  /* CAPA refused altogether: USER still counts as offered, lock-step. */
+  r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  take(r);
+  feed(r, "-ERR no CAPA\r\n+OK\r\n+OK\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_STALE);
+  CHECK_INT(session_has_capa(r->s), 0);
+  CHECK_INT(session_caps(r->s)->pipelining, 0);
+  flight_transfer(r);
+  finish_rec(r);
+
+  /* UTF8 newly offered: sent after the flight's LIST, before any RETR. */
+  r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  take(r);
+  feed(r, "+OK\r\nUSER\r\nUIDL\r\nUTF8 USER\r\n.\r\n");
+  CHECK_STR(take(r), "UTF8\r\n");
+  feed(r, "+OK\r\n+OK\r\n");
+  list_msgs(r, 1);
+  CHECK_STR(take(r), ""); /* lock-step: UTF8's reply first */
+  feed(r, "+OK UTF8 enabled\r\n");
+  CHECK_STR(take(r), "RETR 1\r\n");
+  finish_rec(r);
+}
+
+/* SASL PLAIN gone (implicit TLS): the flight's AUTH PLAIN is refused, the
+ * session goes on with USER/PASS, which the fresh CAPA offers. */
+static void test_flight_plain_gone(void) {
+  struct rec *r = start_mem(SESSION_AUTH_AUTO, 1, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\nAUTH PLAIN AHRlc3QAc2VjcmV0\r\nUIDL\r\nLIST\r\n");
+  CHECK(strstr(r->ctrace, "AHRlc3QAc2VjcmV0") == NULL);
+  feed(r, "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\n.\r\n-ERR unknown mechanism\r\n-ERR\r\n");
+  CHECK_STR(take(r), "");
+  feed(r, "-ERR\r\n");
+  CHECK_STR(take(r), "USER test\r\nPASS secret\r\n");
+  feed(r, "+OK\r\n+OK\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  flight_transfer(r);
+  CHECK_INT(session_auth_used(r->s), SESSION_AUTH_USER);
+  /* greeting, flight, the replies behind it, USER+PASS, UIDL+LIST, RETRs, DELE+QUIT */
+  CHECK_INT(session_round_trips(r->s), 6);
+  finish_rec(r);
+
+  /* A challenge after the flight's initial response: the next lines were
+   * pipelined commands, not SASL; end without QUIT. */
+  r = start_mem(SESSION_AUTH_AUTO, 1, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  take(r);
+  feed(r, "+OK\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n+ \r\n");
+  CHECK_INT(r->done, 1);
+  CHECK_INT(r->done_err, P3_EPROTO);
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_STALE);
+  CHECK_STR(take(r), "");
+  finish_rec(r);
+}
+
+/* STLS: the plaintext CAPA and STLS as before; inside TLS the fresh CAPA
+ * rides with the login and the listing. */
+static void test_flight_stls(void) {
+  struct rec *r = start_mem(SESSION_AUTH_AUTO, 0, 1, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\n");
+  feed(r, "+OK\r\nSTLS\r\nPIPELINING\r\n.\r\n");
+  CHECK_STR(take(r), "STLS\r\n");
+  feed(r, "+OK begin\r\n");
+  CHECK_INT(r->tls_started, 1);
+  session_tls_ready(r->s);
+  CHECK_STR(take(r), "CAPA\r\nAUTH PLAIN AHRlc3QAc2VjcmV0\r\nUIDL\r\nLIST\r\n");
+  feed(r, "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n+OK\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_HELD);
+  flight_transfer(r);
+  /* greeting, CAPA, STLS, the flight, RETRs, DELE+QUIT */
+  CHECK_INT(session_round_trips(r->s), 6);
+  finish_rec(r);
+}
+
 int main(void) {
   test_pipelined_happy();
   test_burst_count();
@@ -1585,5 +1880,10 @@ int main(void) {
   test_auth_login();
   test_auth_oauth();
   test_auth_user_masked();
+  test_flight_user();
+  test_flight_user_gone();
+  test_flight_pipelining_gone();
+  test_flight_plain_gone();
+  test_flight_stls();
   return check_result("test_session");
 }

@@ -151,6 +151,13 @@ static void test_report_events(void) {
   CHECK_INT(rep.progress_done, 5);
   CHECK_INT(rep.progress_total, 10);
   CHECK_INT(rep.progress_bytes, 4096);
+  CHECK_INT(rep.progress_bytes_total, 0);
+  CHECK_INT(rep.progress_seen, 1);
+  char l2b[] = "progress 6 10 5000 81920";
+  CHECK_INT(worker_report_line(&rep, l2b, &trace), 0);
+  CHECK_INT(rep.progress_done, 6);
+  CHECK_INT(rep.progress_bytes, 5000);
+  CHECK_INT(rep.progress_bytes_total, 81920);
   /* The daemon signals nothing a worker names: an old "child PID" event
    * is an unknown key, ignored. */
   char l3[] = "child 1";

@@ -1,0 +1,144 @@
+#!/bin/bash
+# dl-flight.sh -- the one flight after the greeting (issue 11) against fakepop3d, whose CAPA
+# changes between runs (the server is restarted on the same port: the memory is keyed by
+# USER@HOST:PORT).  With `pop3 dl --state FILE -v`:
+#   - cold run: CAPA, then USER+PASS, then UIDL+LIST (7 round trips); warm run: CAPA, USER,
+#     PASS, UIDL, LIST in one write right after the greeting (5 round trips);
+#   - USER gone, SASL PLAIN offered: the first flight is exactly CAPA, USER test, PASS, UIDL,
+#     LIST (the remembered CAPA offered USER); the server refuses USER and PASS and answers
+#     -ERR to UIDL and LIST; then the same session logs in with AUTH PLAIN and fetches: the
+#     run delivers everything, and PASS is sent once (in the flight, before the fresh CAPA
+#     was known), never after; the memory now lacks USER and pipelining is no longer "yes",
+#     so the next run is cold (CAPA, then AUTH PLAIN; no USER, no PASS), and the one after it
+#     warm again with AUTH PLAIN in the flight;
+#   - PIPELINING gone (--pipelining=auto): the flight's commands are answered in order, the transfer goes
+#     lock-step (no "UIDL n" before RETR), everything is delivered, the next run is cold;
+#   - USER gone and nothing else offered: the flight (with its one PASS) is refused, the run
+#     ends with 69 and sends nothing more; the next run is cold and ends with 69 before any
+#     USER or PASS;
+#   - every message is delivered exactly once (verify.py check).
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
+
+. "${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}/tests/lib/common.sh"
+T_TIMEOUT=${T_TIMEOUT:-120}
+t_init dl-flight
+. "$top_srcdir/tests/lib/torture.sh"
+
+[ -x "$POP3" ] || t_skip "$POP3 not built"
+[ -n "$PYTHON" ] || t_skip "no python3"
+
+for i in 1 2 3 4 5 6 7; do
+  tt_gen "$T/batch$i" 3 --start $((i * 10))
+done
+mkdir -p "$T/all"
+
+# add I: batch I arrives on the server (and in the reference set).
+add() {
+  cp "$T/batch$1"/* "$T/$name.srv/"
+  cp "$T/batch$1"/* "$T/all/"
+}
+# dl WHAT RC [OPTIONS]: one run, expecting exit RC.
+dl() {
+  tt_dl $name -v "${@:3}"
+  [ "$TT_RC" = "$2" ] || tt_fail $name "$1: pop3 exited $TT_RC, expected $2"
+  tt_wait_sessions $name "$((++sessions))"
+}
+trips() {
+  sed -n 's/^pop3: .*: \([0-9][0-9]*\) round trips\{0,1\}$/\1/p' "$T/$name.lasterr" | tail -n 1
+}
+# last EXPR: python EXPR of the last session's record r (a restarted server numbers its
+# sessions from 1 again, so not tt_rec's highest number).
+last() {
+  "$PYTHON" - "$T/$name.rec" "$1" <<'EOF'
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1]) if l.strip()][-1]
+print(json.dumps(eval(sys.argv[2], {"r": r})))
+EOF
+}
+# cmds N: the first N commands of the last session, as a JSON list.
+cmds() {
+  last "r[\"commands\"][:$1]"
+}
+mem() {
+  cat "$T/$name.state.server"
+}
+
+name=flight
+sessions=0
+tt_serve $name ""
+
+# ---- cold, then warm with USER/PASS
+add 1
+dl "cold" 0
+t_assert_eq "$(trips)" 7 "round trips, cold"
+t_assert_eq "$(cmds 2)" '["CAPA", "USER test"]' "cold: CAPA alone first"
+mem | grep -q '^pipelining yes$' || tt_fail $name "memory: pipelining not remembered"
+grep -q 'one flight' "$T/$name.lasterr" && tt_fail $name "cold: a flight without a memory"
+add 2
+dl "warm" 0
+t_assert_eq "$(trips)" 5 "round trips, warm (the one flight)"
+t_assert_eq "$(cmds 5)" '["CAPA", "USER test", "PASS ***", "UIDL", "LIST"]' "warm: the flight"
+grep -q 'one flight: the remembered capabilities offer user' "$T/$name.lasterr" ||
+  tt_fail $name "warm: -v does not say the flight went out"
+grep -q 'secret' "$T/$name.lasterr" && tt_fail $name "warm: the password shows in -v"
+
+# ---- USER gone, SASL PLAIN offered: fall back in the same session
+tt_restart $name --no-user --sasl PLAIN
+add 3
+dl "user gone" 0
+t_assert_eq "$(cmds 6)" '["CAPA", "USER test", "PASS ***", "UIDL", "LIST", "AUTH PLAIN ***"]' \
+  "user gone: the flight, then AUTH PLAIN"
+t_assert_eq "$(last '[c for c in r["commands"] if c.startswith("PASS")]')" '["PASS ***"]' \
+  "user gone: PASS only in the flight"
+t_assert_eq "$(last 'r["auth_attempts"]')" '["user:fail", "plain:ok"]' \
+  "user gone: login attempts"
+grep -q "the server's capabilities changed since the last session" "$T/$name.lasterr" ||
+  tt_fail $name "user gone: -v does not say the capabilities changed"
+mem | grep -q '^capa-pre .*\bUSER\b' && tt_fail $name "user gone: memory still offers USER"
+mem | grep -q '^pipelining yes$' && tt_fail $name "user gone: memory still says pipelining yes"
+add 4
+dl "after user gone" 0
+t_assert_eq "$(trips)" 7 "round trips, cold after the change"
+t_assert_eq "$(cmds 4)" '["CAPA", "AUTH PLAIN ***", "UIDL", "LIST"]' "after user gone: cold"
+t_assert_eq "$(last '[c for c in r["commands"] if c[:4] in ("USER", "PASS")]')" '[]' \
+  "after user gone: no USER, no PASS"
+add 5
+dl "warm plain" 0
+t_assert_eq "$(trips)" 5 "round trips, warm with AUTH PLAIN"
+t_assert_eq "$(cmds 4)" '["CAPA", "AUTH PLAIN ***", "UIDL", "LIST"]' "warm plain: the flight"
+
+# ---- PIPELINING gone (with --pipelining=auto; the default, on, pipelines anyway): the
+# flight's replies in order, then lock-step
+tt_restart $name --no-user --sasl PLAIN --no-pipelining
+add 6
+dl "pipelining gone" 0 --pipelining=auto
+t_assert_eq "$(cmds 4)" '["CAPA", "AUTH PLAIN ***", "UIDL", "LIST"]' "no pipelining: the flight"
+t_assert_eq "$(last 'len([c for c in r["commands"] if c.startswith("UIDL ")])')" 0 \
+  "no pipelining: lock-step transfer (no UIDL n)"
+mem | grep -q '^pipelining yes$' && tt_fail $name "no pipelining: memory still says yes"
+add 7
+dl "after pipelining gone" 0 --pipelining=auto
+t_assert_eq "$(cmds 3)" '["CAPA", "AUTH PLAIN ***", "UIDL"]' "after pipelining gone: cold"
+grep -q 'one flight' "$T/$name.lasterr" && tt_fail $name "after pipelining gone: a flight"
+t_assert_eq "$(tt_left $name)" 0 "server empty"
+tt_check $name "$T/all"
+
+# ---- USER gone, nothing else offered: 69 after the flight, then 69 before any secret
+name=nologin
+sessions=0
+tt_serve $name ""
+cp "$T/batch1"/* "$T/$name.srv/"
+dl "cold" 0
+cp "$T/batch2"/* "$T/$name.srv/"
+dl "warm" 0
+tt_restart $name --no-user
+cp "$T/batch3"/* "$T/$name.srv/"
+dl "user gone, nothing else" 69
+t_assert_eq "$(last 'r["commands"]')" '["CAPA", "USER test", "PASS ***", "UIDL", "LIST"]' \
+  "nothing else: the flight and nothing more"
+t_assert_eq "$(tt_left $name)" 3 "nothing else: the server keeps its messages"
+dl "next run" 69
+t_assert_eq "$(last '[c for c in r["commands"] if c[:4] in ("USER", "PASS")]')" '[]' \
+  "next run: no USER, no PASS"
+t_assert_eq "$(tt_left $name)" 3 "next run: the server keeps its messages"
+t_log "ok: the one flight, and its fallbacks when the CAPA changed"
