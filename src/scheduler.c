@@ -959,7 +959,21 @@ void sched_summary(const struct sched *s, char *buf, size_t len) {
   for (size_t i = 0; i < s->count; i++)
     if (s->accts[i]->failures)
       failing++;
-  snprintf(buf, len, "%zu accounts, %zu fetching, %zu failing", s->count, s->running, failing);
+  int n =
+      snprintf(buf, len, "%zu accounts, %zu fetching, %zu failing", s->count, s->running, failing);
+  /* Name them, as far as the line allows: `systemctl status' shows it. */
+  const char *sep = ": ";
+  for (size_t i = 0; i < s->count && n > 0 && (size_t)n < len; i++) {
+    if (!s->accts[i]->failures)
+      continue;
+    int m = snprintf(buf + n, len - (size_t)n, "%s%s", sep, s->accts[i]->name);
+    if (m < 0 || (size_t)m >= len - (size_t)n) {
+      buf[n] = '\0'; /* no half name */
+      break;
+    }
+    n += m;
+    sep = ", ";
+  }
 }
 
 /* ---- shutdown */

@@ -7,6 +7,7 @@
 #     auth_failed true, NEXT RUN "on fetch/reload") and does not poll on its own, however
 #     short its interval;
 #   - `pop3ctl fetch` with a good token works again; a reload re-arms a waiting account;
+#   - the sd_notify STATUS= line names the failing account;
 #   - a forced method the server does not offer is 69 (a backoff, not a wait), and the
 #     sentence names what the server offers.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
@@ -69,8 +70,26 @@ t_assert_eq "$rc" 78 "--check-config with auth = \"kerberos\""
 grep -q 'bad.conf:[0-9]*: .*`auth'"'"' must be .*not `kerberos'"'" "$T/bad.out" ||
   { cat "$T/bad.out" >&2; t_fail "no FILE:LINE error for a bad auth method"; }
 
+# A NOTIFY_SOCKET listener: the daemon's STATUS= line must name a failing account.
+cat >"$T/notify.py" <<'EOP'
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(1)
+end = time.time() + 110
+with open(sys.argv[2], "a") as out:
+    while time.time() < end:
+        try:
+            out.write(s.recv(4096).decode(errors="replace") + "\n")
+            out.flush()
+        except socket.timeout:
+            pass
+EOP
+t_bg "$PYTHON" "$T/notify.py" "$T/notify.sock" "$T/notify.out"
+wait_until 10 test -S "$T/notify.sock" || t_fail "notify listener did not start"
+
 # ---- expired, then valid: refreshed once, delivered
-daemon_start "$CONF"
+NOTIFY_SOCKET=$T/notify.sock daemon_start "$CONF"
 wait_maildir "$T/mail/oauth" 6 20 || d_fail "the OAuth account did not deliver"
 same_messages "$T/orig" "$T/mail/oauth" || d_fail "not every message exactly once"
 t_assert_eq "$(calls)" 2 "token command calls (expired, then valid)"
@@ -84,6 +103,9 @@ rc=$?
 t_assert_eq "$rc" 77 "fetch with two refused tokens"
 t_assert_eq "$(calls)" 2 "token command calls (refused twice)"
 sleep 3.5 # the interval is 1 s: a polling account would have run again by now
+# The status line (every 10 s) names the failing account for `systemctl status'.
+wait_until 15 grep -q '^STATUS=.* 1 failing: oauth$' "$T/notify.out" ||
+  { cat "$T/notify.out" >&2; d_fail "STATUS= does not name the failing account"; }
 t_assert_eq "$(calls)" 2 "token command calls 3.5 s later (no polling)"
 daemon_status_json "$T/st.json"
 t_assert_eq "$(jq_py "$T/st.json" 'acc("oauth")["state"]')" backoff "state"
