@@ -645,23 +645,34 @@ static int bad_name(const char *s) {
   return usage_error("`%s' is not an account name (letters, digits, `.', `_' and `-')", s);
 }
 
-static int cmd_status(int argc, char **argv, const struct ctl *ctl) {
-  int json = 0, dashdash = 0;
-  const char *account = NULL;
+/* [--json] [--] [ACCOUNT], as status and watch take them.  Returns 0, or
+ * the usage error's exit status. */
+static int parse_json_account(int argc, char **argv, const char *cmd, int *json,
+                              const char **account) {
+  int dashdash = 0;
   for (int i = 1; i < argc; i++) {
     if (!dashdash && strcmp(argv[i], "--json") == 0)
-      json = 1;
+      *json = 1;
     else if (!dashdash && strcmp(argv[i], "--") == 0)
       dashdash = 1;
     else if (!dashdash && argv[i][0] == '-')
-      return usage_error("status: unknown option `%s'", argv[i]);
-    else if (account != NULL)
-      return usage_error("status: only one ACCOUNT, not also `%s'", argv[i]);
+      return usage_error("%s: unknown option `%s'", cmd, argv[i]);
+    else if (*account != NULL)
+      return usage_error("%s: only one ACCOUNT, not also `%s'", cmd, argv[i]);
     else
-      account = argv[i];
+      *account = argv[i];
   }
-  if (account != NULL && !valid_name(account))
-    return bad_name(account);
+  if (*account != NULL && !valid_name(*account))
+    return bad_name(*account);
+  return 0;
+}
+
+static int cmd_status(int argc, char **argv, const struct ctl *ctl) {
+  int json = 0;
+  const char *account = NULL;
+  int bad = parse_json_account(argc, argv, "status", &json, &account);
+  if (bad)
+    return bad;
   char request[NAME_MAX_LEN + 16];
   snprintf(request, sizeof request, "status%s%s", account ? " " : "", account ? account : "");
   struct reply r;
@@ -892,22 +903,11 @@ static void print_event(const struct json *ev) {
 }
 
 static int cmd_watch(int argc, char **argv, const struct ctl *ctl) {
-  int json = 0, dashdash = 0;
+  int json = 0;
   const char *account = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (!dashdash && strcmp(argv[i], "--json") == 0)
-      json = 1;
-    else if (!dashdash && strcmp(argv[i], "--") == 0)
-      dashdash = 1;
-    else if (!dashdash && argv[i][0] == '-')
-      return usage_error("watch: unknown option `%s'", argv[i]);
-    else if (account != NULL)
-      return usage_error("watch: only one ACCOUNT, not also `%s'", argv[i]);
-    else
-      account = argv[i];
-  }
-  if (account != NULL && !valid_name(account))
-    return bad_name(account);
+  int bad = parse_json_account(argc, argv, "watch", &json, &account);
+  if (bad)
+    return bad;
   char path[4096];
   int status = find_socket(ctl->opt_socket, ctl->opt_config, path, sizeof path);
   if (status != 0)
