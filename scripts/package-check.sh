@@ -98,8 +98,13 @@ example=/usr/share/doc/pop3sync/examples/pop3sync.conf.example
 for m in pop3.1 pop3ctl.1 pop3syncd.8 pop3sync.conf.5; do
   [ -f "/usr/share/man/man${m##*.}/$m.gz" ] || fail "man page $m missing"
 done
-# The example as a user's config (its Maildirs, which --check-config creates,
-# in a home of the user's own): valid as it is.
+for c in pop3 pop3ctl pop3syncd; do
+  f=/usr/share/bash-completion/completions/$c
+  [ -f "$f" ] || fail "bash completion $f missing"
+  bash -n "$f" || fail "bash -n $f"
+done
+# The example as a user's config (its Maildirs in a home of the user's own; the
+# first run creates them, --check-config writes nothing): valid as it is.
 home=$work/home
 mkdir -p "$home"
 chown nobody:nogroup "$home"

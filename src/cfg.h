@@ -63,10 +63,11 @@ struct cfg_errors {
  * with cfg_free).  On failure returns P3_ECONFIG and fills errs with every
  * semantic error found (for a syntax error, the first one only, since
  * libconfig stops there); a file that cannot be read is one error
- * "FILE: cannot read: REASON".  check_maildirs: also create each maildir
- * (and report the ones that cannot be created); never used as root, which
- * does not touch a user's files.  `user' is required when the process runs
- * as root, and must be absent or its own user otherwise. */
+ * "FILE: cannot read: REASON".  check_maildirs: also report an enabled
+ * account whose Maildir path exists but is not a directory.  Loading never
+ * writes to the file system: a missing Maildir is created by its first run.
+ * `user' is required when the process runs as root, and must be absent or
+ * its own user otherwise. */
 int cfg_load(const char *path, int check_maildirs, struct cfg **cfg_r, struct cfg_errors *errs);
 /* As cfg_load, with the root rules (`user' required) when as_root is set
  * rather than when the process runs as root. */

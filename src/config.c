@@ -3,7 +3,6 @@
 #include "cfg.h"
 
 #include "errors.h"
-#include "fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -451,33 +450,18 @@ static int get_pins(struct loader *ld, const config_setting_t *s, struct cfg_acc
   }
 }
 
-/* mkdir -p maildir, then maildir/tmp, maildir/new and maildir/cur, each new
- * directory 0700.  Only a daemon that runs as the Maildir's user gets here:
- * root never creates a user's files. */
-static int make_maildir(const char *maildir) {
-  static const char *const subdirs[] = {"tmp", "new", "cur"};
-  size_t len = strlen(maildir), i;
-  char *buf;
-  int err;
+/* What can be said of a Maildir without writing: a path that exists must be
+ * a directory (one that does not is created by the run, as the account's
+ * user).  Loading the file never creates or changes anything on disk, so
+ * that --check-config and a reload are safe to run at any time.  Other
+ * errors (EACCES on a home root cannot read) are left to the run, which
+ * reports them with the account's own rights.  Returns 0 or -errno. */
+static int check_maildir(const char *maildir) {
+  struct stat st;
 
-  err = fs_mkdir_p(maildir, 0700, NULL, 0);
-  if (err < 0)
-    return err;
-  buf = malloc(len + 5);
-  if (buf == NULL)
-    return -ENOMEM;
-  memcpy(buf, maildir, len + 1);
-  while (len > 1 && buf[len - 1] == '/')
-    len--;
-  for (i = 0; err == 0 && i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-    snprintf(buf + len, 5, "/%s", subdirs[i]);
-    err = fs_mkdir_p(buf, 0700, NULL, 0);
-    /* Root passes access(), but a read-only mount does not. */
-    if (err == 0 && access(buf, W_OK | X_OK) != 0)
-      err = -errno;
-  }
-  free(buf);
-  return err;
+  if (stat(maildir, &st) != 0)
+    return errno == ENOTDIR ? -ENOTDIR : 0;
+  return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
 /* A plaintext password is only as safe as the file that holds it. */
@@ -563,7 +547,7 @@ static void missing_key(struct loader *ld, const config_setting_t *g, const stru
 static void load_account(struct loader *ld, const struct cfg *cfg, const config_setting_t *g,
                          struct cfg_account *a, const config_setting_t **name_s_r) {
   const config_setting_t *name_s = NULL, *server_s = NULL, *maildir_s = NULL, *password_s = NULL,
-                         *password_cmd_s = NULL, *user_s = NULL;
+                         *password_cmd_s = NULL, *user_s = NULL, *keep_days_s = NULL;
   int interval_set = 0, timeout_set = 0, pipelining_set = 0, auth_set = 0, pins_bad = 0;
   int n = config_setting_length(g), i;
   char reason[256];
@@ -625,8 +609,10 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
     } else if (strcmp(key, "keep") == 0) {
       get_bool(ld, s, &a->keep);
     } else if (strcmp(key, "keep_days") == 0) {
-      if (get_int(ld, s, 0, INT_MAX, &v) == 0)
+      if (get_int(ld, s, 0, INT_MAX, &v) == 0) {
         a->keep_days = (int)v;
+        keep_days_s = s; /* a bad value was reported already */
+      }
     } else if (strcmp(key, "utf8") == 0) {
       get_bool(ld, s, &a->utf8);
     } else if (strcmp(key, "enabled") == 0) {
@@ -666,11 +652,14 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
 
   check_user(ld, g, user_s, a);
 
+  if (keep_days_s != NULL && !a->keep)
+    add_error(ld, keep_days_s, "keep_days needs keep = true");
+
   /* A disabled account is not polled, and its disk may well be absent. */
-  if (a->maildir != NULL && ld->check_maildirs && a->enabled && !ld->as_root) {
-    int err = make_maildir(a->maildir);
+  if (a->maildir != NULL && ld->check_maildirs && a->enabled) {
+    int err = check_maildir(a->maildir);
     if (err < 0)
-      add_error(ld, maildir_s, "maildir %s: cannot create: %s", a->maildir, strerror(-err));
+      add_error(ld, maildir_s, "maildir %s: %s", a->maildir, strerror(-err));
   }
 
   if (!interval_set)

@@ -72,7 +72,7 @@ struct conn {
   unsigned waits_connect, waits_tls;
   int tls_ended_on_send; /* the handshake's last flight was the client's */
   int tls_resumed;       /* the handshake resumed an offered session */
-  char errbuf[256];
+  char errbuf[768];      /* a certificate error names the certificate and what to do */
   char readbuf[65536];
   char plainbuf[16384];
 };

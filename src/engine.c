@@ -73,7 +73,7 @@ struct engine {
   int stop_requested;
   int fs_known; /* statvfs of the Maildir, taken while preparing */
   uint64_t fs_total, fs_avail;
-  char conn_detail[256];
+  char conn_detail[768];
   char save_detail[256];
 
   /* Per-message failure texts, for the attempt records. */
@@ -799,7 +799,25 @@ static void compose_message(struct engine *e) {
   if (server[0] && n < cap)
     n += (size_t)snprintf(r->message + n, cap - n, ": %s", server);
   if (e->conn_detail[0] && n < cap)
-    snprintf(r->message + n, cap - n, server[0] ? " (%s)" : ": %s", e->conn_detail);
+    n += (size_t)snprintf(r->message + n, cap - n, server[0] ? " (%s)" : ": %s", e->conn_detail);
+  /* Connected in cleartext and not one line came back: the classic sign of
+   * tcp: (or starttls:) to a port that expects TLS first, like 995. */
+  const struct p3_spec *spec = &e->opts.target->spec;
+  uint64_t lines = 0, body = 0;
+  if (e->session)
+    session_wire_counts(e->session, &lines, &body);
+  if (spec->mode != P3_TLS_IMPLICIT && e->conn.connected && e->session && lines == 0 &&
+      (e->err == P3_ETIMEOUT || e->err == P3_EEOF || e->err == -ECONNRESET) && n < cap) {
+    if (spec->port == 995)
+      snprintf(r->message + n, cap - n,
+               "; no POP3 greeting from port 995, which is POP3 over TLS: use ssl: instead of "
+               "%s",
+               spec->mode == P3_TLS_NONE ? "tcp:" : "starttls:");
+    else
+      snprintf(r->message + n, cap - n,
+               "; no POP3 greeting: if port %u expects TLS first, use ssl: instead of %s",
+               (unsigned)spec->port, spec->mode == P3_TLS_NONE ? "tcp:" : "starttls:");
+  }
 }
 
 /* The round trips of the run: the TCP connect attempts, the TLS flights

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -66,10 +68,16 @@ static const char dl_usage[] =
     "failure or partial run, 77 login refused, 78 password/netrc problem.\n";
 
 static const char main_usage[] = "usage: pop3 [-v] SUBCOMMAND [ARGS...]\n"
+                                 "       pop3 --version\n"
                                  "\n"
                                  "Subcommands:\n"
                                  "  dl [OPTIONS] SPEC MAILDIR   download a mailbox into a Maildir\n"
                                  "  help [SUBCOMMAND]           show help\n"
+                                 "\n"
+                                 "Options:\n"
+                                 "  -v, --verbose               trace the protocol on stderr\n"
+                                 "  -h, --help                  show this help\n"
+                                 "      --version               show the version and exit\n"
                                  "\n"
                                  "Run `pop3 help dl' for the options of dl.\n";
 
@@ -192,6 +200,74 @@ static int dl_password_command(uv_loop_t *loop, const char *cmd, unsigned timeou
     return p3_error(errbuf, errlen, pr.err, "%s", pr.message);
   t->password = pr.password;
   return 0;
+}
+
+/* The terminal prompt (as fetchmail and mpop ask): echo is off only while
+ * the answer is typed, and a signal that ends us turns it back on first. */
+static int prompt_fd = -1;
+static struct termios prompt_saved;
+static const int prompt_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+
+static void prompt_on_signal(int signum) {
+  int saved = errno;
+  if (prompt_fd >= 0)
+    tcsetattr(prompt_fd, TCSAFLUSH, &prompt_saved); /* async-signal-safe */
+  signal(signum, SIG_DFL);
+  raise(signum); /* dies as it would have without us */
+  errno = saved;
+}
+
+/* Asks "Password for WHO: " on /dev/tty without echo and reads one line.
+ * Returns 0 and *password_r (malloc'd), or P3_ENOPASS: for an empty answer
+ * or end of input with errbuf set, and with errbuf untouched (it says why
+ * the netrc had none) when there is no terminal to ask on. */
+static int dl_prompt_password(const char *who, char **password_r, char *errbuf, size_t errlen) {
+  char line[1024];
+  size_t n = 0;
+  int err = 0;
+  struct termios quiet;
+  struct sigaction sa, old[sizeof prompt_signals / sizeof prompt_signals[0]];
+  int fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0 || tcgetattr(fd, &prompt_saved) != 0) {
+    if (fd >= 0)
+      close(fd);
+    return P3_ENOPASS;
+  }
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = prompt_on_signal;
+  sigemptyset(&sa.sa_mask);
+  prompt_fd = fd;
+  for (size_t i = 0; i < sizeof prompt_signals / sizeof prompt_signals[0]; i++)
+    sigaction(prompt_signals[i], &sa, &old[i]);
+  quiet = prompt_saved;
+  quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK);
+  quiet.c_lflag |= ECHONL | ICANON;
+  tcsetattr(fd, TCSAFLUSH, &quiet); /* before the prompt: what is typed after it is kept */
+  dprintf(fd, "Password for %s: ", who);
+  for (;;) {
+    char c;
+    ssize_t r = read(fd, &c, 1);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0 || c == '\n')
+      break;
+    if (n + 1 < sizeof line)
+      line[n++] = c;
+  }
+  line[n] = '\0';
+  if (n > 0 && line[n - 1] == '\r')
+    line[--n] = '\0';
+  tcsetattr(fd, TCSAFLUSH, &prompt_saved);
+  prompt_fd = -1;
+  for (size_t i = 0; i < sizeof prompt_signals / sizeof prompt_signals[0]; i++)
+    sigaction(prompt_signals[i], &old[i], NULL);
+  close(fd);
+  if (n == 0)
+    err = p3_error(errbuf, errlen, P3_ENOPASS, "no password given for %s", who);
+  else if ((*password_r = strdup(line)) == NULL)
+    err = p3_error(errbuf, errlen, -ENOMEM, "out of memory");
+  explicit_bzero(line, sizeof line);
+  return err;
 }
 
 static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *v) {
@@ -426,10 +502,12 @@ static int cmd_dl(int argc, char **argv, int verbose) {
       return usage_error("unknown option `%s'", argv[optind - 1]);
     }
   }
-  if (argc - optind != 2) {
-    fputs(dl_usage, stderr);
-    return EX_USAGE;
-  }
+  if (argc - optind == 0)
+    return usage_error("%s", "missing SPEC and MAILDIR");
+  if (argc - optind == 1)
+    return usage_error("%s", "missing MAILDIR");
+  if (argc - optind > 2)
+    return usage_error("unexpected argument `%s' after MAILDIR", argv[optind + 2]);
   const char *spec_text = argv[optind];
   const char *maildir = argv[optind + 1];
   log_set_verbose(verbose);
@@ -450,6 +528,13 @@ static int cmd_dl(int argc, char **argv, int verbose) {
    * loop below; else the netrc machine entries. */
   if (err == 0 && pwcmd == NULL)
     err = target_password(&target, netrc, errbuf, sizeof errbuf);
+  /* Nothing in the netrc and no command: a person at a terminal is asked. */
+  if (err == P3_ENOPASS && pwcmd == NULL && isatty(0)) {
+    char who[P3_USER_MAX + P3_HOST_MAX + 2];
+    const char *host = target.spec.tls_name[0] ? target.spec.tls_name : target.spec.tcp_host;
+    snprintf(who, sizeof who, "%s@%s", target.spec.user, host);
+    err = dl_prompt_password(who, &target.password, errbuf, sizeof errbuf);
+  }
   if (err) {
     fprintf(stderr, "pop3: %s: %s\n", spec_text, errbuf);
     dl_failed(spec_text, NULL);

@@ -466,6 +466,11 @@ static void count_cell(const struct json *v, const char *key, char *buf, size_t 
     snprintf(buf, len, "-");
 }
 
+/* "s" after a count cell other than "1": "1 message", "2 messages". */
+static const char *plural(const char *count) {
+  return strcmp(count, "1") == 0 ? "" : "s";
+}
+
 /* Bytes in the units pop3 dl uses for its progress line. */
 static void bytes_cell(const struct json *v, const char *key, char *buf, size_t len) {
   double b = json_get_num(v, key, -1);
@@ -526,9 +531,12 @@ static const int col_right[NCOL] = {0, 0, 0, 0, 1, 1, 0, 0};
 
 struct row {
   char cell[NCOL][ERROR_COLUMN_MAX * 4 + 8];
+  char *error_whole; /* NULL, or the whole error (heap) in place of cell[COL_ERROR] */
 };
 
-static void fill_row(const struct json *acc, time_t now, struct row *row) {
+/* whole_error: the ERROR cell holds the whole error rather than its first
+ * ERROR_COLUMN_MAX characters (`pop3ctl status NAME': one row, room to spare). */
+static void fill_row(const struct json *acc, time_t now, int whole_error, struct row *row) {
   const struct json *last = json_get(acc, "last_run");
   size_t n = sizeof row->cell[0];
   if (last != NULL && last->type != JSON_OBJECT)
@@ -548,13 +556,21 @@ static void fill_row(const struct json *acc, time_t now, struct row *row) {
     count_cell(last, "messages", row->cell[COL_MSGS], n);
     bytes_cell(last, "bytes", row->cell[COL_BYTES], n);
     const char *error = json_get_str(last, "error");
-    sanitize(error != NULL ? error : "-", row->cell[COL_ERROR], n, ERROR_COLUMN_MAX, 0);
+    size_t elen = error != NULL ? strlen(error) : 0;
+    if (whole_error && elen > ERROR_COLUMN_MAX && (row->error_whole = malloc(elen * 4 + 8)) != NULL)
+      sanitize(error, row->error_whole, elen * 4 + 8, elen + 4, 0);
+    else
+      sanitize(error != NULL ? error : "-", row->cell[COL_ERROR], n, ERROR_COLUMN_MAX, 0);
   }
   progress_cell(acc, row->cell[COL_STATE], n);
   time_in(json_get_str(acc, "next_run"), now, row->cell[COL_NEXT], n);
+  const char *state = json_get_str(acc, "state");
+  /* The next run is scheduled when this one ends: `-' is for a disabled
+   * account only (pop3ctl(1)). */
+  if (json_get_str(acc, "next_run") == NULL && state != NULL && strcmp(state, "fetching") == 0)
+    snprintf(row->cell[COL_NEXT], n, "running");
   /* A refused OAuth token: no timer, the user's fetch or reload is awaited. */
   const struct json *af = json_get(acc, "auth_failed");
-  const char *state = json_get_str(acc, "state");
   if (json_get_str(acc, "next_run") == NULL && af != NULL && af->type == JSON_BOOL && af->boolean &&
       state != NULL && strcmp(state, "backoff") == 0)
     snprintf(row->cell[COL_NEXT], n, "on fetch/reload");
@@ -596,7 +612,8 @@ static void print_status_notes(const struct json *accounts) {
   }
 }
 
-static int print_status_table(const struct json *doc) {
+/* whole_errors: show each error whole (a status of one ACCOUNT). */
+static int print_status_table(const struct json *doc, int whole_errors) {
   const struct json *accounts = json_get(doc, "accounts");
   if (accounts == NULL || accounts->type != JSON_ARRAY) {
     fprintf(stderr, "pop3ctl: garbled reply from the daemon (no accounts)\n");
@@ -613,7 +630,7 @@ static int print_status_table(const struct json *doc) {
   for (int c = 0; c < NCOL; c++)
     width[c] = strlen(col_title[c]);
   for (size_t i = 0; i < count; i++) {
-    fill_row(&accounts->items[i], now, &rows[i]);
+    fill_row(&accounts->items[i], now, whole_errors, &rows[i]);
     for (int c = 0; c < NCOL; c++)
       if (strlen(rows[i].cell[c]) > width[c])
         width[c] = strlen(rows[i].cell[c]);
@@ -621,12 +638,16 @@ static int print_status_table(const struct json *doc) {
   for (size_t i = 0; i <= count; i++) {
     for (int c = 0; c < NCOL; c++) {
       const char *text = i == 0 ? col_title[c] : rows[i - 1].cell[c];
+      if (i > 0 && c == COL_ERROR && rows[i - 1].error_whole != NULL)
+        text = rows[i - 1].error_whole;
       if (c == NCOL - 1)
         printf("%s\n", text); /* the last column is not padded */
       else
         printf(col_right[c] ? "%*s  " : "%-*s  ", (int)width[c], text);
     }
   }
+  for (size_t i = 0; i < count; i++)
+    free(rows[i].error_whole);
   free(rows);
   print_status_notes(accounts);
   return 0;
@@ -684,7 +705,7 @@ static int cmd_status(int argc, char **argv, const struct ctl *ctl) {
     fwrite(r.line, 1, r.len, stdout);
     putchar('\n');
   } else
-    status = print_status_table(r.json);
+    status = print_status_table(r.json, account != NULL);
   reply_free(&r);
   return status;
 }
@@ -755,7 +776,7 @@ static int cmd_fetch(int argc, char **argv, const struct ctl *ctl) {
     count_cell(res, "messages", msgs, sizeof msgs);
     count_cell(res, "bytes", bytes, sizeof bytes);
     if (result != NULL && strcmp(result, "ok") == 0) {
-      printf("%s: ok, %s messages, %s bytes\n", name, msgs, bytes);
+      printf("%s: ok, %s message%s, %s byte%s\n", name, msgs, plural(msgs), bytes, plural(bytes));
       continue;
     }
     if (first_failure == 0)
@@ -765,7 +786,8 @@ static int cmd_fetch(int argc, char **argv, const struct ctl *ctl) {
     /* Keep stdout and stderr in order on a terminal. */
     fflush(stdout);
     if (json_get_num(res, "messages", 0) > 0)
-      fprintf(stderr, "%s: error: %s (%s messages, %s bytes saved)\n", name, text, msgs, bytes);
+      fprintf(stderr, "%s: error: %s (%s message%s, %s byte%s saved)\n", name, text, msgs,
+              plural(msgs), bytes, plural(bytes));
     else
       fprintf(stderr, "%s: error: %s\n", name, text);
   }

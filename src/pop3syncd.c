@@ -72,10 +72,9 @@ static void print_errors(const struct cfg_errors *errs) {
 }
 
 static int load_config(const char *path, struct cfg **cfg_r, struct cfg_errors *errs) {
-  /* A daemon running as its user creates missing Maildirs now, so that one
-   * that cannot be created is a config error.  Root never touches a user's
-   * files: there the worker creates the Maildir as the user at its first run. */
-  return cfg_load(path, geteuid() != 0, cfg_r, errs);
+  /* Checking and reloading change nothing on disk: a missing Maildir is
+   * created by its first run (as the account's user under a root daemon). */
+  return cfg_load(path, 1, cfg_r, errs);
 }
 
 /* ---- control requests */
@@ -295,7 +294,7 @@ static void handle_fetch(struct daemon *d, struct control_req *req, int argc, ch
   jbuf_free(&started);
 }
 
-/* A reload reads the file and creates Maildirs: that runs on the thread
+/* A reload reads and checks the file (stat, getpwnam): that runs on the thread
  * pool, and the new config is swapped in on the loop thread afterwards.
  * req is the control request to answer, or NULL for SIGHUP. */
 struct reload_job {
@@ -616,7 +615,8 @@ int main(int argc, char **argv) {
     return EX_CONFIG;
   }
   if (check_only) {
-    printf("%s: configuration is valid (%zu accounts)\n", cfg->path, cfg->account_count);
+    printf("%s: configuration is valid (%zu account%s)\n", cfg->path, cfg->account_count,
+           cfg->account_count == 1 ? "" : "s");
     cfg_free(cfg);
     return 0;
   }
@@ -670,8 +670,10 @@ int main(int argc, char **argv) {
   uv_timer_start(&d.status_timer, on_status_timer, 10000, 10000);
   uv_unref((uv_handle_t *)&d.status_timer);
 
-  log_info("started: %s, %zu accounts, control socket %s", d.config_path,
-           sched_config(d.sched)->account_count, sched_config(d.sched)->control_socket);
+  log_info("started: %s, %zu account%s, control socket %s", d.config_path,
+           sched_config(d.sched)->account_count,
+           sched_config(d.sched)->account_count == 1 ? "" : "s",
+           sched_config(d.sched)->control_socket);
   notify_send("READY=1\nSTATUS=running");
 
   uv_run(&loop, UV_RUN_DEFAULT);

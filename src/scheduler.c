@@ -661,9 +661,11 @@ static void reload_report(struct sched *s, const char *const *names, size_t nadd
                     *const *changed = names + nadd + nrm;
   char t1[400], t2[400], t3[400];
   if (nadd + nrm + nchg == 0)
-    log_info("reload: %zu accounts, none added, removed or changed", s->cfg->account_count);
+    log_info("reload: %zu account%s, none added, removed or changed", s->cfg->account_count,
+             s->cfg->account_count == 1 ? "" : "s");
   else
-    log_info("reload: %zu accounts; added: %s; removed: %s; changed: %s", s->cfg->account_count,
+    log_info("reload: %zu account%s; added: %s; removed: %s; changed: %s", s->cfg->account_count,
+             s->cfg->account_count == 1 ? "" : "s",
              nadd ? names_text(added, nadd, t1, sizeof t1) : "none",
              nrm ? names_text(removed, nrm, t2, sizeof t2) : "none",
              nchg ? names_text(changed, nchg, t3, sizeof t3) : "none");
@@ -959,8 +961,8 @@ void sched_summary(const struct sched *s, char *buf, size_t len) {
   for (size_t i = 0; i < s->count; i++)
     if (s->accts[i]->failures)
       failing++;
-  int n =
-      snprintf(buf, len, "%zu accounts, %zu fetching, %zu failing", s->count, s->running, failing);
+  int n = snprintf(buf, len, "%zu account%s, %zu fetching, %zu failing", s->count,
+                   s->count == 1 ? "" : "s", s->running, failing);
   /* Name them, as far as the line allows: `systemctl status' shows it. */
   const char *sep = ": ";
   for (size_t i = 0; i < s->count && n > 0 && (size_t)n < len; i++) {

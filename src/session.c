@@ -981,10 +981,16 @@ static enum session_auth flight_method(struct session *s) {
 }
 
 /* Right after the greeting (after the TLS handshake with STLS): CAPA, and
- * when the memory allows, the rest of the flight in the same write:
- *   CAPA, USER u, PASS p, [UTF8,] UIDL, LIST   (USER/PASS: remembered USER)
- *   CAPA, APOP u digest, [UTF8,] UIDL, LIST    (APOP: this greeting's stamp)
- *   CAPA, AUTH PLAIN response, [UTF8,] UIDL, LIST
+ * when the memory allows, the login in the same write:
+ *   CAPA, USER u, PASS p          (USER/PASS: the remembered CAPA lists USER)
+ *   CAPA, APOP u digest           (APOP: this greeting's stamp)
+ *   CAPA, AUTH PLAIN response
+ * and, only with mem_flight_listing, [UTF8,] UIDL and LIST behind it.
+ * Otherwise nothing goes behind the login: Courier's login process hands
+ * the connection to another program after PASS and what was already sent
+ * behind it is lost (the session then waits for UIDL and LIST for ever;
+ * seen with courier-pop 1.0.16).  UTF8, UIDL and LIST then follow the
+ * login's reply as in a cold session.
  * The login is sent as send_login sends it with the remembered CAPA in
  * place of the fresh one (PASS rides behind USER because the remembered
  * CAPA lists USER); flight_check then judges the fresh CAPA. */
@@ -1003,13 +1009,15 @@ static void start_capa(struct session *s) {
   s->pipelined = 1;
   s->caps = s->mem_caps;
   s->capa_ok = 1;
+  s->flight_listing = s->opts.mem_flight_listing != 0;
   send_login(s);
-  if (!s->finished && s->caps.utf8 && !s->opts.no_utf8) {
+  if (s->flight_listing && !s->finished && s->caps.utf8 && !s->opts.no_utf8) {
     s->flight_utf8 = 1;
     if (send_cmd(s, C_UTF8, 0, NULL) != 0)
       finish(s, -ENOMEM);
   }
-  if (!s->finished && (send_cmd(s, C_UIDL, 0, NULL) != 0 || send_cmd(s, C_LIST, 0, NULL) != 0))
+  if (s->flight_listing && !s->finished &&
+      (send_cmd(s, C_UIDL, 0, NULL) != 0 || send_cmd(s, C_LIST, 0, NULL) != 0))
     finish(s, -ENOMEM);
   /* The fresh CAPA's reply fills these. */
   proto_caps_init(&s->caps);
@@ -1027,8 +1035,12 @@ static void flight_check(struct session *s) {
   enum session_auth fresh = choose_auth(s);
   memcpy(s->errtext, errsave, sizeof errsave);
   int pipe = s->opts.pipelining == SESSION_PIPELINING_ON || s->caps.pipelining;
-  int utf8 = s->caps.utf8 && !s->opts.no_utf8;
+  int utf8 = s->flight_listing ? s->caps.utf8 && !s->opts.no_utf8 : s->flight_utf8;
   s->flight = SESSION_FLIGHT_HELD;
+  if (!s->flight_listing)
+    /* What follows the login goes as in a cold session, by the fresh CAPA. */
+    s->pipelined = s->opts.pipelining == SESSION_PIPELINING_ON ||
+                   (s->opts.pipelining == SESSION_PIPELINING_AUTO && s->caps.pipelining);
   if (fresh != s->method || !pipe || utf8 != s->flight_utf8) {
     s->flight = SESSION_FLIGHT_STALE;
     s->flight_nopipe = !pipe;
@@ -1054,8 +1066,10 @@ static void flight_check(struct session *s) {
  * server is still in the AUTHORIZATION state) and then logs in as a cold
  * session would (fallback_login).  Returns 1 when it does so, 0 when the
  * refusal ends the session as usual. */
+static void fallback_login(struct session *s);
+
 static int flight_fallback(struct session *s, int err) {
-  if (!s->flight_listing || s->flight != SESSION_FLIGHT_STALE || err != P3_EAUTH)
+  if (s->flight != SESSION_FLIGHT_STALE || err != P3_EAUTH)
     return 0;
   char errsave[sizeof s->errtext];
   memcpy(errsave, s->errtext, sizeof errsave);
@@ -1066,7 +1080,8 @@ static int flight_fallback(struct session *s, int err) {
   note(s, "the %s login of the flight was refused (%s); reading the %zu replies sent behind it",
        auth_names[s->method], s->errtext, s->fifo.len);
   s->stale = s->fifo.len;
-  assert(s->stale > 0); /* UIDL and LIST at least */
+  if (s->stale == 0)
+    fallback_login(s); /* nothing went behind the login */
   return 1;
 }
 

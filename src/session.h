@@ -182,6 +182,12 @@ struct session_options {
    * is then checked against the memory (session_flight). */
   const char *mem_capa;
   int mem_pipelining;
+  /* 1: the flight may also carry [UTF8,] UIDL and LIST behind the login.
+   * Only for a server known to keep input sent before its login completes:
+   * Courier's login process drops it (it hands the connection to another
+   * program after PASS), and nothing in the protocol tells such a server
+   * apart, so pop3 passes 0 and the flight ends with the login. */
+  int mem_flight_listing;
 };
 
 struct session;

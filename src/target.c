@@ -245,7 +245,11 @@ int target_password(struct p3_target *t, const char *netrc_path, char *errbuf, s
     return have;
   e = have ? find_password(&n, &t->spec, id) : NULL;
   if (e == NULL) {
-    p3_set_error(errbuf, errlen, "no password for %s in %s (and no --password-command)", id, path);
+    /* Say where we looked and the line that would have answered. */
+    p3_set_error(errbuf, errlen,
+                 "no password for %s in %s (and no --password-command); add the line "
+                 "`machine %s password ...' to %s (mode 0600)",
+                 id, path, id, path);
     netrc_free(&n);
     return P3_ENOPASS;
   }

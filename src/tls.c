@@ -587,6 +587,44 @@ static void tls_describe_flags(const struct p3_tls *t, const mbedtls_x509_crt *c
   }
 }
 
+/* "sha256:" and 64 hex digits without colons: what --tls-fingerprint and
+ * tls_fingerprint take, ready to paste. */
+static void tls_format_pin(const uint8_t fp[32], char *buf, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  char text[7 + 64 + 1];
+  size_t i;
+
+  memcpy(text, "sha256:", 7);
+  for (i = 0; i < 32; i++) {
+    text[7 + 2 * i] = hex[fp[i] >> 4];
+    text[7 + 2 * i + 1] = hex[fp[i] & 15];
+  }
+  text[7 + 64] = '\0';
+  snprintf(buf, len, "%s", text);
+}
+
+/* Appends to msg who the certificate says it is (subject, issuer, SHA-256
+ * fingerprint) and, when no CA vouches for it, the two ways to trust it, so
+ * that the error itself says what to do next. */
+static void tls_describe_cert(const mbedtls_x509_crt *crt, uint32_t flags, char *msg, size_t cap) {
+  char subject[160], issuer[160], pin[7 + 64 + 1];
+  uint8_t fp[32];
+
+  if (crt == NULL || crt->raw.p == NULL || tls_sha256(crt->raw.p, crt->raw.len, fp) != 0)
+    return;
+  if (mbedtls_x509_dn_gets(subject, sizeof(subject), &crt->subject) < 0)
+    snprintf(subject, sizeof(subject), "(too long to show)");
+  if (mbedtls_x509_dn_gets(issuer, sizeof(issuer), &crt->issuer) < 0)
+    snprintf(issuer, sizeof(issuer), "(too long to show)");
+  tls_format_pin(fp, pin, sizeof(pin));
+  tls_add(msg, cap, "certificate subject `%s', issuer `%s', fingerprint %s", subject, issuer, pin);
+  if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
+    tls_add(msg, cap,
+            "to trust it, give --ca-file FILE (ca_file) holding the CA that signed it, or pin "
+            "this certificate with --tls-fingerprint %s (tls_fingerprint)",
+            pin);
+}
+
 static int tls_verify(struct p3_tls *t, char *errbuf, size_t errlen) {
   const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&t->ssl);
   uint32_t flags;
@@ -616,8 +654,10 @@ static int tls_verify(struct p3_tls *t, char *errbuf, size_t errlen) {
   flags = mbedtls_ssl_get_verify_result(&t->ssl);
   if (flags == 0)
     return 0;
-  if (errbuf != NULL && errlen > 0)
+  if (errbuf != NULL && errlen > 0) {
     tls_describe_flags(t, crt, flags, errbuf, errlen);
+    tls_describe_cert(crt, flags, errbuf, errlen);
+  }
   return P3_ECERT;
 }
 
@@ -653,6 +693,12 @@ int tls_handshake(struct p3_tls *t, char *errbuf, size_t errlen) {
   if (ret != 0) {
     t->state = TLS_FAILED;
     tls_err_mbed(errbuf, errlen, "handshake", ret);
+    /* What is not a TLS record at all is most likely a plaintext POP3
+     * greeting: ssl: to port 110. */
+    if (ret == MBEDTLS_ERR_SSL_INVALID_RECORD && errbuf != NULL)
+      tls_add(errbuf, errlen,
+              "the server does not seem to speak TLS on this port: if it is a plaintext POP3 "
+              "port (110), use starttls: or tcp: instead of ssl:");
     return P3_ETLS;
   }
   ret = tls_verify(t, errbuf, errlen);

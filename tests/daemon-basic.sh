@@ -5,7 +5,9 @@
 #     byte by scheduled polls, and deleted on the servers;
 #   - `pop3ctl status --json` matches what happened (states, last_run, totals, next_run,
 #     daemon.pid, daemon.config); the table has a line per account; an unknown account is 64;
-#   - `pop3syncd --check-config`: 0 for a good file, FILE:LINE and 78 for a bad one;
+#   - `pop3syncd --check-config`: 0 for a good file, FILE:LINE and 78 for a bad one
+#     (keep_days without keep too), and it changes nothing on disk: the Maildirs (and
+#     their missing parent) are created by the first runs, of the daemon and of `pop3 dl`;
 #   - an account with a wrong password is in backoff with a login error; `fetch` of it is 77;
 #   - a disabled account: state disabled, next_run null, `fetch` is 78.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
@@ -93,7 +95,17 @@ good_accounts="alpha beta"
 out=$("$DAEMON" --check-config -c "$CONF" 2>&1)
 rc=$?
 t_assert_eq "$rc" 0 "pop3syncd --check-config of a good file: exit status ($out)"
-[ -d "$T/mail/off" ] && t_fail "--check-config created the Maildir of a disabled account"
+# ($T/mail itself is there already when the accounts run as another user: tests/lib/daemon.sh.)
+[ -n "$(ls -A "$T/mail" 2>/dev/null)" ] && t_fail "--check-config created $(ls -A "$T/mail")"
+# Nothing at all is written: the same tree, the same times.
+# (Servers and logs move on their own; $T itself changes as the snapshots are written.)
+snap() { find "$T" -mindepth 1 -path "$T/srv-*" -prune -o -path "$T/dovecot*" -prune -o \
+  -name '*.snap' -prune -o -printf '%p %y %m %s %T@\n' 2>/dev/null | grep -v '\.log ' | sort; }
+snap >"$T/before.snap"
+"$DAEMON" --check-config -c "$CONF" >/dev/null 2>&1
+snap >"$T/after.snap"
+cmp -s "$T/before.snap" "$T/after.snap" ||
+  { diff "$T/before.snap" "$T/after.snap" >&2; t_fail "--check-config changed the file system"; }
 
 BAD=$T/etc/bad.conf
 daemon_conf "$BAD" <<EOF
@@ -114,6 +126,27 @@ echo "$out" | grep -q "^$BAD:3: .*intreval" ||
   t_fail "--check-config of a bad file: no '$BAD:3: ...intreval' line in: $out"
 echo "$out" | grep -q "^$BAD:8: .*window" ||
   t_fail "--check-config of a bad file: no '$BAD:8: ...window' line in: $out"
+# keep_days without keep, as `pop3 dl --keep-days' without --keep.
+printf 'accounts = (\n  { name = "k"; server = "tcp:test@127.0.0.1:%s";\n    maildir = "%s";\n    keep_days = 3; }\n);\n' \
+  "$PORT_A" "$T/mail/k" | daemon_conf "$T/etc/kd.conf"
+out=$("$DAEMON" --check-config -c "$T/etc/kd.conf" 2>&1)
+rc=$?
+t_assert_eq "$rc" 78 "pop3syncd --check-config, keep_days without keep: exit status"
+t_assert_eq "$out" "$T/etc/kd.conf:4: keep_days needs keep = true" \
+  "pop3syncd --check-config, keep_days without keep"
+# One account is "1 account".
+sed "s|keep_days = 3;|keep = true; keep_days = 3;|" "$T/etc/kd.conf" | daemon_conf "$T/etc/one.conf"
+out=$("$DAEMON" --check-config -c "$T/etc/one.conf" 2>&1)
+t_assert_eq "$out" "$T/etc/one.conf: configuration is valid (1 account)" "--check-config of one account"
+# An existing Maildir path that is not a directory is an error of the file.
+: >"$T/etc/notdir"
+sed "s|$T/mail/k|$T/etc/notdir|; s|keep_days = 3;|keep = true; keep_days = 3;|" \
+  "$T/etc/kd.conf" | daemon_conf "$T/etc/nd.conf"
+out=$("$DAEMON" --check-config -c "$T/etc/nd.conf" 2>&1)
+rc=$?
+t_assert_eq "$rc" 78 "pop3syncd --check-config, Maildir a file: exit status ($out)"
+t_assert_eq "$out" "$T/etc/nd.conf:3: maildir $T/etc/notdir: Not a directory" \
+  "pop3syncd --check-config, Maildir a file"
 # A syntax error names its line too.
 printf 'interval = 2;\naccounts = (\n  { name = = "x";\n    server = "y"; }\n);\n' >"$T/etc/syntax.conf"
 out=$("$DAEMON" --check-config -c "$T/etc/syntax.conf" 2>&1)
@@ -268,6 +301,12 @@ for a in $good_accounts; do
 done
 grep -Eq '^wrongpw +backoff +.* error +0 +0 B +in .*server refused the login' "$T/table" ||
   { cat "$T/table" >&2; t_fail "table: wrongpw line"; }
+# `pop3ctl status NAME' shows the error whole (daemon-oauth.sh: one over 60 characters).
+daemon_status_json "$T/wp.json" wrongpw
+wp_error=$(jq_py "$T/wp.json" "acc('wrongpw')['last_run']['error']")
+ctl status wrongpw >"$T/table1" 2>&1 || { cat "$T/table1" >&2; t_fail "pop3ctl status wrongpw"; }
+t_assert_eq "$(sed -n 2p "$T/table1" | grep -o -F -- "$wp_error")" "$wp_error" \
+  "pop3ctl status wrongpw: the whole error"
 grep -Eq '^off +disabled +- +- .* - +-$' "$T/table" ||
   { cat "$T/table" >&2; t_fail "table: off line"; }
 

@@ -120,6 +120,12 @@ ctl status >"$T/table.out" 2>&1
 grep -E '^oauth .*on fetch/reload' "$T/table.out" >/dev/null ||
   { cat "$T/table.out" >&2; d_fail "the table's NEXT RUN does not say on fetch/reload"; }
 grep -q -- "$TOKEN" "$T/st.json" "$T/table.out" "$DAEMON_LOG" && d_fail "a token reached status or log"
+# The table cuts an error at 60 characters ("..."); `pop3ctl status oauth' shows it whole.
+[ "${#err}" -gt 60 ] || d_fail "the error has ${#err} characters, not more than 60: $err"
+grep -q -F -- "$err" "$T/table.out" && { cat "$T/table.out" >&2; d_fail "the table's error is not cut"; }
+grep -Eq '^oauth .*\.\.\.$' "$T/table.out" || { cat "$T/table.out" >&2; d_fail "no cut error"; }
+ctl status oauth >"$T/table1.out" 2>&1 || { cat "$T/table1.out" >&2; d_fail "pop3ctl status oauth"; }
+t_assert_eq "$(sed -n 2p "$T/table1.out" | grep -o -F -- "$err")" "$err" "pop3ctl status oauth: the whole error"
 
 # ---- a reload re-arms it (and it fails again: still bad tokens)
 ctl reload >/dev/null 2>&1 || d_fail "reload"

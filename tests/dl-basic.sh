@@ -42,12 +42,16 @@ check_all_delivered() {
 
 # --- empty mailbox ---------------------------------------------------------------------------
 fake_start empty
-p3 dl "${PW[@]}" "tcp:test@127.0.0.1:$FAKE_PORT" "$T/md-empty"
+# The Maildir and its parent do not exist yet: the run creates them (0700).
+[ ! -e "$T/deep" ] || t_fail "$T/deep exists before the run"
+p3 dl "${PW[@]}" "tcp:test@127.0.0.1:$FAKE_PORT" "$T/deep/md-empty"
 p3_expect 0 "empty mailbox"
 grep -Eq "^tcp:test@127\.0\.0\.1:$FAKE_PORT: 0 messages, 0 bytes in [0-9.]+ s\$" "$T/out" ||
   t_fail "empty mailbox: summary line: $(cat "$T/out")"
-t_assert_eq "$(t_maildir_count "$T/md-empty")" 0 "empty mailbox: delivered"
-maildir_check "$T/md-empty"
+t_assert_eq "$(t_maildir_count "$T/deep/md-empty")" 0 "empty mailbox: delivered"
+maildir_check "$T/deep/md-empty"
+t_assert_eq "$(stat -c %a "$T/deep/md-empty" "$T/deep/md-empty/new")" "700
+700" "empty mailbox: modes of the created Maildir"
 fake_wait_sessions 1
 t_assert_eq "$(fake_rec 'r["authenticated"] and r["quit"]')" true "empty mailbox: login and QUIT"
 fake_stop

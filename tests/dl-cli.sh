@@ -54,6 +54,17 @@ usage_error "--tls-fingerprint md5:" dl --tls-fingerprint "md5:${hex:0:32}" "${P
   "ssl:test@127.0.0.1:$FAKE_PORT" "$T/md"
 usage_error "malformed SPEC (bad port)" dl "${PW[@]}" "tcp:test@127.0.0.1:99999" "$T/md"
 usage_error "malformed SPEC (unknown mode)" dl "${PW[@]}" "pop4:test@127.0.0.1:$FAKE_PORT" "$T/md"
+# One operand: the one thing missing, in one line, and the hint; never the whole help.
+p3 dl "${PW[@]}" "$S"
+p3_expect 64 "dl with one operand"
+t_assert_eq "$(cat "$T/err")" "pop3: missing MAILDIR
+Try \`pop3 help dl' for more information." "dl with one operand: stderr"
+p3 dl
+t_assert_eq "$(head -1 "$T/err")" "pop3: missing SPEC and MAILDIR" "dl without operands: stderr"
+t_assert_eq "$(wc -l <"$T/err")" 2 "dl without operands: lines on stderr"
+p3 dl "${PW[@]}" "$S" "$T/md" extra
+t_assert_eq "$(head -1 "$T/err")" "pop3: unexpected argument \`extra' after MAILDIR" \
+  "dl with three operands: stderr"
 fake_stop
 t_assert_eq "$(fake_sessions)" 0 "usage errors: connections to the server"
 [ ! -e "$T/md" ] || t_fail "usage errors: the Maildir was created"
@@ -65,6 +76,14 @@ for args in "help" "help dl" "dl --help" "dl -h"; do
   p3_expect 0 "pop3 $args"
   grep -q "^usage: pop3" "$T/out" || t_fail "pop3 $args: no usage on stdout"
 done
+# --version: listed in `pop3 --help' and in pop3(1)'s SYNOPSIS, and works.
+p3 --help
+grep -q -- "--version" "$T/out" || t_fail "pop3 --help does not list --version"
+p3 --version
+p3_expect 0 "pop3 --version"
+grep -Eq "^pop3 \(.*\) [0-9]" "$T/out" || t_fail "pop3 --version: '$(cat "$T/out")'"
+sed -n '/^\.SH SYNOPSIS/,/^\.SH DESCRIPTION/p' "$top_srcdir/doc/pop3.1" | grep -q 'version' ||
+  t_fail "pop3(1) SYNOPSIS does not show --version"
 p3 help dl
 grep -q -- "--pipelining" "$T/out" || t_fail "pop3 help dl: options not listed"
 grep -q -- "--tls-fingerprint" "$T/out" || t_fail "pop3 help dl: options not listed"
@@ -159,9 +178,83 @@ login_with "netrc writable by the group" 78 --netrc "$T/open"
 
 # No password anywhere.
 login_with "no password, no netrc" 78
+# The message names the file looked in and the line to add there.
+grep -qF "in $HOME/.netrc" "$T/err" || t_fail "no password: the netrc is not named: $(cat "$T/err")"
+grep -qF "add the line \`machine test@127.0.0.1:$FAKE_PORT password ...' to $HOME/.netrc" \
+  "$T/err" || t_fail "no password: no line to add: $(cat "$T/err")"
 netrc "$T/other" "machine other.example password secret"
 login_with "no matching netrc entry" 78 --netrc "$T/other"
 login_with "--netrc of a missing file" 78 --netrc "$T/missing"
+grep -qF "machine test@127.0.0.1:$FAKE_PORT password ...' to $T/missing" "$T/err" ||
+  t_fail "--netrc of a missing file: no line to add: $(cat "$T/err")"
+
+# --- no password anywhere, on a terminal: asked for, without echo -------------------------------
+# pty_run ANSWER ARGS...: run ARGS on a new pty (controlling terminal, stdin/out/err); once
+# "Password for " and ": " appear, type ANSWER (the word "^C" types an interrupt character
+# instead); then, a shell in ARGS may go on (e.g. with `stty -a'). The pty's output goes to
+# $T/pty.out; returns the exit status. Bounded: the child is killed after 30 s.
+pty_run() {
+  "$PYTHON" - "$@" >"$T/pty.out" 2>"$T/pty.err" <<'PY'
+import os, pty, re, select, signal, sys, time
+answer = b"\x03" if sys.argv[1] == "^C" else sys.argv[1].encode() + b"\n"
+argv = sys.argv[2:]
+pid, fd = pty.fork()
+if pid == 0:
+    try:
+        os.execv(argv[0], argv)
+    finally:
+        os._exit(127)
+out, sent, deadline = b"", False, time.time() + 30
+while True:
+    left = deadline - time.time()
+    if left <= 0:
+        os.kill(pid, signal.SIGKILL)
+        sys.stderr.write("pty_run: timeout\n")
+        break
+    r, _, _ = select.select([fd], [], [], min(left, 0.5))
+    if not r:
+        continue
+    try:
+        data = os.read(fd, 4096)
+    except OSError:  # EIO: the last holder of the slave side is gone
+        break
+    if not data:
+        break
+    out += data
+    if not sent and re.search(rb"Password for [^\n]*: $", out):
+        os.write(fd, answer)
+        sent = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+PY
+}
+# With `stty -a' after pop3 (in a shell that outlives a ^C): the terminal's echo is back on.
+before=$(fake_sessions) # the runs before this one were waited for, or never connected
+rc=0
+pty_run secret /bin/sh -c 'trap : INT; "$0" dl "$1" "$2"; echo "rc=$?"; stty -a' \
+  "$POP3" "$S" "$T/md-pw" || rc=$?
+pty_fail() {
+  echo "--- pty output:" >&2
+  cat "$T/pty.out" "$T/pty.err" >&2
+  t_fail "$1"
+}
+grep -q "rc=0" "$T/pty.out" || pty_fail "prompt on a terminal: pop3 did not exit 0"
+grep -qF "Password for test@127.0.0.1: " "$T/pty.out" || pty_fail "prompt on a terminal: no prompt"
+! grep -q secret "$T/pty.out" || pty_fail "prompt on a terminal: the answer was echoed"
+grep -Eq "(^|[[:space:]])-echo([[:space:]]|\$)" "$T/pty.out" && pty_fail "prompt on a terminal: echo left off"
+fake_wait_sessions $((before + 1))
+t_assert_eq "$(fake_rec '[r["user"], r["authenticated"]]')" '["test", true]' \
+  "prompt on a terminal: [user, authenticated]"
+nsess=$(fake_sessions)
+# A ^C at the prompt ends pop3 by SIGINT with the terminal's echo restored.
+rc=0
+pty_run "^C" /bin/sh -c 'trap : INT; "$0" dl "$1" "$2"; echo "rc=$?"; stty -a' \
+  "$POP3" "$S" "$T/md-pw" || rc=$?
+grep -q "rc=130" "$T/pty.out" || pty_fail "^C at the prompt: pop3 did not die of SIGINT"
+grep -Eq "(^|[[:space:]])-echo([[:space:]]|\$)" "$T/pty.out" && pty_fail "^C at the prompt: echo left off"
+grep -Eq "(^|[[:space:]])echo([[:space:]]|\$)" "$T/pty.out" || pty_fail "^C at the prompt: no stty -a output"
+t_assert_eq "$(fake_sessions)" "$nsess" "^C at the prompt: sessions"
 
 # A failing or empty --password-command.
 login_with "--password-command 'exit 3'" 78 --password-command 'exit 3'

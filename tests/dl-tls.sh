@@ -80,6 +80,40 @@ p3_expect 69 "ssl: certificate from an untrusted CA"
 grep -qi "certificate" "$T/err" || t_fail "untrusted: stderr does not mention the certificate: $(cat "$T/err")"
 fake_stop
 never_sent untrusted USER PASS
+# The error is actionable: who the certificate says it is, its fingerprint as
+# --tls-fingerprint takes it (the one openssl gives, colons dropped), and both ways forward.
+want_pin="sha256:$(echo "$fp" | tr -d : | tr A-F a-f)"
+grep -qF "subject \`CN=localhost', issuer \`CN=pop3sync test CA'" "$T/err" ||
+  t_fail "untrusted: no subject and issuer: $(cat "$T/err")"
+got_pin=$(grep -o 'fingerprint sha256:[0-9a-f]*' "$T/err" | head -1 | sed 's/^fingerprint //')
+t_assert_eq "$got_pin" "$want_pin" "untrusted: the fingerprint printed"
+grep -qF -- "--ca-file FILE" "$T/err" || t_fail "untrusted: no --ca-file hint: $(cat "$T/err")"
+grep -qF -- "--tls-fingerprint $want_pin" "$T/err" ||
+  t_fail "untrusted: no --tls-fingerprint hint: $(cat "$T/err")"
+# Following the advice works.
+serve untrusted-pin --ssl "$C/server.pem" "$C/server.key"
+p3 dl "${PW[@]}" --tls-fingerprint "$got_pin" "ssl:test@127.0.0.1!localhost:$FAKE_PORT" \
+  "$T/md-untrusted-pin"
+p3_expect 0 "ssl: with the fingerprint the error printed"
+delivered_all untrusted-pin "$T/md-untrusted-pin" implicit
+fake_stop
+
+# --- the wrong scheme: a hint, not just a TLS or timeout error ---------------------------------
+# ssl: to a plaintext server: its greeting is no TLS record.
+fake_start plainport
+p3 dl "${PW[@]}" "ssl:test@127.0.0.1!localhost:$FAKE_PORT" "$T/md-plainport"
+p3_expect 69 "ssl: to a plaintext port"
+grep -qF "use starttls: or tcp: instead of ssl:" "$T/err" ||
+  t_fail "ssl: to a plaintext port: no hint about the scheme: $(cat "$T/err")"
+fake_stop
+# tcp: to a TLS server: no greeting comes.
+serve tlsport --ssl "$C/server.pem" "$C/server.key"
+p3 dl "${PW[@]}" --timeout 2 "tcp:test@127.0.0.1:$FAKE_PORT" "$T/md-tlsport"
+p3_expect 75 "tcp: to a TLS port"
+grep -qF "no POP3 greeting: if port $FAKE_PORT expects TLS first, use ssl: instead of tcp:" \
+  "$T/err" || t_fail "tcp: to a TLS port: no hint about the scheme: $(cat "$T/err")"
+fake_stop
+never_sent tlsport USER PASS
 
 # --- --tls-fingerprint -----------------------------------------------------------------------
 serve pin --ssl "$C/server.pem" "$C/server.key"

@@ -206,7 +206,7 @@ static void test_full(void) {
                  "    maildir = \"/srv/mail/play/\";\n"
                  "    password = \"secret\";\n"
                  "    tls_fingerprint = [\"" FP1 "\", \"" FP2 "\"];\n"
-                 "    keep_days = 0;\n"
+                 "    keep = true; keep_days = 0;\n"
                  "  },\n"
                  "  { name = \"ip\"; server = \"me@127.0.0.1:995\"; maildir = \"/m\";\n" /* 28 */
                  "    tls_fingerprint = (\"" FP2 "\"); }\n"
@@ -267,7 +267,7 @@ static void test_full(void) {
   CHECK_INT(b->interval, 600);
   CHECK_INT(b->timeout, 30);
   CHECK_INT(b->pipelining, SESSION_PIPELINING_AUTO);
-  CHECK_INT(b->keep, 0);
+  CHECK_INT(b->keep, 1);
   CHECK_INT(b->keep_days, 0);
   CHECK_INT(b->enabled, 1);
 
@@ -707,28 +707,31 @@ static void test_include(void) {
   CHECK(errs.count > 1 && strcmp(errs.lines[1], want) == 0);
 }
 
+/* Loading never writes: a missing Maildir (and its parents) stays missing,
+ * as root or not, and is created by its first run.  Only a path that exists
+ * and is not a directory is an error of the file. */
 static void test_maildirs(void) {
   char text[1024], md[256], sub[512], file[128];
   struct stat st;
-  static const char *const subs[] = {"tmp", "new", "cur"};
 
   snprintf(md, sizeof(md), "%s/deep/er/Maildir", tmpdir);
   snprintf(text, sizeof(text),
            "accounts = ( { name = \"a\"; server = \"h\";\n maildir = \"%s\"; } );\n", md);
   CHECK_INT(load_mode(text, 0600, 0), 0);
-  CHECK(stat(md, &st) != 0); /* check_maildirs = 0 leaves the disk alone */
   CHECK_INT(load_mode(text, 0600, 1), 0);
-  for (size_t i = 0; i < 3; i++) {
-    snprintf(sub, sizeof(sub), "%s/%s", md, subs[i]);
-    CHECK_INT(stat(sub, &st), 0);
-    CHECK(S_ISDIR(st.st_mode));
-    CHECK_INT(st.st_mode & 07777, 0700);
-  }
-  /* Again: existing directories are fine. */
-  CHECK_INT(load_mode(text, 0600, 1), 0);
+  snprintf(sub, sizeof(sub), "%s/deep", tmpdir);
+  CHECK(stat(sub, &st) != 0 && errno == ENOENT);
 
-  /* Root's rules: the loader never creates a user's Maildir (the worker does,
-   * as the user, at the first run). */
+  /* An existing directory is fine, and is left as it was. */
+  CHECK_INT(mkdir(sub, 0755), 0);
+  snprintf(md, sizeof(md), "%s/deep", tmpdir);
+  snprintf(text, sizeof(text),
+           "accounts = ( { name = \"a\"; server = \"h\";\n maildir = \"%s\"; } );\n", md);
+  CHECK_INT(load_mode(text, 0600, 1), 0);
+  snprintf(sub, sizeof(sub), "%s/deep/new", tmpdir);
+  CHECK(stat(sub, &st) != 0 && errno == ENOENT);
+
+  /* Root's rules: the same. */
   snprintf(md, sizeof(md), "%s/rootmode/Maildir", tmpdir);
   snprintf(text, sizeof(text),
            "accounts = ( { name = \"a\"; server = \"h\"; user = \"nobody\";\n"
@@ -740,25 +743,36 @@ static void test_maildirs(void) {
   snprintf(sub, sizeof(sub), "%s/rootmode", tmpdir);
   CHECK(stat(sub, &st) != 0);
 
-  /* A regular file in the way: mkdir fails with ENOTDIR. */
+  /* A regular file in the way of the path: ENOTDIR, for enabled accounts. */
   snprintf(file, sizeof(file), "%s/plainfile", tmpdir);
   write_file("plainfile", "x", 0600);
   snprintf(md, sizeof(md), "%s/Maildir", file);
   snprintf(text, sizeof(text),
            "accounts = (\n { name = \"a\"; server = \"h\";\n maildir = \"%s\"; },\n"
-           " { name = \"b\"; server = \"h\"; enabled = false;\n maildir = \"%s\"; } );\n",
+           " { name = \"b\"; server = \"h2\"; enabled = false;\n maildir = \"%s\"; } );\n",
            md, md);
   CHECK_INT(load_mode(text, 0600, 1), P3_ECONFIG);
-  CHECK_INT(errs.count, 1); /* the disabled account's maildir is not created */
-  snprintf(sub, sizeof(sub), "maildir %s: cannot create: Not a directory", md);
+  CHECK_INT(errs.count, 1); /* the disabled account's maildir is not looked at */
+  snprintf(sub, sizeof(sub), "maildir %s: Not a directory", md);
   snprintf(path, sizeof(path), "%s/test.conf", tmpdir);
   CHECK_ERR(0, 3, sub);
   /* The maildir itself a file. */
   snprintf(text, sizeof(text),
            "accounts = ( { name = \"a\"; server = \"h\";\n maildir = \"%s\"; } );\n", file);
   CHECK_INT(load_mode(text, 0600, 1), P3_ECONFIG);
-  snprintf(sub, sizeof(sub), "maildir %s: cannot create: Not a directory", file);
+  snprintf(sub, sizeof(sub), "maildir %s: Not a directory", file);
   CHECK_ERR(0, 2, sub);
+  /* pop3ctl (check_maildirs = 0) does not look. */
+  CHECK_INT(load_mode(text, 0600, 0), 0);
+}
+
+/* keep_days means nothing without keep: an error of the file, at its line
+ * (as `pop3 dl --keep-days' needs --keep), wherever `keep' is written. */
+static void test_keep_days(void) {
+  EXPECT_ONE(ACCOUNT("    keep_days = 3;\n"), 6, "keep_days needs keep = true");
+  EXPECT_ONE(ACCOUNT("    keep = false;\n    keep_days = 3;\n"), 7, "keep_days needs keep = true");
+  CHECK_INT(load(ACCOUNT("    keep_days = 3;\n    keep = true;\n")), 0);
+  CHECK_INT(errs.count, 0);
 }
 
 /* etc/pop3sync.conf.example must load as shipped, and with every
@@ -872,6 +886,7 @@ int main(void) {
   test_password_mode();
   test_include();
   test_maildirs();
+  test_keep_days();
   test_example();
   test_root_mode();
   cfg_free(cfg);

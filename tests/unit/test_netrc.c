@@ -354,7 +354,7 @@ static const char *effective_user(void) {
 
 static void test_resolve(void) {
   struct p3_target t;
-  char err[512], want[600], missing[300];
+  char err[512], want[1024], missing[300];
   const char *path;
 
   path = write_file("accounts",
@@ -468,7 +468,7 @@ static void test_resolve(void) {
 
 static void test_password_lookup(void) {
   struct p3_target t;
-  char err[512], want[600], missing[300];
+  char err[512], want[1024], missing[300];
   const char *path;
 
   path = write_file("pw",
@@ -489,7 +489,9 @@ static void test_password_lookup(void) {
   CHECK_INT(target_resolve("tcp:me@pop.example.com", path, &t, err, sizeof(err)), 0);
   CHECK_INT(target_password(&t, path, err, sizeof(err)), P3_ENOPASS);
   snprintf(want, sizeof(want),
-           "no password for me@pop.example.com:110 in %s (and no --password-command)", path);
+           "no password for me@pop.example.com:110 in %s (and no --password-command); add the "
+           "line `machine me@pop.example.com:110 password ...' to %s (mode 0600)",
+           path, path);
   CHECK_STR(err, want);
   CHECK(t.password == NULL);
   target_deinit(&t);
@@ -536,8 +538,10 @@ static void test_password_lookup(void) {
   snprintf(missing, sizeof(missing), "%s/missing-netrc", tmpdir);
   CHECK_INT(target_resolve("me@host", missing, &t, err, sizeof(err)), 0);
   CHECK_INT(target_password(&t, missing, err, sizeof(err)), P3_ENOPASS);
-  snprintf(want, sizeof(want), "no password for me@host:995 in %s (and no --password-command)",
-           missing);
+  snprintf(want, sizeof(want),
+           "no password for me@host:995 in %s (and no --password-command); add the line "
+           "`machine me@host:995 password ...' to %s (mode 0600)",
+           missing, missing);
   CHECK_STR(err, want);
 
   path = write_file("pw4", "machine host password p\n", 0660);

@@ -1554,6 +1554,8 @@ static void test_auth_user_masked(void) {
 
 /* ---- the one flight after the greeting (issue 11) */
 
+static int mem_flight_listing = 1;
+
 static struct rec *start_mem(enum session_auth auth, int tls, int starttls,
                              enum session_pipelining p, const char *mem_capa, int mem_pipe) {
   struct rec *r = calloc(1, sizeof *r);
@@ -1564,7 +1566,8 @@ static struct rec *start_mem(enum session_auth auth, int tls, int starttls,
                               .starttls = starttls,
                               .pipelining = p,
                               .mem_capa = mem_capa,
-                              .mem_pipelining = mem_pipe};
+                              .mem_pipelining = mem_pipe,
+                              .mem_flight_listing = mem_flight_listing};
   r->fail_data_at = -1;
   r->s = session_new(&o, &ops, r);
   return r;
@@ -1673,6 +1676,42 @@ static void test_flight_user(void) {
   CHECK_INT(session_flight(r->s), SESSION_FLIGHT_HELD);
   flight_transfer(r);
   finish_rec(r);
+}
+
+/* What pop3 uses: the flight ends with the login (Courier drops what was
+ * sent behind PASS); UIDL and LIST follow the login's reply. */
+static void test_flight_login_only(void) {
+  mem_flight_listing = 0;
+  struct rec *r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\nUSER test\r\nPASS secret\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_SENT);
+  feed(r, "+OK\r\nUSER\r\nTOP\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_HELD);
+  CHECK_STR(take(r), "");
+  feed(r, "+OK\r\n+OK logged in\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  flight_transfer(r);
+  /* greeting, the flight, the listing, the RETRs, DELE+QUIT */
+  CHECK_INT(session_round_trips(r->s), 5);
+  finish_rec(r);
+
+  /* USER gone since: both refused, then AUTH PLAIN at once, never PASS again. */
+  r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\nUSER test\r\nPASS secret\r\n");
+  feed(r, "+OK\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_STALE);
+  feed(r, "-ERR [AUTH] Plaintext authentication disallowed\r\n");
+  CHECK_STR(take(r), "");
+  feed(r, "-ERR [AUTH] Plaintext authentication disallowed\r\n");
+  CHECK_STR(take(r), "AUTH PLAIN AHRlc3QAc2VjcmV0\r\n");
+  feed(r, "+OK logged in\r\n");
+  CHECK_STR(take(r), "UIDL\r\nLIST\r\n");
+  flight_transfer(r);
+  CHECK_INT(session_auth_used(r->s), SESSION_AUTH_PLAIN);
+  finish_rec(r);
+  mem_flight_listing = 1;
 }
 
 /* The server dropped USER since the last session (it now offers SASL PLAIN
@@ -1881,6 +1920,7 @@ int main(void) {
   test_auth_oauth();
   test_auth_user_masked();
   test_flight_user();
+  test_flight_login_only();
   test_flight_user_gone();
   test_flight_pipelining_gone();
   test_flight_plain_gone();
