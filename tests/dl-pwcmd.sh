@@ -166,40 +166,7 @@ t_assert_eq "$(fake_sessions)" "$nsess" "cancelled commands: connections to the 
 # type ANSWER once "Password:" appears; the pty's output goes to $T/pty.out; returns the exit
 # status. Bounded: the child is killed after 30 s.
 pty_run() {
-  "$PYTHON" - "$@" >"$T/pty.out" 2>"$T/pty.err" <<'PY'
-import os, pty, select, signal, sys, time
-answer = sys.argv[1].encode() + b"\n"
-argv = sys.argv[2:]
-pid, fd = pty.fork()
-if pid == 0:
-    try:
-        os.execv(argv[0], argv)
-    finally:
-        os._exit(127)
-out, sent, deadline = b"", False, time.time() + 30
-while True:
-    left = deadline - time.time()
-    if left <= 0:
-        os.kill(pid, signal.SIGKILL)
-        sys.stderr.write("pty_run: timeout\n")
-        break
-    r, _, _ = select.select([fd], [], [], min(left, 0.5))
-    if not r:
-        continue
-    try:
-        data = os.read(fd, 4096)
-    except OSError:  # EIO: the last holder of the slave side is gone
-        break
-    if not data:
-        break
-    out += data
-    if not sent and b"Password:" in out:
-        os.write(fd, answer)
-        sent = True
-_, status = os.waitpid(pid, 0)
-sys.stdout.buffer.write(out)
-sys.exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
-PY
+  "$PYTHON" "$top_srcdir/tests/lib/ptyrun.py" 'Password:' "$@" >"$T/pty.out" 2>"$T/pty.err"
 }
 
 rc=0
