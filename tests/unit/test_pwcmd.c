@@ -411,13 +411,16 @@ static void test_cancel(void) {
     kill(pid, SIGKILL);
 }
 
-/* A signal mask of the command's shell, from /proc/PID/status. */
+/* A signal mask of the command (the shell, exec'd into grep), from /proc/self/status. */
 static unsigned long long proc_status_mask(const char *field) {
   struct result res;
   char cmd[128];
   unsigned long long v = ~0ULL;
 
-  snprintf(cmd, sizeof(cmd), "grep '^%s:' /proc/$$/status", field);
+  /* exec: the process that reads is the one whose mask is read.  Read from
+   * another process, /proc/$$/status could catch the shell in the moment
+   * around fork() when it blocks every signal itself (dash's forkshell). */
+  snprintf(cmd, sizeof(cmd), "exec grep '^%s:' /proc/self/status", field);
   run(cmd, 10, 0, 0, &res);
   CHECK_INT(res.err, 0);
   if (res.password != NULL && strlen(res.password) > strlen(field) + 1)
