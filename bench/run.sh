@@ -14,6 +14,8 @@
 #   BENCH_TMPDIR              work directory parent, must not be tmpfs (default /var/tmp)
 #   BENCH_NO_INSTALL=1        do not apt-get install the other clients
 #   BENCH_TIMEOUT             watchdog for the whole run in seconds (default 3000)
+#   POP3_BEFORE               another pop3 binary (e.g. the last commit's): measured as the
+#                             client pop3-before beside pop3, for before/after in one run
 #
 # Installs fetchmail, mpop, getmail6, procmail (fetchmail's delivery agent), gnuplot-nox and
 # time with apt-get when they are missing and it runs as root; a client that is still missing is
@@ -59,6 +61,16 @@ if [ ${#want[@]} -gt 0 ] && [ -z "${BENCH_NO_INSTALL:-}" ] && [ "$(id -u)" = 0 ]
   fi
 fi
 
+# One long-lived pop3-login process (Dovecot's "high-performance" mode): it keeps its TLS
+# ticket keys and session cache, so that the warm cells' second fetch can resume the session,
+# as a production pop3-login pool usually can.
+DOVECOT_EXTRA_CONF="${DOVECOT_EXTRA_CONF:-}
+service pop3-login {
+  service_count = 0
+  process_min_avail = 1
+  process_limit = 1
+}"
+export DOVECOT_EXTRA_CONF
 . "$top_srcdir/tests/lib/dovecot.sh"
 dovecot_start
 

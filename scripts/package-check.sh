@@ -95,6 +95,11 @@ done
 
 example=/usr/share/doc/pop3sync/examples/pop3sync.conf.example
 [ -f "$example" ] || fail "$example missing"
+# The wake-up examples (pop3syncd(8), WAKING UP), ready to copy into place.
+for f in pop3sync-wakeup 90-pop3sync pop3sync-resume; do
+  [ -x "/usr/share/pop3sync/examples/$f" ] || fail "/usr/share/pop3sync/examples/$f missing or not executable"
+  sh -n "/usr/share/pop3sync/examples/$f" || fail "sh -n /usr/share/pop3sync/examples/$f"
+done
 for m in pop3.1 pop3ctl.1 pop3syncd.8 pop3sync.conf.5; do
   [ -f "/usr/share/man/man${m##*.}/$m.gz" ] || fail "man page $m missing"
 done

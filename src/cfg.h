@@ -38,6 +38,11 @@ struct cfg_account {
   int keep;               /* keep = true: never DELE, fetch only new UIDs */
   int keep_days;          /* -1: not set */
   int utf8;               /* utf8 = false: never send UTF8 (RFC 6856) */
+  uint64_t max_size;      /* leave larger messages on the server; 0: no limit (the
+                             global one when not set) */
+  char *on_new_mail;      /* hook commands (the global ones when not set); */
+  char *on_failure;       /* NULL or "": none */
+  unsigned hook_timeout;  /* seconds (the global one when not set) */
 };
 
 struct cfg {
@@ -49,6 +54,10 @@ struct cfg {
   unsigned timeout;      /* default 120 */
   enum session_pipelining pipelining;
   enum session_auth auth; /* default SESSION_AUTH_AUTO */
+  uint64_t max_size;      /* default 0: no limit */
+  char *on_new_mail;      /* NULL when not set */
+  char *on_failure;       /* NULL when not set */
+  unsigned hook_timeout;  /* default 60 */
   struct cfg_account *accounts;
   size_t account_count;
 };

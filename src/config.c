@@ -3,6 +3,8 @@
 #include "cfg.h"
 
 #include "errors.h"
+#include "hashtab.h"
+#include "human.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +27,7 @@
 #define DEFAULT_INTERVAL 300
 #define DEFAULT_MAX_PARALLEL 4
 #define DEFAULT_TIMEOUT 120
+#define DEFAULT_HOOK_TIMEOUT 60
 #define SUN_PATH_SIZE sizeof(((struct sockaddr_un *)0)->sun_path)
 
 struct loader {
@@ -36,12 +39,20 @@ struct loader {
   int check_maildirs;
   int as_root; /* root's rules: every account names its `user' */
   char *dir;   /* directory of the file: @include and its names are relative to it */
+  /* Where each error stands, parallel to errs->lines: errors are listed in
+   * the file's order (the main file first, then each @include in the order
+   * met), whatever order the checks found them in. */
+  uint64_t *order;
+  const char **files; /* @include names met so far (libconfig's strings) */
+  size_t file_count;
 };
 
 /* ---- error list */
 
-static void add_line(struct loader *ld, char *line) {
+/* Records line (NULL: out of memory) at position pos (errors_pos). */
+static void add_line_at(struct loader *ld, char *line, uint64_t pos) {
   char **lines;
+  uint64_t *order;
 
   ld->failed = 1;
   if (line == NULL) {
@@ -52,14 +63,77 @@ static void add_line(struct loader *ld, char *line) {
     free(line);
     return;
   }
-  lines = realloc(ld->errs->lines, (ld->errs->count + 1) * sizeof(*lines));
+  order = realloc(ld->order, (ld->errs->count + 1) * sizeof(*order));
+  if (order != NULL)
+    ld->order = order;
+  lines = order == NULL ? NULL : realloc(ld->errs->lines, (ld->errs->count + 1) * sizeof(*lines));
   if (lines == NULL) {
     ld->oom = 1;
     free(line);
     return;
   }
+  ld->order[ld->errs->count] = pos;
   lines[ld->errs->count++] = line;
   ld->errs->lines = lines;
+}
+
+/* An error of the whole file (or the only one: a syntax error) comes first. */
+static void add_line(struct loader *ld, char *line) {
+  add_line_at(ld, line, 0);
+}
+
+/* The sort key of an error at lineno of file (libconfig's name for an
+ * @include, NULL for the main file). */
+static uint64_t errors_pos(struct loader *ld, const char *file, unsigned lineno) {
+  size_t rank = 0, i;
+
+  if (file != NULL) {
+    for (i = 0; i < ld->file_count; i++)
+      if (strcmp(ld->files[i], file) == 0)
+        break;
+    if (i == ld->file_count) {
+      const char **files = realloc(ld->files, (i + 1) * sizeof(*files));
+      if (files != NULL) {
+        ld->files = files;
+        ld->files[ld->file_count++] = file;
+      }
+    }
+    rank = i + 1;
+  }
+  return ((uint64_t)rank << 32) | lineno;
+}
+
+struct error_ref {
+  uint64_t pos;
+  size_t index; /* the order found: keeps equal positions stable */
+  char *line;
+};
+
+static int compare_error_ref(const void *a, const void *b) {
+  const struct error_ref *x = a, *y = b;
+
+  if (x->pos != y->pos)
+    return x->pos < y->pos ? -1 : 1;
+  return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Puts the error list into the file's order. */
+static void sort_errors(struct loader *ld) {
+  struct error_ref *refs;
+  size_t i, n;
+
+  if (ld->errs == NULL || ld->order == NULL || ld->errs->count < 2)
+    return;
+  n = ld->errs->count;
+  refs = malloc(n * sizeof(*refs));
+  if (refs == NULL)
+    return; /* found order, then: still every error */
+  for (i = 0; i < n; i++)
+    refs[i] = (struct error_ref){ld->order[i], i, ld->errs->lines[i]};
+  qsort(refs, n, sizeof(*refs), compare_error_ref);
+  for (i = 0; i < n; i++)
+    ld->errs->lines[i] = refs[i].line;
+  free(refs);
 }
 
 __attribute__((format(printf, 1, 2))) static char *asprintf_or_null(const char *fmt, ...) {
@@ -95,10 +169,12 @@ add_error(struct loader *ld, const config_setting_t *s, const char *fmt, ...) {
   char *msg = NULL, buf[PATH_MAX];
   const char *file = ld->path;
   unsigned lineno = 0;
+  uint64_t pos = 0;
 
   if (s != NULL) {
     file = source_file(ld, config_setting_source_file(s), buf, sizeof(buf));
     lineno = config_setting_source_line(s);
+    pos = errors_pos(ld, config_setting_source_file(s), lineno);
   }
   va_start(ap, fmt);
   if (vasprintf(&msg, fmt, ap) < 0)
@@ -109,9 +185,9 @@ add_error(struct loader *ld, const config_setting_t *s, const char *fmt, ...) {
     return;
   }
   if (lineno > 0)
-    add_line(ld, asprintf_or_null("%s:%u: %s", file, lineno, msg));
+    add_line_at(ld, asprintf_or_null("%s:%u: %s", file, lineno, msg), pos);
   else
-    add_line(ld, asprintf_or_null("%s: %s", file, msg));
+    add_line_at(ld, asprintf_or_null("%s: %s", file, msg), pos);
   free(msg);
 }
 
@@ -125,6 +201,88 @@ void cfg_errors_free(struct cfg_errors *errs) {
   free(errs->lines);
   errs->lines = NULL;
   errs->count = 0;
+}
+
+/* ---- unknown keys */
+
+/* The keys of each level, for "did you mean" (keep in step with
+ * load_account and load_root). */
+static const char *const account_keys[] = {
+    "name",     "server",      "maildir",    "user",         "interval", "password_command",
+    "password", "netrc",       "ca_file",    "window",       "timeout",  "tls_fingerprint",
+    "auth",     "pipelining",  "keep",       "keep_days",    "utf8",     "enabled",
+    "max_size", "on_new_mail", "on_failure", "hook_timeout", NULL};
+static const char *const global_keys[] = {
+    "control_socket", "state_dir",    "interval", "max_parallel", "timeout",
+    "pipelining",     "auth",         "accounts", "max_size",     "on_new_mail",
+    "on_failure",     "hook_timeout", NULL};
+
+/* Optimal string alignment distance between a and b, case-insensitive,
+ * capped: anything above 3 is 3. */
+static unsigned key_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b), i, j;
+  unsigned d[33][33];
+
+  if (la > 32 || lb > 32)
+    return 3;
+  for (i = 0; i <= la; i++)
+    d[i][0] = (unsigned)i;
+  for (j = 0; j <= lb; j++)
+    d[0][j] = (unsigned)j;
+  for (i = 1; i <= la; i++)
+    for (j = 1; j <= lb; j++) {
+      unsigned cost = (a[i - 1] | 0x20) == (b[j - 1] | 0x20) ? 0 : 1, v = d[i - 1][j - 1] + cost;
+      if (d[i - 1][j] + 1 < v)
+        v = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < v)
+        v = d[i][j - 1] + 1;
+      if (i > 1 && j > 1 && (a[i - 1] | 0x20) == (b[j - 2] | 0x20) &&
+          (a[i - 2] | 0x20) == (b[j - 1] | 0x20) && d[i - 2][j - 2] + 1 < v)
+        v = d[i - 2][j - 2] + 1;
+      d[i][j] = v;
+    }
+  return d[la][lb] > 3 ? 3 : d[la][lb];
+}
+
+/* The known key closest to key, or NULL when none is close: one edit for a
+ * short key, two for a longer one. */
+static const char *closest_key(const char *const *keys, const char *key) {
+  const char *best = NULL;
+  unsigned best_d = strlen(key) >= 6 ? 3 : 2;
+
+  for (; *keys != NULL; keys++) {
+    unsigned dist = key_distance(key, *keys);
+    if (dist < best_d) {
+      best_d = dist;
+      best = *keys;
+    }
+  }
+  return best;
+}
+
+static int key_listed(const char *const *keys, const char *key) {
+  for (; *keys != NULL; keys++)
+    if (strcmp(*keys, key) == 0)
+      return 1;
+  return 0;
+}
+
+/* "unknown key `X'", with a hint: the key of the other level, or a close
+ * spelling of a key of this one. */
+static void unknown_key(struct loader *ld, const config_setting_t *s, int in_account) {
+  const char *key = config_setting_name(s);
+  const char *const *here = in_account ? account_keys : global_keys;
+  const char *const *there = in_account ? global_keys : account_keys;
+  const char *hint;
+
+  if (key_listed(there, key))
+    add_error(ld, s, "`%s' is not a setting of %s", key,
+              in_account ? "an account (it belongs at the top of the file)"
+                         : "the file (it belongs inside an account group)");
+  else if ((hint = closest_key(here, key)) != NULL)
+    add_error(ld, s, "unknown key `%.*s' (did you mean `%s'?)", QUOTE_MAX, key, hint);
+  else
+    add_error(ld, s, "unknown key `%.*s'", QUOTE_MAX, key);
 }
 
 /* ---- defaults */
@@ -383,6 +541,57 @@ static int check_socket_len(struct loader *ld, const config_setting_t *s, const 
   return -1;
 }
 
+/* A hook command (on_new_mail, on_failure): a string, copied; "" is kept
+ * (it disables a global hook for one account). */
+static int get_hook(struct loader *ld, const config_setting_t *s, char **out) {
+  const char *v;
+
+  if (get_string(ld, s, &v) < 0)
+    return -1;
+  free(*out);
+  *out = strdup(v);
+  if (*out == NULL) {
+    add_line(ld, NULL);
+    return -1;
+  }
+  return 0;
+}
+
+/* max_size: a size as `pop3 dl --max-size' takes it ("10M", human.h), or
+ * an integer number of bytes; 0 (or "0") is no limit, so that an account
+ * can lift a global max_size. */
+static int get_size(struct loader *ld, const config_setting_t *s, uint64_t *out) {
+  const char *v;
+  long long n;
+  uint64_t u;
+  int err;
+
+  if (config_setting_type(s) == CONFIG_TYPE_INT || config_setting_type(s) == CONFIG_TYPE_INT64) {
+    if (get_int(ld, s, 0, LLONG_MAX, &n) < 0)
+      return -1;
+    *out = (uint64_t)n;
+    return 0;
+  }
+  if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+    add_error(ld, s, "`max_size' must be a size such as \"10M\" or a number of bytes");
+    return -1;
+  }
+  v = config_setting_get_string(s);
+  if (strcmp(v, "0") == 0) {
+    *out = 0;
+    return 0;
+  }
+  if ((err = human_parse_size(v, &u)) < 0) {
+    add_error(ld, s,
+              "max_size `%.*s' is not a size: a number of bytes, or with K, M or G (KiB, MiB, "
+              "GiB), e.g. \"10M\"%s",
+              QUOTE_MAX, v, err == -ERANGE ? " (too large)" : "");
+    return -1;
+  }
+  *out = u;
+  return 0;
+}
+
 /* ---- accounts */
 
 static int valid_name(struct loader *ld, const config_setting_t *s, const char *name) {
@@ -549,6 +758,8 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
   const config_setting_t *name_s = NULL, *server_s = NULL, *maildir_s = NULL, *password_s = NULL,
                          *password_cmd_s = NULL, *user_s = NULL, *keep_days_s = NULL;
   int interval_set = 0, timeout_set = 0, pipelining_set = 0, auth_set = 0, pins_bad = 0;
+  int on_new_mail_set = 0, on_failure_set = 0, hook_timeout_set = 0;
+  int max_size_set = 0;
   int n = config_setting_length(g), i;
   char reason[256];
   long long v;
@@ -617,8 +828,20 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
       get_bool(ld, s, &a->utf8);
     } else if (strcmp(key, "enabled") == 0) {
       get_bool(ld, s, &a->enabled);
+    } else if (strcmp(key, "on_new_mail") == 0) {
+      on_new_mail_set = 1;
+      get_hook(ld, s, &a->on_new_mail);
+    } else if (strcmp(key, "on_failure") == 0) {
+      on_failure_set = 1;
+      get_hook(ld, s, &a->on_failure);
+    } else if (strcmp(key, "hook_timeout") == 0) {
+      hook_timeout_set = 1;
+      get_uint(ld, s, 1, TIMEOUT_MAX, &a->hook_timeout);
+    } else if (strcmp(key, "max_size") == 0) {
+      max_size_set = 1;
+      get_size(ld, s, &a->max_size);
     } else {
-      add_error(ld, s, "unknown key `%.*s'", QUOTE_MAX, key);
+      unknown_key(ld, s, 1);
     }
   }
   *name_s_r = a->name != NULL ? name_s : NULL;
@@ -670,6 +893,16 @@ static void load_account(struct loader *ld, const struct cfg *cfg, const config_
     a->pipelining = cfg->pipelining;
   if (!auth_set)
     a->auth = cfg->auth;
+  if (!hook_timeout_set)
+    a->hook_timeout = cfg->hook_timeout;
+  if (!max_size_set)
+    a->max_size = cfg->max_size;
+  if (!on_new_mail_set && cfg->on_new_mail != NULL &&
+      (a->on_new_mail = strdup(cfg->on_new_mail)) == NULL)
+    add_line(ld, NULL);
+  if (!on_failure_set && cfg->on_failure != NULL &&
+      (a->on_failure = strdup(cfg->on_failure)) == NULL)
+    add_line(ld, NULL);
 }
 
 /* The mailbox an account fetches, "user@tcp_host:port" (spec_identity), with
@@ -696,34 +929,59 @@ static int account_mailbox(const struct cfg_account *a, char *buf, size_t len) {
  * accounts of one local user that fetch the same mailbox would take turns at
  * the lock and keep each other's runs failing.  A netrc account name is taken as the spec
  * it reads as (it is resolved only at run time); the same name with the same
- * netrc file is the same mailbox either way. */
-static void check_same_mailbox(struct loader *ld, const struct cfg *cfg, const config_setting_t *g,
-                               const struct cfg_account *a) {
-  char id[P3_USER_MAX + P3_HOST_MAX + 16], other[sizeof(id)];
-  size_t j;
+ * netrc file is the same mailbox either way.  Both checks of load_accounts
+ * look up hash tables: 60,000 accounts load in well under a second. */
+struct account_index {
+  struct hashtab names;     /* name -> index + 1 */
+  struct hashtab mailboxes; /* mailbox key -> index + 1 */
+  char **keys;              /* the mailbox keys (owned) */
+  size_t key_count;
+};
+
+/* "UID NETRC\nID": what makes two accounts the same mailbox, malloc'd. */
+static char *mailbox_key(const struct cfg_account *a) {
+  char id[P3_USER_MAX + P3_HOST_MAX + 16];
 
   if (!a->enabled || account_mailbox(a, id, sizeof(id)) < 0)
+    return NULL;
+  return asprintf_or_null("%lu %s\n%s", a->uid, a->netrc != NULL ? a->netrc : "", id);
+}
+
+static void check_same_mailbox(struct loader *ld, struct account_index *ix, const struct cfg *cfg,
+                               const config_setting_t *g, size_t index) {
+  const struct cfg_account *a = &cfg->accounts[index], *b;
+  char *key = mailbox_key(a), **keys;
+  uintptr_t other;
+
+  if (key == NULL)
     return;
-  for (j = 0; j + 1 < cfg->account_count; j++) {
-    const struct cfg_account *b = &cfg->accounts[j];
-    if (b->name == NULL || !b->enabled || b->uid != a->uid ||
-        account_mailbox(b, other, sizeof(other)) < 0 || strcmp(id, other) != 0)
-      continue;
-    if ((a->netrc == NULL) != (b->netrc == NULL) ||
-        (a->netrc != NULL && strcmp(a->netrc, b->netrc) != 0))
-      continue;
+  other = (uintptr_t)hashtab_get(&ix->mailboxes, key, strlen(key));
+  if (other != 0) {
+    b = &cfg->accounts[other - 1];
     add_error(ld, g,
               "accounts `%s' and `%s' (line %d) fetch the same mailbox %s as one local user: "
               "keep one of them (a mailbox has one journal)",
-              a->name, b->name, b->line, id);
+              a->name, b->name, b->line, strchr(key, '\n') + 1);
+    free(key);
     return;
   }
+  keys = realloc(ix->keys, (ix->key_count + 1) * sizeof(*keys));
+  if (keys == NULL || hashtab_put(&ix->mailboxes, key, strlen(key), (void *)(index + 1)) < 0) {
+    if (keys != NULL)
+      ix->keys = keys;
+    free(key);
+    add_line(ld, NULL);
+    return;
+  }
+  ix->keys = keys;
+  ix->keys[ix->key_count++] = key;
 }
 
 static void load_accounts(struct loader *ld, struct cfg *cfg, const config_setting_t *list) {
   const config_setting_t **name_s;
+  struct account_index ix = {0};
   int n, i;
-  size_t j;
+  size_t k;
 
   if (config_setting_type(list) != CONFIG_TYPE_LIST) {
     add_error(ld, list, "`accounts' must be a list of groups: accounts = ( { ... }, { ... } );");
@@ -739,31 +997,38 @@ static void load_accounts(struct loader *ld, struct cfg *cfg, const config_setti
     add_line(ld, NULL);
     return;
   }
+  hashtab_init(&ix.names);
+  hashtab_init(&ix.mailboxes);
   for (i = 0; i < n; i++) {
     const config_setting_t *g = config_setting_get_elem(list, i);
     struct cfg_account *a;
+    size_t index;
+    uintptr_t first;
 
     if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
       add_error(ld, g, "each element of `accounts' must be a group { ... }");
       continue;
     }
-    a = &cfg->accounts[cfg->account_count];
-    cfg->account_count++;
-    load_account(ld, cfg, g, a, &name_s[cfg->account_count - 1]);
-    if (a->name == NULL || name_s[cfg->account_count - 1] == NULL)
+    index = cfg->account_count++;
+    a = &cfg->accounts[index];
+    load_account(ld, cfg, g, a, &name_s[index]);
+    if (a->name == NULL || name_s[index] == NULL)
       continue;
-    for (j = 0; j + 1 < cfg->account_count; j++) {
-      if (cfg->accounts[j].name != NULL && name_s[j] != NULL &&
-          strcmp(cfg->accounts[j].name, a->name) == 0) {
-        add_error(ld, name_s[cfg->account_count - 1],
-                  "duplicate account name `%s' (first defined at line %u)", a->name,
-                  (unsigned)config_setting_source_line(name_s[j]));
-        break;
-      }
+    first = (uintptr_t)hashtab_get(&ix.names, a->name, strlen(a->name));
+    if (first != 0) { /* a duplicate name says enough */
+      add_error(ld, name_s[index], "duplicate account name `%s' (first defined at line %u)",
+                a->name, (unsigned)config_setting_source_line(name_s[first - 1]));
+      continue;
     }
-    if (j + 1 >= cfg->account_count) /* a duplicate name says enough */
-      check_same_mailbox(ld, cfg, g, a);
+    if (hashtab_put(&ix.names, a->name, strlen(a->name), (void *)(index + 1)) < 0)
+      add_line(ld, NULL);
+    check_same_mailbox(ld, &ix, cfg, g, index);
   }
+  hashtab_deinit(&ix.names);
+  hashtab_deinit(&ix.mailboxes);
+  for (k = 0; k < ix.key_count; k++)
+    free(ix.keys[k]);
+  free(ix.keys);
   free(name_s);
 }
 
@@ -778,6 +1043,7 @@ static void load_root(struct loader *ld, struct cfg *cfg, const config_setting_t
   cfg->max_parallel = DEFAULT_MAX_PARALLEL;
   cfg->timeout = DEFAULT_TIMEOUT;
   cfg->pipelining = SESSION_PIPELINING_ON;
+  cfg->hook_timeout = DEFAULT_HOOK_TIMEOUT;
 
   /* Global settings first, wherever they stand: accounts inherit them. */
   for (i = 0; i < n; i++) {
@@ -801,10 +1067,18 @@ static void load_root(struct loader *ld, struct cfg *cfg, const config_setting_t
       get_pipelining(ld, s, &cfg->pipelining);
     } else if (strcmp(key, "auth") == 0) {
       get_auth(ld, s, &cfg->auth);
+    } else if (strcmp(key, "on_new_mail") == 0) {
+      get_hook(ld, s, &cfg->on_new_mail);
+    } else if (strcmp(key, "on_failure") == 0) {
+      get_hook(ld, s, &cfg->on_failure);
+    } else if (strcmp(key, "hook_timeout") == 0) {
+      get_uint(ld, s, 1, TIMEOUT_MAX, &cfg->hook_timeout);
+    } else if (strcmp(key, "max_size") == 0) {
+      get_size(ld, s, &cfg->max_size);
     } else if (strcmp(key, "accounts") == 0) {
       accounts = s;
     } else {
-      add_error(ld, s, "unknown key `%.*s'", QUOTE_MAX, key);
+      unknown_key(ld, s, 0);
     }
   }
 
@@ -852,14 +1126,206 @@ int cfg_load(const char *path, int check_maildirs, struct cfg **cfg_r, struct cf
   return cfg_load_mode(path, check_maildirs, geteuid() == 0, cfg_r, errs);
 }
 
-int cfg_load_mode(const char *path, int check_maildirs, int as_root, struct cfg **cfg_r,
-                  struct cfg_errors *errs) {
-  struct loader ld;
+/* ---- syntax errors: libconfig 1.5 says "syntax error" and the line; say
+ * what is most likely wrong there */
+
+#define SYNTAX_READ_MAX (1u << 20) /* a configuration file is small */
+
+/* Reads up to SYNTAX_READ_MAX bytes of file into a malloc'd, NUL-terminated
+ * buffer, or NULL. */
+static char *read_text(const char *file) {
+  int fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  char *text;
+  size_t len = 0;
+  ssize_t n;
+
+  if (fd < 0)
+    return NULL;
+  text = malloc(SYNTAX_READ_MAX + 1);
+  while (text != NULL && len < SYNTAX_READ_MAX &&
+         ((n = read(fd, text + len, SYNTAX_READ_MAX - len)) > 0 || (n < 0 && errno == EINTR)))
+    len += n > 0 ? (size_t)n : 0;
+  close(fd);
+  if (text != NULL)
+    text[len] = '\0';
+  return text;
+}
+
+/* The start of line lineno (from 1) of text, or NULL. */
+static const char *line_start(const char *text, int lineno) {
+  const char *p = text;
+
+  while (--lineno > 0 && p != NULL)
+    if ((p = strchr(p, '\n')) != NULL)
+      p++;
+  return p;
+}
+
+/* The last character before end that is neither blank nor inside a
+ * `#' or `//' comment (a good guess, not a parser: enough for the
+ * punctuation a line ends with), or 0. */
+static char previous_significant(const char *text, const char *end) {
+  const char *line = end, *p;
+  char last = 0;
+
+  while (line > text) {
+    const char *ls = line - 1;
+    while (ls > text && ls[-1] != '\n')
+      ls--;
+    last = 0;
+    for (p = ls; p < line && *p != '\n'; p++) {
+      if (*p == '#' || (p[0] == '/' && p[1] == '/'))
+        break;
+      if (*p == '"') { /* skip a string, escapes included */
+        for (p++; p < line && *p != '"' && *p != '\n'; p++)
+          if (*p == '\\' && p + 1 < line)
+            p++;
+        last = '"';
+        continue;
+      }
+      if (*p != ' ' && *p != '\t' && *p != '\r')
+        last = *p;
+    }
+    if (last != 0)
+      return last;
+    line = ls;
+  }
+  return 0;
+}
+
+/* The sentence for libconfig's error text at file:lineno, into buf. */
+static const char *syntax_sentence(const struct loader *ld, const char *file, int lineno,
+                                   const char *error, char *buf, size_t len) {
+  char *text = NULL, snippet[48], name[PATH_MAX];
+  const char *line, *p;
+  size_t n = 0;
+
+  snprintf(buf, len, "%s", error);
+  if (file == NULL || (text = read_text(file)) == NULL ||
+      (line = line_start(text, lineno)) == NULL) {
+    free(text);
+    return buf;
+  }
+  p = line + strspn(line, " \t\r");
+  if (strcmp(error, "cannot open include file") == 0 && strncmp(p, "@include", 8) == 0 &&
+      (p = strchr(p, '"')) != NULL) {
+    for (p++; *p != '\0' && *p != '"' && *p != '\n' && n + 1 < sizeof(name); p++)
+      name[n++] = *p;
+    name[n] = '\0';
+    if (name[0] == '/')
+      snprintf(buf, len,
+               "cannot open include file `%s': an @include path is taken relative to the "
+               "directory of the file that includes it (%s), even when it starts with `/' "
+               "(libconfig 1.5): write it relative to that directory",
+               name, ld->dir != NULL ? ld->dir : ".");
+    else
+      snprintf(buf, len, "cannot open include file `%s/%s'",
+               ld->dir != NULL && strcmp(ld->dir, "/") != 0 ? ld->dir : "", name);
+  } else if (strcmp(error, "syntax error") == 0) {
+    char prev = previous_significant(text, line);
+    if (prev == ',' && (*p == ')' || *p == ']'))
+      snprintf(buf, len,
+               "syntax error: a comma after the last element of a list; remove it "
+               "(libconfig allows no trailing comma before `%c')",
+               *p);
+    else if (prev == '}' && *p == '{')
+      snprintf(buf, len, "syntax error: a `,' is missing between this group and the one before");
+    else {
+      for (n = 0; p[n] != '\0' && p[n] != '\n' && p[n] != '\r' && n + 1 < sizeof(snippet); n++)
+        snippet[n] = (unsigned char)p[n] < 0x20 || p[n] == 0x7f ? '?' : p[n];
+      while (n > 0 && (snippet[n - 1] == ' ' || snippet[n - 1] == '\t'))
+        n--;
+      snippet[n] = '\0';
+      if (n > 0)
+        snprintf(buf, len, "syntax error in `%s'%s", snippet,
+                 p[n] != '\0' && p[n] != '\n' && p[n] != '\r' ? "..." : "");
+    }
+  }
+  free(text);
+  return buf;
+}
+
+static int load_file(struct loader *ld, const char *path, struct cfg **cfg_r) {
   struct cfg *cfg = NULL;
   config_t lc;
   FILE *f;
   char *slash, buf[PATH_MAX];
   int fd, err;
+
+  /* Our own open first: libconfig's "file I/O error" does not say why. */
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &ld->st) != 0) {
+    err = errno;
+    if (fd >= 0)
+      close(fd);
+    add_error(ld, NULL, "cannot read: %s", strerror(err));
+    return ld->oom ? -ENOMEM : P3_ECONFIG;
+  }
+  if (S_ISDIR(ld->st.st_mode)) {
+    close(fd);
+    add_error(ld, NULL, "cannot read: %s", strerror(EISDIR));
+    return ld->oom ? -ENOMEM : P3_ECONFIG;
+  }
+  f = fdopen(fd, "r");
+  if (f == NULL) {
+    err = errno;
+    close(fd);
+    add_error(ld, NULL, "cannot read: %s", strerror(err));
+    return ld->oom ? -ENOMEM : P3_ECONFIG;
+  }
+
+  cfg = calloc(1, sizeof(*cfg));
+  if (cfg != NULL)
+    cfg->path = absolute_path(path);
+  if (cfg == NULL || cfg->path == NULL) {
+    fclose(f);
+    cfg_free(cfg);
+    add_line(ld, NULL);
+    return -ENOMEM;
+  }
+
+  config_init(&lc);
+  /* @include "x" means next to this file, whatever the working directory. */
+  ld->dir = strdup(cfg->path);
+  if (ld->dir != NULL && (slash = strrchr(ld->dir, '/')) != NULL) {
+    slash[slash == ld->dir ? 1 : 0] = '\0';
+    config_set_include_dir(&lc, ld->dir);
+  }
+
+  if (!config_read(&lc, f)) {
+    /* libconfig stops at the first syntax error: that one is all we have. */
+    const char *file = source_file(ld, config_error_file(&lc), buf, sizeof(buf));
+    char why[PATH_MAX + 256];
+    if (config_error_line(&lc) > 0)
+      add_line(ld, asprintf_or_null("%s:%d: %s", file, config_error_line(&lc),
+                                    syntax_sentence(ld, file, config_error_line(&lc),
+                                                    config_error_text(&lc), why, sizeof(why))));
+    else
+      add_line(ld, asprintf_or_null("%s: %s", file, config_error_text(&lc)));
+    fclose(f);
+    config_destroy(&lc);
+    free(ld->dir);
+    cfg_free(cfg);
+    return ld->oom ? -ENOMEM : P3_ECONFIG;
+  }
+  fclose(f);
+
+  load_root(ld, cfg, config_root_setting(&lc));
+  config_destroy(&lc);
+  free(ld->dir);
+
+  if (ld->failed) {
+    cfg_free(cfg);
+    return ld->oom ? -ENOMEM : P3_ECONFIG;
+  }
+  *cfg_r = cfg;
+  return 0;
+}
+
+int cfg_load_mode(const char *path, int check_maildirs, int as_root, struct cfg **cfg_r,
+                  struct cfg_errors *errs) {
+  struct loader ld;
+  int r;
 
   *cfg_r = NULL;
   if (errs != NULL) {
@@ -871,73 +1337,11 @@ int cfg_load_mode(const char *path, int check_maildirs, int as_root, struct cfg 
   ld.errs = errs;
   ld.check_maildirs = check_maildirs;
   ld.as_root = as_root;
-
-  /* Our own open first: libconfig's "file I/O error" does not say why. */
-  fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || fstat(fd, &ld.st) != 0) {
-    err = errno;
-    if (fd >= 0)
-      close(fd);
-    add_error(&ld, NULL, "cannot read: %s", strerror(err));
-    return ld.oom ? -ENOMEM : P3_ECONFIG;
-  }
-  if (S_ISDIR(ld.st.st_mode)) {
-    close(fd);
-    add_error(&ld, NULL, "cannot read: %s", strerror(EISDIR));
-    return ld.oom ? -ENOMEM : P3_ECONFIG;
-  }
-  f = fdopen(fd, "r");
-  if (f == NULL) {
-    err = errno;
-    close(fd);
-    add_error(&ld, NULL, "cannot read: %s", strerror(err));
-    return ld.oom ? -ENOMEM : P3_ECONFIG;
-  }
-
-  cfg = calloc(1, sizeof(*cfg));
-  if (cfg != NULL)
-    cfg->path = absolute_path(path);
-  if (cfg == NULL || cfg->path == NULL) {
-    fclose(f);
-    cfg_free(cfg);
-    add_line(&ld, NULL);
-    return -ENOMEM;
-  }
-
-  config_init(&lc);
-  /* @include "x" means next to this file, whatever the working directory. */
-  ld.dir = strdup(cfg->path);
-  if (ld.dir != NULL && (slash = strrchr(ld.dir, '/')) != NULL) {
-    slash[slash == ld.dir ? 1 : 0] = '\0';
-    config_set_include_dir(&lc, ld.dir);
-  }
-
-  if (!config_read(&lc, f)) {
-    /* libconfig stops at the first syntax error: that one is all we have. */
-    const char *file = source_file(&ld, config_error_file(&lc), buf, sizeof(buf));
-    if (config_error_line(&lc) > 0)
-      add_line(&ld,
-               asprintf_or_null("%s:%d: %s", file, config_error_line(&lc), config_error_text(&lc)));
-    else
-      add_line(&ld, asprintf_or_null("%s: %s", file, config_error_text(&lc)));
-    fclose(f);
-    config_destroy(&lc);
-    free(ld.dir);
-    cfg_free(cfg);
-    return ld.oom ? -ENOMEM : P3_ECONFIG;
-  }
-  fclose(f);
-
-  load_root(&ld, cfg, config_root_setting(&lc));
-  config_destroy(&lc);
-  free(ld.dir);
-
-  if (ld.failed) {
-    cfg_free(cfg);
-    return ld.oom ? -ENOMEM : P3_ECONFIG;
-  }
-  *cfg_r = cfg;
-  return 0;
+  r = load_file(&ld, path, cfg_r);
+  sort_errors(&ld);
+  free(ld.order);
+  free(ld.files);
+  return r;
 }
 
 static void wipe_free(char *s) {
@@ -962,8 +1366,12 @@ void cfg_free(struct cfg *cfg) {
     wipe_free(a->password);
     free(a->netrc);
     free(a->ca_file);
+    free(a->on_new_mail);
+    free(a->on_failure);
   }
   free(cfg->accounts);
+  free(cfg->on_new_mail);
+  free(cfg->on_failure);
   free(cfg->path);
   free(cfg->control_socket);
   free(cfg->state_dir);

@@ -236,12 +236,18 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   /* Bytes do not restart any bound: the owner's conn_expect() moves the
    * reply bounds on, and a handshake must end within its deadline. */
   if (c->tls) {
-    int err = tls_feed(c->tls, buf->base, (size_t)nread);
-    if (err) {
-      fail(c, err, "out of memory");
-      return;
-    }
+    /* Decrypted straight from readbuf; only what is left unconsumed (while
+     * paused) is copied, before the next read reuses the buffer.  The
+     * callbacks in pump_tls may close us (c->tls is NULL then). */
+    tls_feed_lend(c->tls, buf->base, (size_t)nread);
     pump_tls(c);
+    if (c->tls != NULL) {
+      int err = tls_feed_end(c->tls);
+      if (err) {
+        fail(c, err, "out of memory");
+        return;
+      }
+    }
     /* Do not buffer without bound while the owner is paused. */
     if (c->paused && c->tcp)
       uv_read_stop((uv_stream_t *)c->tcp);
@@ -251,24 +257,92 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 }
 
 static void start_reading(struct conn *c) {
-  if (c->tcp == NULL || c->paused || c->failed || c->closing)
+  if (c->tcp == NULL || c->paused || c->failed || c->closing || c->tls_waiting)
     return;
   int err = uv_read_start((uv_stream_t *)c->tcp, on_alloc, on_read);
   if (err)
     fail(c, err, "cannot read from the socket");
 }
 
-static int begin_tls(struct conn *c, int kind) {
-  int err = tls_new(&c->opts.tls, &c->tls, c->errbuf, sizeof c->errbuf);
+/* Thread pool: the blocking part of TLS setup. */
+static void cfg_work(uv_work_t *w) {
+  struct conn *c = w->data;
+  c->cfg_err = tls_config_get(&c->opts.tls, &c->tls_cfg, c->cfg_errbuf, sizeof c->cfg_errbuf);
+}
+
+static int continue_tls(struct conn *c, int waited);
+
+static void cfg_done(uv_work_t *w, int status) {
+  struct conn *c = w->data;
+  c->pending--;
+  c->cfg_busy = 0;
+  if (status == UV_ECANCELED && c->cfg_err == 0 && c->tls_cfg == NULL)
+    c->cfg_err = status;
+  if (c->closing) {
+    tls_config_put(c->tls_cfg);
+    c->tls_cfg = NULL;
+    maybe_closed(c);
+    return;
+  }
+  if (c->tls_waiting && !c->failed) {
+    c->tls_waiting = 0;
+    continue_tls(c, 1);
+  }
+}
+
+/* Starts building the TLS configuration when TLS may be needed (implicit,
+ * or options that STLS could use); a failure is reported only if a
+ * handshake starts. */
+static void prepare_tls(struct conn *c) {
+  const struct p3_tls_options *o = &c->opts.tls;
+  if (!c->opts.implicit_tls && (o->server_name == NULL || o->server_name[0] == '\0') &&
+      o->pin_count == 0 && !o->report_only)
+    return;
+  c->cfg_work.data = c;
+  if (uv_queue_work(c->loop, &c->cfg_work, cfg_work, cfg_done) == 0) {
+    c->cfg_busy = 1;
+    c->pending++;
+  }
+}
+
+/* The handshake itself, once the configuration is there (waited: reading
+ * was stopped for it and starts again). */
+static int continue_tls(struct conn *c, int waited) {
+  int err;
+  if (c->tls_cfg != NULL) {
+    err = tls_new_from(c->tls_cfg, &c->opts.tls, &c->tls, c->errbuf, sizeof c->errbuf);
+  } else if (c->cfg_err != 0) {
+    err = c->cfg_err;
+    snprintf(c->errbuf, sizeof c->errbuf, "%s", c->cfg_errbuf);
+  } else {
+    /* Not prepared (options no handshake could use): the blocking way. */
+    err = tls_new(&c->opts.tls, &c->tls, c->errbuf, sizeof c->errbuf);
+  }
   if (err) {
     fail(c, err, c->errbuf);
     return err;
   }
+  if (waited) {
+    start_reading(c);
+    if (c->failed || c->closing)
+      return 0; /* reported (the owner may have closed us) */
+  }
+  pump_tls(c);
+  return 0;
+}
+
+static int begin_tls(struct conn *c, int kind) {
   c->handshaking = kind;
   set_deadline(c);
   arm_timer(c);
-  pump_tls(c);
-  return 0;
+  if (c->cfg_busy) {
+    /* The server speaks only after our ClientHello: nothing to read. */
+    c->tls_waiting = 1;
+    if (c->tcp)
+      uv_read_stop((uv_stream_t *)c->tcp);
+    return 0;
+  }
+  return continue_tls(c, 0);
 }
 
 static void on_connect(uv_connect_t *req, int status) {
@@ -389,6 +463,7 @@ int conn_start(struct conn *c, uv_loop_t *loop, const struct conn_options *opts,
   c->gai_pending = 1;
   set_deadline(c);
   arm_timer(c);
+  prepare_tls(c);
   return 0;
 }
 
@@ -480,6 +555,8 @@ void conn_close(struct conn *c) {
   c->closing = 1;
   if (c->gai_pending)
     uv_cancel((uv_req_t *)&c->gai); /* its callback still runs, with an error */
+  if (c->cfg_busy)
+    uv_cancel((uv_req_t *)&c->cfg_work); /* likewise (cfg_done drops the config) */
   drop_tcp(c);
   if (c->timer.loop)
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
@@ -491,7 +568,31 @@ void conn_close(struct conn *c) {
     tls_free(c->tls);
     c->tls = NULL;
   }
+  if (!c->cfg_busy) {
+    tls_config_put(c->tls_cfg);
+    c->tls_cfg = NULL;
+  }
   free(c->host);
   c->host = NULL;
   maybe_closed(c);
+}
+
+const struct p3_tls *conn_tls(const struct conn *c) {
+  return c->tls != NULL && !c->handshaking && !c->closing ? c->tls : NULL;
+}
+
+int conn_peer_name(const struct conn *c, char *buf, size_t len, unsigned *port_r) {
+  struct sockaddr_storage ss;
+  int n = sizeof ss;
+  if (c->tcp == NULL || !c->connected || c->closing)
+    return UV_ENOTCONN;
+  int err = uv_tcp_getpeername(c->tcp, (struct sockaddr *)&ss, &n);
+  if (err)
+    return err;
+  if (ss.ss_family == AF_INET6) {
+    *port_r = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return uv_ip6_name((struct sockaddr_in6 *)&ss, buf, len);
+  }
+  *port_r = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  return uv_ip4_name((struct sockaddr_in *)&ss, buf, len);
 }

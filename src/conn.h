@@ -73,6 +73,15 @@ struct conn {
   int tls_ended_on_send; /* the handshake's last flight was the client's */
   int tls_resumed;       /* the handshake resumed an offered session */
   char errbuf[768];      /* a certificate error names the certificate and what to do */
+  /* The shared TLS configuration (CA chain, DRBG: tls_config_get), built
+   * on the thread pool while the name resolves and the TCP connection is
+   * made, so that the loop never parses a CA bundle. */
+  uv_work_t cfg_work;
+  struct p3_tls_config *tls_cfg; /* one reference, once built */
+  int cfg_busy;                  /* cfg_work in flight */
+  int cfg_err;                   /* its error (cfg_errbuf says what) */
+  int tls_waiting;               /* a handshake waits for cfg_work (reading stopped) */
+  char cfg_errbuf[512];          /* written by the worker, read after it is done */
   char readbuf[65536];
   char plainbuf[16384];
 };
@@ -114,5 +123,15 @@ int conn_save_tls_session(struct conn *c, unsigned char *buf, size_t cap, size_t
 
 /* Closes everything; `closed` follows.  Idempotent. */
 void conn_close(struct conn *c);
+
+/* The TLS layer once a handshake has completed (after `connected` for
+ * implicit TLS, after `tls_ready` for STLS), for tls_version(),
+ * tls_ciphersuite() and tls_peer(); NULL before, without TLS, or once
+ * closing.  Owned by the connection. */
+const struct p3_tls *conn_tls(const struct conn *c);
+
+/* The address connected to ("127.0.0.1", "::1") into buf and its port into
+ * *port_r.  Returns 0, or a negative error when not connected. */
+int conn_peer_name(const struct conn *c, char *buf, size_t len, unsigned *port_r);
 
 #endif

@@ -20,15 +20,19 @@
 #include "crash.h"
 #include "errors.h"
 #include "hdrdigest.h"
+#include "human.h"
 #include "maildir.h"
 #include "plan.h"
 #include "srvmem.h"
 #include "uidstate.h"
 
-/* Body bytes queued for the thread pool before the socket stops being read,
- * and the level at which reading resumes: this bounds memory per session no
- * matter how large a message or how slow the disk. */
-#define HIGH_WATER (4u << 20)
+/* Memory the write queue holds (maildir's mem_bytes: chunk capacity and
+ * delivery structs, not just body bytes) before the socket stops being
+ * read, and the level at which reading resumes: this bounds memory per
+ * session no matter how large a message, how many small ones, or how slow
+ * the disk.  3 MiB keeps peak RSS below 8 MiB (issue 11; the process's own
+ * baseline is ~4 MiB) and still lets 48 chunks of 64 KiB wait for the disk. */
+#define HIGH_WATER (3u << 20)
 #define LOW_WATER (1u << 20)
 
 /* Files in tmp/ older than this are debris (the Maildir convention). */
@@ -59,6 +63,16 @@ struct engine {
 
   uv_check_t drain_check; /* resumes reading once the write queue drained */
   uv_timer_t grace_timer;
+  /* Bounds the wait for the replies to the listing the one flight sent
+   * behind the login (flight-listing), then runs the cold retry. */
+  uv_timer_t stall_timer;
+  int stall_armed;
+  int retry_cold;       /* the flight's listing stalled: one cold session follows */
+  int retried;          /* this is that session */
+  unsigned rt_before;   /* round trips of the session before the retry */
+  uint64_t connect_ms;  /* loop time conn_start was called */
+  uint64_t greeting_ms; /* loop time the first plaintext arrived, or 0 */
+  uint64_t stall_start_ms;
   int handles_open;
   unsigned record_writes; /* journal appends in flight */
   unsigned barrier_busy;
@@ -71,7 +85,8 @@ struct engine {
   int err;
   int lockstep;
   int stop_requested;
-  int fs_known; /* statvfs of the Maildir, taken while preparing */
+  int listed_told; /* opts.listed was called */
+  int fs_known;    /* statvfs of the Maildir, taken while preparing */
   uint64_t fs_total, fs_avail;
   char conn_detail[768];
   char save_detail[256];
@@ -93,6 +108,8 @@ struct engine {
 
   struct engine_stuck *stuck;
   size_t stuck_count, stuck_cap;
+  struct engine_over_size *over_size; /* at most ENGINE_OVER_SIZE_MAX */
+  size_t over_size_n, over_size_cap;
   struct engine_result result;
   uint64_t started_ms;
 
@@ -115,6 +132,7 @@ static void forget_tls(struct engine *e, int err);
 static void remember_facts(struct engine *e);
 
 static void trace(struct engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void stall_guard(struct engine *e);
 
 static void trace(struct engine *e, const char *fmt, ...) {
   if (e->opts.trace == NULL)
@@ -155,6 +173,7 @@ static void flush(struct engine *e) {
                                                                   : PROGRESS_LINE;
     conn_expect(&e->conn, wait, lines, body);
   }
+  stall_guard(e);
 }
 
 /* ---- UID records */
@@ -320,6 +339,8 @@ static int on_msg_begin(void *data, size_t idx) {
     ctx->size = session_msg(e->session, idx)->size;
     ctx->state_fd = uidstate_fd(e->state);
   }
+  /* The LIST size sizes the first chunk (one allocation for a small one). */
+  maildir_size_hint(d, session_msg(e->session, idx)->size);
   e->current = d;
   e->current_ctx = ctx;
   return 0;
@@ -327,7 +348,7 @@ static int on_msg_begin(void *data, size_t idx) {
 
 static void on_drain_check(uv_check_t *h) {
   struct engine *e = h->data;
-  if (e->md.queued_bytes <= LOW_WATER || e->session_done) {
+  if (e->md.mem_bytes <= LOW_WATER || e->session_done) {
     uv_check_stop(h);
     conn_resume(&e->conn);
   }
@@ -346,7 +367,7 @@ static int on_msg_data(void *data, size_t idx, const char *buf, size_t len) {
     snprintf(e->save_detail, sizeof e->save_detail, "%s: %s", e->opts.maildir, uv_strerror(err));
     return err;
   }
-  if (e->md.queued_bytes > HIGH_WATER && !e->conn.paused) {
+  if (e->md.mem_bytes > HIGH_WATER && !e->conn.paused) {
     conn_pause(&e->conn);
     uv_check_start(&e->drain_check, on_drain_check);
   }
@@ -493,6 +514,23 @@ static void add_stuck(struct engine *e, size_t idx, const struct uidstate_rec *r
            rec && rec->last_error ? rec->last_error : "");
 }
 
+/* A message left on the server for max_size: counted, and listed while
+ * the list has room. */
+static void add_over_size(struct engine *e, size_t idx) {
+  const struct session_msg *m = session_msg(e->session, idx);
+  e->result.over_size_count++;
+  e->result.over_size_bytes += m->size;
+  if (e->over_size_n >= ENGINE_OVER_SIZE_MAX ||
+      buf_grow(&e->over_size, &e->over_size_cap, e->over_size_n + 1, sizeof *e->over_size, 8,
+               ENGINE_OVER_SIZE_MAX) != 0)
+    return;
+  struct engine_over_size *x = &e->over_size[e->over_size_n++];
+  memset(x, 0, sizeof *x);
+  x->number = m->num;
+  snprintf(x->uid, sizeof x->uid, "%s", msg_uid(e, idx) ? msg_uid(e, idx) : "");
+  x->size = m->size;
+}
+
 /* Traces a decision that is not routine (routine: new, delivered, kept). */
 static void trace_decision(struct engine *e, size_t idx) {
   const struct plan_item *it = &e->plan[idx];
@@ -532,6 +570,8 @@ static void apply_decision(struct engine *e, size_t idx) {
       add_stuck(e, idx, rec);
       trace(e, "message %lu (UID %s) failed %u times: left on the server", session_msg(s, idx)->num,
             it->uid, rec ? rec->attempts : 0);
+    } else if (it->reason == PLAN_R_OVER_SIZE) {
+      add_over_size(e, idx);
     }
     break;
   }
@@ -603,6 +643,8 @@ static void on_listed(void *data) {
   }
   if (!session_has_uidl(s))
     trace(e, "the server has no UIDL: every message is fetched (no UID state)");
+  if (e->opts.listed && !e->listed_told++)
+    e->opts.listed(e->data, n, engine_progress_bytes_total(e));
   e->plan = calloc(n ? n : 1, sizeof *e->plan);
   e->plan_recs = calloc(n ? n : 1, sizeof *e->plan_recs);
   if (e->plan == NULL || e->plan_recs == NULL) {
@@ -616,6 +658,7 @@ static void on_listed(void *data) {
       .now = time(NULL),
       .max_attempts = ENGINE_MAX_ATTEMPTS,
       .can_probe = 1,
+      .max_size = e->opts.max_size,
   };
   for (size_t i = 0; i < n; i++) {
     struct plan_item *it = &e->plan[i];
@@ -703,6 +746,49 @@ static void on_probed(void *data) {
 
 /* ---- session and transport wiring */
 
+/* The flight's listing behind an accepted login (session_flight_listing_wait)
+ * must start within max(3 s, 4 x the time from connecting to the greeting):
+ * Courier's login process drops what follows PASS, and would leave the
+ * session waiting for the reply timeout. */
+#define STALL_MIN_MS 3000
+
+static void on_stall_timeout(uv_timer_t *t) {
+  struct engine *e = t->data;
+  e->stall_armed = 0;
+  if (e->session == NULL || !session_flight_listing_wait(e->session))
+    return;
+  uint64_t waited = uv_now(e->loop) - e->stall_start_ms;
+  trace(e,
+        "no reply to the UIDL and LIST sent behind the login within %llu ms: the server drops "
+        "what follows the login; they go after the login's reply from now on",
+        (unsigned long long)waited);
+  if (e->mem_loaded) {
+    e->mem.flight_listing = SRVMEM_NO;
+    e->mem_dirty = 1;
+  }
+  /* Nothing was retrieved or deleted: a cold session in the same run. */
+  e->retry_cold = !e->retried && !e->stop_requested;
+  session_fail(e->session, P3_ETIMEOUT,
+               "no reply to the UIDL and LIST sent behind the login (the server drops commands "
+               "pipelined behind the login)");
+  flush(e);
+}
+
+static void stall_guard(struct engine *e) {
+  int wait = e->session != NULL && session_flight_listing_wait(e->session) && !e->conn.closing;
+  if (wait && !e->stall_armed) {
+    uint64_t now = uv_now(e->loop);
+    uint64_t rtt = e->greeting_ms > e->connect_ms ? e->greeting_ms - e->connect_ms : 0;
+    uint64_t ms = 4 * rtt > STALL_MIN_MS ? 4 * rtt : STALL_MIN_MS;
+    e->stall_armed = 1;
+    e->stall_start_ms = now;
+    uv_timer_start(&e->stall_timer, on_stall_timeout, ms, 0);
+  } else if (!wait && e->stall_armed) {
+    e->stall_armed = 0;
+    uv_timer_stop(&e->stall_timer);
+  }
+}
+
 static void on_start_tls(void *data) {
   struct engine *e = data;
   int err = conn_start_tls(&e->conn);
@@ -726,6 +812,8 @@ static void on_session_done(void *data, int err) {
   remember_facts(e);
   uv_timer_stop(&e->grace_timer);
   uv_check_stop(&e->drain_check);
+  uv_timer_stop(&e->stall_timer);
+  e->stall_armed = 0;
   if (e->conn_started)
     conn_close(&e->conn);
   else
@@ -737,11 +825,18 @@ static void on_connected(void *data) {
   if (e->opts.target->spec.mode == P3_TLS_IMPLICIT)
     remember_tls(e);
   trace(e, "connected to %s port %u", e->opts.target->spec.tcp_host, e->opts.target->spec.port);
+  /* Resumed: the greeting waits for the client's Finished, which just went
+   * out; the one flight follows it at once (issue 11, early-flight). */
+  if (e->conn.tls_resumed && e->opts.target->spec.mode == P3_TLS_IMPLICIT && e->mem_loaded &&
+      !e->retried && e->mem.early_flight != SRVMEM_NO)
+    session_send_early(e->session);
   flush(e);
 }
 
 static void on_conn_data(void *data, const char *buf, size_t len) {
   struct engine *e = data;
+  if (e->greeting_ms == 0)
+    e->greeting_ms = uv_now(e->loop);
   session_feed(e->session, buf, len);
   flush(e);
 }
@@ -791,7 +886,10 @@ static void compose_message(struct engine *e) {
     snprintf(r->message, cap, "%s", e->work_msg);
     return;
   }
-  n = (size_t)snprintf(r->message, cap, "%s", p3_strerror(e->err));
+  /* "timed out: no reply to UIDL (the status line was not complete within
+   * 2 s)": the session says what was awaited, the transport how long. */
+  n = (size_t)snprintf(r->message, cap, "%s",
+                       e->err == P3_ETIMEOUT && server[0] ? "timed out" : p3_strerror(e->err));
   if (e->err == P3_ESAVE && e->save_detail[0]) {
     snprintf(r->message + n, cap - n, ": %s", e->save_detail);
     return;
@@ -828,8 +926,8 @@ static void compose_message(struct engine *e) {
  * last and the greeting is a wait of its own. */
 static unsigned round_trips(const struct engine *e) {
   if (!e->conn_started)
-    return 0;
-  unsigned n = e->conn.waits_connect + e->conn.waits_tls;
+    return e->rt_before;
+  unsigned n = e->rt_before + e->conn.waits_connect + e->conn.waits_tls;
   unsigned pop = e->session ? session_round_trips(e->session) : 0;
   if (pop > 0 && e->opts.target->spec.mode == P3_TLS_IMPLICIT && e->conn.waits_tls > 0 &&
       !e->conn.tls_ended_on_send)
@@ -854,14 +952,45 @@ static void report(struct engine *e) {
   r->round_trips = round_trips(e);
   r->stuck = e->stuck;
   r->stuck_count = e->stuck_count;
+  r->max_size = e->opts.max_size;
+  r->over_size = e->over_size;
+  r->over_size_n = e->over_size_n;
   r->seconds = (double)(uv_hrtime() / 1000000 - e->started_ms) / 1000.0;
   compose_message(e);
   e->done_cb(e, r, e->data);
 }
 
+static void begin_session(struct engine *e);
+
+/* The cold session after a stalled flight listing (on_stall_timeout), from
+ * its own loop turn: the first session and its connection are over. */
+static void on_retry(uv_timer_t *t) {
+  struct engine *e = t->data;
+  e->retry_cold = 0;
+  e->retried = 1;
+  e->rt_before = round_trips(e);
+  session_free(e->session);
+  e->session = NULL;
+  e->err = 0;
+  e->session_done = 0;
+  e->conn_closed = 0;
+  e->conn_started = 0;
+  e->conn_detail[0] = '\0';
+  e->greeting_ms = 0;
+  trace(e, "%s", "retrying once, cold");
+  begin_session(e);
+}
+
 static void finish_if_idle(struct engine *e) {
   if (e->reported || e->finishing || !e->session_done || !e->conn_closed)
     return;
+  if (e->retry_cold) {
+    if (!e->stop_requested && e->plan == NULL && e->record_writes == 0) {
+      uv_timer_start(&e->stall_timer, on_retry, 0, 0);
+      return;
+    }
+    e->retry_cold = 0;
+  }
   if (e->md_ready && e->md.active)
     return; /* deliveries already complete keep going to new/ */
   if (e->record_writes || e->barrier_busy)
@@ -1024,10 +1153,11 @@ static void finish_done(uv_work_t *w, int status) {
     uidstate_close(e->state);
     e->state = NULL;
   }
-  if (e->handles_open == 2) {
+  if (e->handles_open == 3) {
     uv_close((uv_handle_t *)&e->drain_check, on_final_handle_closed);
     uv_close((uv_handle_t *)&e->grace_timer, on_final_handle_closed);
-    return; /* report() runs once both are closed */
+    uv_close((uv_handle_t *)&e->stall_timer, on_final_handle_closed);
+    return; /* report() runs once all three are closed */
   }
   if (e->handles_open == 0)
     report(e);
@@ -1196,13 +1326,15 @@ static void forget_tls(struct engine *e, int err) {
   e->mem_dirty = 1;
 }
 
-/* The capabilities as tokens for the memory. */
-static void caps_tokens(const struct p3_caps *c, char *buf, size_t len) {
-  snprintf(buf, len, "%s%s%s%s%s%s%s%s%s%s%s%s", c->user ? "USER " : "", c->top ? "TOP " : "",
+/* The capabilities as tokens for the memory (IMPLEMENTATION's first word,
+ * then SASL last: srvmem.h). */
+static void caps_tokens(const struct p3_caps *c, const char *impl, char *buf, size_t len) {
+  snprintf(buf, len, "%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s", c->user ? "USER " : "", c->top ? "TOP " : "",
            c->uidl ? "UIDL " : "", c->pipelining ? "PIPELINING " : "", c->stls ? "STLS " : "",
            c->resp_codes ? "RESP-CODES " : "", c->auth_resp_code ? "AUTH-RESP-CODE " : "",
            c->utf8 ? "UTF8 " : "", c->has_expire ? "EXPIRE " : "",
-           c->login_delay >= 0 ? "LOGIN-DELAY " : "", c->sasl_list[0] ? "SASL " : "", c->sasl_list);
+           c->login_delay >= 0 ? "LOGIN-DELAY " : "", impl[0] ? "IMPLEMENTATION " : "", impl,
+           impl[0] ? " " : "", c->sasl_list[0] ? "SASL " : "", c->sasl_list);
 }
 
 /* The session is over: what it showed of the server goes into the memory
@@ -1222,7 +1354,7 @@ static void remember_facts(struct engine *e) {
      * known. */
     char caps[SRVMEM_CAPA_MAX];
     if (session_has_capa(s)) {
-      caps_tokens(session_caps(s), caps, sizeof caps);
+      caps_tokens(session_caps(s), session_implementation(s), caps, sizeof caps);
       srvmem_set_capa(&e->mem, 0, caps);
     } else {
       e->mem.capa_pre[0] = '\0';
@@ -1238,6 +1370,17 @@ static void remember_facts(struct engine *e) {
   /* The memory was wrong: the next session is cold (and relearns). */
   if (flight == SESSION_FLIGHT_STALE && e->mem.pipelining == SRVMEM_YES)
     e->mem.pipelining = SRVMEM_UNKNOWN;
+  /* The early flight and the flight's listing: yes once they went through
+   * cleanly; no once the server broke them (on_stall_timeout for the
+   * listing), never tried again. */
+  int clean = e->plan != NULL && e->err == 0 && flight != SESSION_FLIGHT_STALE;
+  enum session_early early = session_early(s);
+  if (early == SESSION_EARLY_BROKEN)
+    e->mem.early_flight = SRVMEM_NO;
+  else if (early == SESSION_EARLY_HELD && clean)
+    e->mem.early_flight = SRVMEM_YES;
+  if (session_flight_listing(s) && clean && e->mem.flight_listing != SRVMEM_NO)
+    e->mem.flight_listing = SRVMEM_YES;
 }
 
 static void begin_session(struct engine *e);
@@ -1276,7 +1419,16 @@ static void begin_session(struct engine *e) {
       /* The one flight after the greeting (issue 11). */
       .mem_capa = e->mem_loaded ? e->mem.capa_pre : NULL,
       .mem_pipelining = e->mem_loaded && e->mem.pipelining == SRVMEM_YES,
+      .mem_flight_listing = e->mem_loaded && e->mem.flight_listing != SRVMEM_NO,
   };
+  if (e->mem_loaded && e->mem.greeting_apop != SRVMEM_UNKNOWN)
+    so.mem_greeting = e->mem.greeting_apop == SRVMEM_YES ? 2 : 1;
+  if (e->retried) {
+    /* After a stalled flight listing: cold, as without a memory. */
+    so.mem_capa = NULL;
+    so.mem_pipelining = 0;
+    so.mem_flight_listing = 0;
+  }
   if (e->lockstep)
     trace(e, "lock-step: an earlier session with this server desynchronised");
   struct session_ops ops = {
@@ -1326,6 +1478,7 @@ static void begin_session(struct engine *e) {
       .note = e->opts.trace ? on_conn_note : NULL,
   };
   e->conn_started = 1;
+  e->connect_ms = uv_now(e->loop);
   int err = conn_start(&e->conn, e->loop, &co, &cops, e);
   if (err) {
     snprintf(e->conn_detail, sizeof e->conn_detail, "%.200s: %s", spec->tcp_host, uv_strerror(err));
@@ -1360,7 +1513,9 @@ int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done
   e->drain_check.data = e;
   uv_timer_init(loop, &e->grace_timer);
   e->grace_timer.data = e;
-  e->handles_open = 2;
+  uv_timer_init(loop, &e->stall_timer);
+  e->stall_timer.data = e;
+  e->handles_open = 3;
 
   e->work.data = e;
   int err = uv_queue_work(loop, &e->work, prepare_work, prepare_done);
@@ -1368,6 +1523,7 @@ int engine_start(uv_loop_t *loop, const struct engine_options *opts, engine_done
     p3_set_error(errbuf, errlen, "cannot queue work: %s", uv_strerror(err));
     uv_close((uv_handle_t *)&e->drain_check, NULL);
     uv_close((uv_handle_t *)&e->grace_timer, NULL);
+    uv_close((uv_handle_t *)&e->stall_timer, NULL);
     /* The handles close on the next loop turn; the memory must outlive them. */
     return err;
   }
@@ -1380,6 +1536,7 @@ void engine_stop(struct engine *e, unsigned grace_ms) {
     e->stop_requested = 1; /* still preparing: the session will not start */
     return;
   }
+  e->stop_requested = 1; /* and no cold retry (on_stall_timeout) */
   if (e->session_done)
     return;
   session_stop(e->session);
@@ -1421,6 +1578,18 @@ const char *engine_result_message(const struct engine_result *r, char *buf, size
   return buf;
 }
 
+const char *engine_result_over_size_text(const struct engine_result *r, char *buf, size_t len) {
+  char limit[32];
+  if (len == 0)
+    return buf;
+  buf[0] = '\0';
+  if (r->over_size_count)
+    snprintf(buf, len, "%zu message%s over %s left on the server", r->over_size_count,
+             r->over_size_count == 1 ? "" : "s",
+             human_size_limit(r->max_size, limit, sizeof limit));
+  return buf;
+}
+
 void engine_progress(const struct engine *e, size_t *done_r, size_t *total_r, uint64_t *bytes_r) {
   *done_r = e->result.delivered;
   *total_r = e->session ? session_stats(e->session)->listed : 0;
@@ -1452,6 +1621,7 @@ void engine_free(struct engine *e) {
   if (e->md_ready)
     maildir_deinit(&e->md);
   free(e->stuck);
+  free(e->over_size);
   free(e);
 }
 

@@ -26,6 +26,9 @@
 /* Attempts after which a message that keeps failing is left alone. */
 #define ENGINE_MAX_ATTEMPTS 3
 
+/* Over-size messages listed one by one in a result (all are counted). */
+#define ENGINE_OVER_SIZE_MAX 1000
+
 struct engine_options {
   const struct p3_target *target; /* borrowed until done */
   const char *maildir;
@@ -44,10 +47,16 @@ struct engine_options {
   int keep_days;          /* with keep: DELE what was delivered more than N days
                              ago; -1: never */
   int no_utf8;            /* never send UTF8 (RFC 6856), even when advertised */
+  uint64_t max_size;      /* leave messages whose LIST size exceeds this on the
+                             server, unfetched and unrecorded (plan.h); 0: no limit */
   enum session_auth auth; /* 0: SESSION_AUTH_AUTO (session.h) */
   /* Protocol trace and notes (-v); NULL to disable.  Never sees a password. */
   void (*trace)(void *data, const char *line);
   void *trace_data;
+  /* The listing is known: messages on the server and their LIST sizes
+   * summed.  Called at most once per run, on the loop, with engine_start's
+   * data; NULL: not wanted. */
+  void (*listed)(void *data, size_t messages, uint64_t bytes);
 };
 
 struct engine_stuck {
@@ -56,6 +65,13 @@ struct engine_stuck {
   uint64_t size;
   unsigned attempts;
   char last_error[256];
+};
+
+/* A message left on the server because it is larger than max_size. */
+struct engine_over_size {
+  unsigned long number;
+  char uid[72]; /* cut at 71 octets, as engine_stuck's */
+  uint64_t size;
 };
 
 struct engine_result {
@@ -82,6 +98,11 @@ struct engine_result {
   int resumed_tls;                  /* the TLS handshake resumed a remembered session */
   const struct engine_stuck *stuck; /* messages left alone after repeated failures */
   size_t stuck_count;
+  uint64_t max_size;                        /* the run's limit (engine_options), 0: none */
+  size_t over_size_count;                   /* messages left on the server for max_size */
+  uint64_t over_size_bytes;                 /* their LIST sizes summed */
+  const struct engine_over_size *over_size; /* the first ENGINE_OVER_SIZE_MAX of them */
+  size_t over_size_n;
 };
 
 /* The run's outcome as one error code, decided here for pop3 dl, the
@@ -99,6 +120,11 @@ int engine_result_exit_code(const struct engine_result *r);
  * when that is empty) for a failed run, else what was left on the server
  * and why. */
 const char *engine_result_message(const struct engine_result *r, char *buf, size_t len);
+
+/* "2 messages over 10 MiB left on the server" ("1 message ..."), written
+ * into buf and returned; "" when the run left nothing for its size.
+ * Leaving messages for their size alone does not make a run fail. */
+const char *engine_result_over_size_text(const struct engine_result *r, char *buf, size_t len);
 
 /* After a second refused OAuth token (the token command was run again):
  * rewrites r->message as "login refused: WHAT THE SERVER SAID (token

@@ -17,4 +17,16 @@ char *human_bytes(uint64_t bytes, char *buf, size_t len);
  * Returns buf. */
 char *human_duration(uint64_t ms, char *buf, size_t len);
 
+/* A size limit as people write it (--max-size, max_size): a positive
+ * decimal integer, optionally followed by K, M or G (also k, m, g, KiB, MiB,
+ * GiB): powers of 1024; a plain number is bytes.  No sign, no spaces, no
+ * fractions.  Returns 0 with *bytes_r set, -EINVAL for anything else (0
+ * included), -ERANGE when the value does not fit in 64 bits. */
+int human_parse_size(const char *s, uint64_t *bytes_r);
+
+/* A size limit back as text: "10 MiB" when it is a whole number of KiB, MiB
+ * or GiB (the largest such unit), "512 B" below 1 KiB, else as
+ * human_bytes() writes it.  Returns buf. */
+char *human_size_limit(uint64_t bytes, char *buf, size_t len);
+
 #endif

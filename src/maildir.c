@@ -268,6 +268,13 @@ void maildir_deinit(struct maildir *md) {
   }
   free(md->path);
   md->path = NULL;
+  while (md->spare != NULL) {
+    struct chunk *c = md->spare;
+
+    md->spare = c->next;
+    free(c);
+  }
+  md->spare_count = 0;
 }
 
 int maildir_dirfd(const struct maildir *md, enum maildir_sub sub) {
@@ -474,13 +481,53 @@ int maildir_check_owner(const char *path, char *errbuf, size_t errlen) {
 
 /* ---- chunks */
 
+/* What a chunk costs in md->mem_bytes. */
+static size_t chunk_cost(const struct chunk *c) {
+  return sizeof(*c) + c->cap;
+}
+
+/* A chunk of cap bytes: a spare one when cap is CHUNK_MAX (a bulk transfer
+ * frees and allocates one per 64 KiB; reusing them spares malloc the
+ * trimming and page faults), else a new one.  Counted in mem_bytes. */
+static struct chunk *chunk_alloc(struct maildir *md, size_t cap) {
+  struct chunk *c;
+
+  if (cap == CHUNK_MAX && md->spare != NULL) {
+    c = md->spare;
+    md->spare = c->next;
+    md->spare_count--;
+  } else {
+    c = malloc(sizeof(*c) + cap);
+    if (c == NULL)
+      return NULL;
+  }
+  c->next = NULL;
+  c->len = 0;
+  c->cap = cap;
+  c->frozen = false;
+  md->mem_bytes += chunk_cost(c);
+  return c;
+}
+
+static void chunk_free(struct maildir *md, struct chunk *c) {
+  md->mem_bytes -= chunk_cost(c);
+  if (c->cap == CHUNK_MAX &&
+      (md->spare_count + 1) * (sizeof(*c) + CHUNK_MAX) <= MAILDIR_SPARE_MAX) {
+    c->next = md->spare;
+    md->spare = c;
+    md->spare_count++;
+    return;
+  }
+  free(c);
+}
+
 static void drop_queue(struct maildir_delivery *d) {
   struct chunk *c, *next;
 
   for (c = d->head; c != NULL; c = next) {
     next = c->next;
     d->md->queued_bytes -= c == d->head ? c->len - d->head_off : c->len;
-    free(c);
+    chunk_free(d->md, c);
   }
   d->head = d->tail = NULL;
   d->head_off = 0;
@@ -567,6 +614,7 @@ static void finish_done(uv_work_t *w, int status) {
   else
     err = UV_ECANCELED;
   md->active--;
+  md->mem_bytes -= sizeof(*d);
   d->done_cb(d, err, err == 0 ? d->new_name : NULL, d->written, d->data);
   free(d);
 }
@@ -632,7 +680,7 @@ static void write_cb(uv_fs_t *req) {
       left -= c->len - d->head_off;
       d->head = c->next;
       d->head_off = 0;
-      free(c);
+      chunk_free(d->md, c);
     }
     if (d->head == NULL)
       d->tail = NULL;
@@ -740,8 +788,16 @@ int maildir_open(struct maildir *md, maildir_done_cb done_cb, void *data,
     return err;
   }
   md->active++;
+  md->mem_bytes += sizeof(*d);
   *d_r = d;
   return 0;
+}
+
+void maildir_size_hint(struct maildir_delivery *d, uint64_t octets) {
+  /* Only before the first chunk; a tiny hint still gets a useful chunk. */
+  if (d->head != NULL || d->written > 0 || octets == 0)
+    return;
+  d->next_cap = octets >= CHUNK_MAX ? CHUNK_MAX : octets < 256 ? 256 : (size_t)octets;
 }
 
 int maildir_write(struct maildir_delivery *d, const char *buf, size_t len) {
@@ -769,16 +825,13 @@ int maildir_write(struct maildir_delivery *d, const char *buf, size_t len) {
       if (d->next_cap < CHUNK_MAX)
         d->next_cap *= 2;
     }
-    c = malloc(sizeof(*c) + cap);
+    c = chunk_alloc(d->md, cap);
     if (c == NULL) {
       /* A message with a hole must never be committed. */
       delivery_fail(d, UV_ENOMEM);
       return UV_ENOMEM;
     }
-    c->next = NULL;
     c->len = rest;
-    c->cap = cap;
-    c->frozen = false;
     memcpy(c->data, buf + room, rest);
   }
   if (room > 0) {

@@ -37,7 +37,19 @@ struct maildir {
   size_t queued_bytes;   /* body bytes accepted by maildir_write and not yet written */
   unsigned active;       /* deliveries and barriers not yet finished */
   int fds[3];            /* owned: tmp/, new/, cur/ (O_DIRECTORY), by enum maildir_sub */
+  /* Memory the queue holds: the allocated capacity of every queued chunk
+   * plus each unfinished delivery's own struct.  This, not queued_bytes,
+   * is what a caller's high-water mark must bound (a 4 KiB message may sit
+   * in a chunk of twice its size; 1,000 small deliveries waiting for their
+   * fsync hold their structs).  Spare chunks kept for reuse are not
+   * counted: at most MAILDIR_SPARE_MAX bytes of them. */
+  size_t mem_bytes;
+  void *spare;          /* owned: a list of freed 64 KiB chunks kept for reuse */
+  unsigned spare_count; /* chunks on it */
 };
+
+/* The most memory the spare-chunk list keeps (see mem_bytes). */
+#define MAILDIR_SPARE_MAX (512u * 1024)
 
 struct maildir_delivery; /* opaque; owned by the maildir module until done_cb */
 
@@ -111,6 +123,14 @@ int maildir_unique_name(struct maildir *md, char *buf, size_t buflen);
  * -ENOMEM. */
 int maildir_open(struct maildir *md, maildir_done_cb done_cb, void *data,
                  struct maildir_delivery **d_r);
+
+/* The message's expected size in octets (its LIST size: an upper bound of
+ * what will be written, as the CRLFs and dot-stuffing go), given before the
+ * first maildir_write: the first chunk is sized to hold it (up to 64 KiB),
+ * so a small message takes one allocation of the right size and a large one
+ * starts with big chunks.  A wrong hint costs only memory or one more
+ * chunk.  0: no hint. */
+void maildir_size_hint(struct maildir_delivery *d, uint64_t octets);
 
 /* Queues len bytes (copied into owned chunks).  Errors are reported later via
  * done_cb; after an error further writes are dropped.  Returns 0 or -ENOMEM. */

@@ -47,6 +47,17 @@ static void as_delivered(const struct plan_options *o, struct plan_item *it) {
   }
 }
 
+/* A message that would be fetched (or is stuck: the limit is the reason
+ * that matters now) but is larger than max_size stays on the server. */
+static void limit_size(const struct plan_options *o, struct plan_item *it) {
+  if (o->max_size == 0 || it->size <= o->max_size)
+    return;
+  if (it->action == PLAN_FETCH || (it->action == PLAN_SKIP && it->reason == PLAN_R_STUCK)) {
+    it->action = PLAN_SKIP;
+    it->reason = PLAN_R_OVER_SIZE;
+  }
+}
+
 static void plan_one(const struct plan_options *o, struct plan_item *it) {
   const struct plan_rec *rec = it->rec;
   it->action = PLAN_FETCH;
@@ -106,7 +117,10 @@ void plan_summarize(const struct plan_item *items, size_t n, struct plan_summary
       s->skip++;
       if (it->reason == PLAN_R_STUCK)
         s->stuck++;
-      else
+      else if (it->reason == PLAN_R_OVER_SIZE) {
+        s->over_size++;
+        s->over_bytes += it->size;
+      } else
         s->already++;
       break;
     case PLAN_PROBE:
@@ -121,8 +135,10 @@ int plan_listing(const struct plan_options *o, struct plan_item *items, size_t n
   int err = mark_duplicates(items, n);
   if (err)
     return err;
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
     plan_one(o, &items[i]);
+    limit_size(o, &items[i]);
+  }
   if (sum_r)
     plan_summarize(items, n, sum_r);
   return 0;
@@ -139,6 +155,7 @@ void plan_probed(const struct plan_options *o, struct plan_item *it, const uint8
   }
   it->action = PLAN_FETCH;
   it->reason = PLAN_R_OTHER_CONTENT;
+  limit_size(o, it);
 }
 
 enum plan_after plan_after(const struct plan_item *it, const struct plan_outcome *out, int quit_ok,
@@ -192,6 +209,8 @@ const char *plan_reason_text(enum plan_reason r) {
     return "size changed, same header digest: the same message";
   case PLAN_R_OTHER_CONTENT:
     return "size changed, its header differs: fetched as a new message";
+  case PLAN_R_OVER_SIZE:
+    return "larger than max_size: left on the server";
   }
   return "?";
 }

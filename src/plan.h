@@ -24,6 +24,10 @@
  *    a new message, fetched.
  *  - A message that failed ENGINE_MAX_ATTEMPTS times is left on the server
  *    (stuck), so that it does not block the rest.
+ *  - With a size limit (max_size), a message whose LIST size exceeds it is
+ *    left on the server (over size): neither fetched nor deleted, and
+ *    nothing is recorded for it, so a run with a higher limit fetches it.
+ *    One the journal proves delivered is still deleted (or kept) as above.
  *  - After a desynchronised session, deliveries whose reply identity was
  *    not proven are withdrawn (F records); verified, durable ones stay. */
 #ifndef P3_PLAN_H
@@ -56,6 +60,7 @@ enum plan_reason {
   PLAN_R_CHECK_CONTENT, /* size changed: probe (TOP n 0) */
   PLAN_R_SAME_CONTENT,  /* probed, the digest agrees: as delivered, new size recorded */
   PLAN_R_OTHER_CONTENT, /* probed, another digest or TOP failed: fetch */
+  PLAN_R_OVER_SIZE,     /* would be fetched, but its LIST size exceeds max_size: skip */
 };
 
 /* What the journal says about a UID (uidstate_rec, reduced). */
@@ -85,12 +90,15 @@ struct plan_options {
   time_t now;
   unsigned max_attempts; /* 0: no limit */
   int can_probe;         /* TOP n 0 is possible (the session supports probes) */
+  uint64_t max_size;     /* fetch nothing listed larger; 0: no limit */
 };
 
 struct plan_summary {
   size_t fetch, delete_only, skip, probe, stuck;
-  size_t already;  /* known as delivered: deleted only, or kept */
-  int uids_unique; /* 0 when some UID is listed more than once */
+  size_t over_size;    /* skipped for max_size (counted in skip too) */
+  uint64_t over_bytes; /* their LIST sizes summed */
+  size_t already;      /* known as delivered: deleted only, or kept */
+  int uids_unique;     /* 0 when some UID is listed more than once */
 };
 
 /* Decides every item of a listing (n items, in listing order): sets action
@@ -106,7 +114,8 @@ void plan_summarize(const struct plan_item *items, size_t n, struct plan_summary
 /* The probe (TOP n 0) of an item planned PLAN_PROBE came back: digest is
  * the header digest of the reply, or NULL when TOP failed.  Sets action
  * (PLAN_SKIP or PLAN_DELETE as if the size had not changed, with resize
- * set, or PLAN_FETCH) and reason. */
+ * set, or PLAN_FETCH; PLAN_SKIP with PLAN_R_OVER_SIZE instead of a fetch
+ * beyond max_size) and reason. */
 void plan_probed(const struct plan_options *o, struct plan_item *it, const uint8_t *digest);
 
 /* After the session, per message. */

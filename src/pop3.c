@@ -19,9 +19,12 @@
 
 #include "engine.h"
 #include "errors.h"
+#include "info.h"
+#include "human.h"
 #include "journal_path.h"
 #include "log.h"
 #include "maildir.h"
+#include "progress.h"
 #include "pwcmd.h"
 #include "target.h"
 #include "tls.h"
@@ -56,6 +59,9 @@ static const char dl_usage[] =
     "                             $XDG_STATE_HOME/pop3sync: the daemon's journal too)\n"
     "      --keep                 leave messages on the server; fetch only new UIDs\n"
     "      --keep-days N          with --keep: delete messages delivered over N days ago\n"
+    "      --max-size SIZE        leave messages larger than SIZE (bytes, or with K, M,\n"
+    "                             G: KiB, MiB, GiB) on the server; a later run with\n"
+    "                             a higher limit fetches them\n"
     "      --no-utf8              never send UTF8, even when the server offers it\n"
     "      --auth METHOD          auto (default), user, apop, plain, login, xoauth2,\n"
     "                             oauthbearer (the password is then the access token)\n"
@@ -72,6 +78,8 @@ static const char main_usage[] = "usage: pop3 [-v] SUBCOMMAND [ARGS...]\n"
                                  "\n"
                                  "Subcommands:\n"
                                  "  dl [OPTIONS] SPEC MAILDIR   download a mailbox into a Maildir\n"
+                                 "  info [OPTIONS] SPEC         show what a server offers, without "
+                                 "logging in\n"
                                  "  help [SUBCOMMAND]           show help\n"
                                  "\n"
                                  "Options:\n"
@@ -79,7 +87,7 @@ static const char main_usage[] = "usage: pop3 [-v] SUBCOMMAND [ARGS...]\n"
                                  "  -h, --help                  show this help\n"
                                  "      --version               show the version and exit\n"
                                  "\n"
-                                 "Run `pop3 help dl' for the options of dl.\n";
+                                 "Run `pop3 help dl' or `pop3 help info' for their options.\n";
 
 struct dl_run {
   const char *spec_text;
@@ -89,41 +97,57 @@ struct dl_run {
   uv_signal_t sigint, sigterm;
   uv_timer_t progress;
   int progress_on;
+  int show_listing; /* say what the listing holds (a terminal, or -v) */
+  int listed;       /* the listing came: progress has a total */
   int stopping;
-  uint64_t last_bytes;
-  uint64_t last_ms;
+  struct progress_rate rate;
+  double last_rate;
+  int have_rate;
 };
 
 static void on_trace(void *data, const char *line) {
   fprintf(stderr, "pop3: %s\n", line);
 }
 
-static void human_bytes(uint64_t b, char *buf, size_t len) {
-  if (b < 10 * 1024)
-    snprintf(buf, len, "%" PRIu64 " B", b);
-  else if (b < 10ull * 1024 * 1024)
-    snprintf(buf, len, "%.1f KiB", (double)b / 1024);
-  else
-    snprintf(buf, len, "%.1f MiB", (double)b / (1024 * 1024));
-}
-
 static void on_progress(uv_timer_t *t) {
   struct dl_run *run = t->data;
   size_t done, total;
   uint64_t bytes;
+  if (!run->listed)
+    return; /* nothing to count yet */
   engine_progress(run->engine, &done, &total, &bytes);
-  uint64_t now = uv_now(t->loop);
-  double rate = now > run->last_ms
-                    ? (double)(bytes - run->last_bytes) * 1000.0 / (double)(now - run->last_ms)
-                    : 0;
-  run->last_bytes = bytes;
-  run->last_ms = now;
+  double rate;
+  if (progress_rate_tick(&run->rate, uv_now(t->loop), bytes, &rate)) {
+    run->last_rate = rate;
+    run->have_rate = 1;
+  }
   char b1[32], b2[32];
   human_bytes(bytes, b1, sizeof b1);
-  human_bytes((uint64_t)rate, b2, sizeof b2);
-  fprintf(stderr, "\r\033[K%zu/%zu messages, %s, %s/s", done, total, b1, b2);
+  if (run->have_rate)
+    fprintf(stderr, "\r\033[K%zu/%zu messages, %s, %s/s", done, total, b1,
+            human_bytes((uint64_t)run->last_rate, b2, sizeof b2));
+  else
+    fprintf(stderr, "\r\033[K%zu/%zu messages, %s", done, total, b1);
   fflush(stderr);
   run->progress_on = 1;
+}
+
+/* The listing is known: say what it holds, and start measuring the rate
+ * from here (engine_options.listed). */
+static void on_listed(void *data, size_t messages, uint64_t bytes) {
+  struct dl_run *run = data;
+  uint64_t done_bytes;
+  size_t done, total;
+  run->listed = 1;
+  engine_progress(run->engine, &done, &total, &done_bytes);
+  progress_rate_start(&run->rate, uv_now(run->progress.loop), done_bytes);
+  if (!run->show_listing)
+    return;
+  char b[32];
+  fprintf(stderr, "%spop3: %s: %zu message%s (%s) on the server\n",
+          run->progress_on ? "\r\033[K" : "", run->spec_text, messages, messages == 1 ? "" : "s",
+          human_bytes(bytes, b, sizeof b));
+  fflush(stderr);
 }
 
 static void on_done(struct engine *e, const struct engine_result *r, void *data) {
@@ -341,10 +365,25 @@ static int dl_report(const char *spec_text, const char *state, const char *maild
   /* The engine decides: messages left behind make the run partial (73 for
    * lack of space, 75 for stuck messages). */
   int status = engine_result_exit_code(r);
+  char over[128];
+  engine_result_over_size_text(r, over, sizeof over);
   if (status == 0) {
-    printf("%s: %zu messages, %" PRIu64 " bytes in %.1f s\n", spec_text, r->delivered, r->bytes,
-           r->seconds);
+    char size[48], took[32];
+    if (r->bytes < 1024)
+      snprintf(size, sizeof size, "%" PRIu64 " bytes", r->bytes);
+    else {
+      char h[32];
+      snprintf(size, sizeof size, "%s (%" PRIu64 " bytes)", human_bytes(r->bytes, h, sizeof h),
+               r->bytes);
+    }
+    human_duration(r->seconds > 0 ? (uint64_t)(r->seconds * 1000 + 0.5) : 0, took, sizeof took);
+    printf("%s: %zu messages, %s in %s\n", spec_text, r->delivered, size, took);
+    /* Left for its size by choice: said with the summary, not an error. */
+    if (over[0])
+      printf("%s: %s\n", spec_text, over);
     fflush(stdout);
+  } else if (over[0]) {
+    fprintf(stderr, "pop3: %s: %s\n", spec_text, over);
   }
   if (r->err)
     fprintf(stderr, "pop3: %s: %s\n", spec_text, r->message);
@@ -370,11 +409,12 @@ static int dl_report(const char *spec_text, const char *state, const char *maild
             spec_text, st->number, st->uid, st->size, st->attempts,
             st->last_error[0] ? st->last_error : "unknown error");
   }
-  if (r->left_for_space)
-    fprintf(stderr,
-            "pop3: %s: %zu messages (%" PRIu64 " bytes) left on the server: not enough "
-            "disk space in %s\n",
-            spec_text, r->left_for_space, r->left_for_space_bytes, maildir);
+  if (r->left_for_space) {
+    char h[32];
+    fprintf(stderr, "pop3: %s: %zu messages (%s) left on the server: not enough disk space in %s\n",
+            spec_text, r->left_for_space, human_bytes(r->left_for_space_bytes, h, sizeof h),
+            maildir);
+  }
   if (status != 0)
     dl_failed(spec_text, r);
   return status;
@@ -403,7 +443,8 @@ static int cmd_dl(int argc, char **argv, int verbose) {
     OPT_KEEP,
     OPT_KEEP_DAYS,
     OPT_NO_UTF8,
-    OPT_AUTH
+    OPT_AUTH,
+    OPT_MAX_SIZE
   };
   static const struct option opts[] = {
       {"verbose", no_argument, NULL, 'v'},
@@ -420,6 +461,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
       {"keep-days", required_argument, NULL, OPT_KEEP_DAYS},
       {"no-utf8", no_argument, NULL, OPT_NO_UTF8},
       {"auth", required_argument, NULL, OPT_AUTH},
+      {"max-size", required_argument, NULL, OPT_MAX_SIZE},
       {NULL, 0, NULL, 0},
   };
   struct engine_options eo;
@@ -495,6 +537,12 @@ static int cmd_dl(int argc, char **argv, int verbose) {
       if (parse_uint(optarg, 0, 100000, &v) != 0)
         return usage_error("--keep-days `%s' is not a number of days", optarg);
       eo.keep_days = (int)v;
+      break;
+    case OPT_MAX_SIZE:
+      if (human_parse_size(optarg, &eo.max_size) != 0)
+        return usage_error("--max-size `%s' is not a size: a positive number of bytes, or "
+                           "with K, M or G (KiB, MiB, GiB), e.g. 10M",
+                           optarg);
       break;
     case ':':
       return usage_error("option `%s' needs a value", argv[optind - 1]);
@@ -582,6 +630,8 @@ static int cmd_dl(int argc, char **argv, int verbose) {
       eo.trace = on_trace;
       eo.trace_data = &run;
     }
+    eo.listed = on_listed;
+    run.show_listing = isatty(2) || verbose;
     err = engine_start(&loop, &eo, on_done, &run, &run.engine, errbuf, sizeof errbuf);
     if (err) {
       return dl_abort(spec_text, errbuf, err, &target, &loop);
@@ -656,9 +706,13 @@ int main(int argc, char **argv) {
   const char *sub = argv[i];
   if (strcmp(sub, "dl") == 0)
     return cmd_dl(argc - i, argv + i, verbose);
+  if (strcmp(sub, "info") == 0)
+    return info_main(argc - i, argv + i, verbose);
   if (strcmp(sub, "help") == 0) {
     if (i + 1 < argc && strcmp(argv[i + 1], "dl") == 0)
       fputs(dl_usage, stdout);
+    else if (i + 1 < argc && strcmp(argv[i + 1], "info") == 0)
+      fputs(info_usage, stdout);
     else if (i + 1 < argc) {
       fprintf(stderr, "pop3: no such subcommand `%s'\n%s", argv[i + 1], main_usage);
       return EX_USAGE;
@@ -666,6 +720,8 @@ int main(int argc, char **argv) {
       fputs(main_usage, stdout);
       fputs("\n", stdout);
       fputs(dl_usage, stdout);
+      fputs("\n", stdout);
+      fputs(info_usage, stdout);
     }
     return 0;
   }

@@ -609,6 +609,14 @@ static void print_status_notes(const struct json *accounts) {
                json_get_num(m, "attempts", 0), text);
       }
     }
+    /* Left on the server by max_size: a choice, not an error. */
+    double over = last && last->type == JSON_OBJECT ? json_get_num(last, "over_size_count", 0) : 0;
+    if (over >= 1) {
+      char size[32];
+      human_bytes((uint64_t)json_get_num(last, "over_size_bytes", 0), size, sizeof size);
+      printf("%s: %.0f message%s (%s) over max_size left on the server\n", name, over,
+             over == 1 ? "" : "s", size);
+    }
   }
 }
 
@@ -919,6 +927,18 @@ static void print_event(const struct json *ev) {
     putchar('\n');
   } else if (strcmp(type, "stopping") == 0) {
     printf("the daemon is stopping\n");
+  } else if (strcmp(type, "hook") == 0) {
+    const char *hook = json_get_str(ev, "hook");
+    const char *result = json_get_str(ev, "result");
+    sanitize(hook != NULL ? hook : "?", name, sizeof name, 40, 1);
+    human_duration(count_of(json_get_num(ev, "milliseconds", 0)), a, sizeof a);
+    if (result != NULL && strcmp(result, "ok") == 0) {
+      printf("hook %s ran in %s\n", name, a);
+    } else {
+      const char *err = json_get_str(ev, "error");
+      sanitize(err != NULL ? err : "the hook failed", text, sizeof text, 500, 0);
+      printf("hook %s failed after %s: %s\n", name, a, text);
+    }
   } else {
     printf("%s\n", text); /* a newer daemon's event */
   }

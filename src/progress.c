@@ -140,3 +140,19 @@ const char *progress_describe(const struct progress *p, enum progress_verdict v,
   }
   return buf;
 }
+
+void progress_rate_start(struct progress_rate *r, uint64_t now, uint64_t bytes) {
+  r->since_ms = now;
+  r->since_bytes = bytes;
+  r->started = 1;
+}
+
+int progress_rate_tick(struct progress_rate *r, uint64_t now, uint64_t bytes, double *rate_r) {
+  if (!r->started || now < r->since_ms || now - r->since_ms < PROGRESS_RATE_MIN_MS)
+    return 0;
+  uint64_t got = bytes > r->since_bytes ? bytes - r->since_bytes : 0;
+  *rate_r = (double)got * 1000.0 / (double)(now - r->since_ms);
+  r->since_ms = now;
+  r->since_bytes = bytes;
+  return 1;
+}

@@ -90,6 +90,29 @@ enum progress_verdict progress_check(struct progress *p, uint64_t now);
  * when no bound applies (idle or paused). */
 uint64_t progress_deadline(const struct progress *p);
 
+/* The transfer rate a progress display shows: bytes per second over the
+ * interval since the previous reading, the first interval starting when
+ * the transfer did (the listing came), not when the display's timer did.
+ * Pure: the caller hands in a monotonic clock in ms and a byte counter. */
+struct progress_rate {
+  uint64_t since_ms, since_bytes; /* the interval's start */
+  int started;
+};
+
+/* Shortest interval a rate is measured over; a reading sooner than this
+ * after the last one lengthens the current interval instead. */
+#define PROGRESS_RATE_MIN_MS 100
+
+/* The transfer starts: now and the byte counter at this moment. */
+void progress_rate_start(struct progress_rate *r, uint64_t now, uint64_t bytes);
+
+/* A reading: sets *rate_r to the bytes per second since the interval began
+ * and starts the next interval, returning 1; returns 0 (no rate to show,
+ * *rate_r untouched) before progress_rate_start or when less than
+ * PROGRESS_RATE_MIN_MS has passed.  A counter that went backwards counts
+ * as no bytes. */
+int progress_rate_tick(struct progress_rate *r, uint64_t now, uint64_t bytes, double *rate_r);
+
 /* A short phrase for a verdict, e.g. "the status line was not complete
  * within 2 s"; writes into buf (size bytes) and returns it. */
 const char *progress_describe(const struct progress *p, enum progress_verdict v, char *buf,

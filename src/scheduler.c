@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "engine.h"
 #include "errors.h"
+#include "hook.h"
 #include "human.h"
 #include "log.h"
 #include "worker_run.h"
@@ -71,7 +72,14 @@ struct acct {
   int uids_unique; /* 0: the last listing showed some UID more than once */
   struct engine_stuck *stuck;
   size_t stuck_count;
+  /* The last run's messages left on the server for max_size: the first
+   * ENGINE_OVER_SIZE_MAX, and all of them counted. */
+  struct engine_over_size *over_size;
+  size_t over_size_n, over_size_count;
+  uint64_t over_size_bytes;
   unsigned failures;
+  unsigned backoff_skip; /* failures that a fetch forgave: the backoff starts over */
+  int hook_failing;      /* on_failure ran for a failure, not yet for the recovery */
   int auth_failed;
   int waits_for_fetch; /* an OAuth token refused even after a refresh: no timer until
                           a reload or a fetch (the provider must not be hammered) */
@@ -95,6 +103,7 @@ struct sched {
   const char *worker_exe; /* NULL: /proc/self/exe */
   sched_event_cb event_cb;
   void *event_data;
+  struct hooks *hooks; /* on_new_mail, on_failure (hook.h) */
 };
 
 static void start_run(struct acct *a);
@@ -237,6 +246,7 @@ static void on_acct_closed(uv_handle_t *h) {
   struct sched *s = a->s;
   free(a->name);
   free(a->stuck);
+  free(a->over_size);
   free(a);
   s->closing_handles--;
   maybe_shutdown_done(s);
@@ -262,7 +272,8 @@ static uint64_t next_delay_s(struct acct *a, int err, long login_delay, unsigned
       delay = (uint64_t)login_delay;
     return delay;
   }
-  unsigned shift = a->failures > 10 ? 10 : a->failures;
+  unsigned failures = a->failures > a->backoff_skip ? a->failures - a->backoff_skip : 1;
+  unsigned shift = failures > 10 ? 10 : failures;
   if (err == P3_EAUTH) {
     /* A wrong password does not fix itself: do not hammer the server. */
     uint64_t base = interval > AUTH_BACKOFF_MIN_S ? interval : AUTH_BACKOFF_MIN_S;
@@ -317,6 +328,48 @@ static void event_backoff(struct acct *a, time_t until) {
   event_send(a->s, &b, a->name, 0);
 }
 
+/* Runs the account's hook command for event, if it has one, without
+ * waiting for it. */
+static void fire_hook(struct acct *a, const char *command, const char *event, size_t messages,
+                      uint64_t bytes, int exit, const char *error) {
+  const struct cfg_account *c = a->cfg;
+  if (command == NULL || command[0] == '\0')
+    return;
+  struct hook_job j = {
+      .account = a->name,
+      .user = c->user,
+      .uid = c->uid,
+      .gid = c->gid,
+      .command = command,
+      .event = event,
+      .error = error,
+      .messages = messages,
+      .bytes = bytes,
+      .exit = exit,
+      .timeout_s = c->hook_timeout,
+  };
+  int err = hooks_fire(a->s->hooks, &j);
+  if (err && err != P3_ECANCELED)
+    log_warning("%s: cannot run %s: %s", a->name, event[0] == 'n' ? "on_new_mail" : "on_failure",
+                p3_strerror(err));
+}
+
+/* After a run: on_new_mail when it delivered something; on_failure when
+ * the account starts failing and when it recovers, not on every retry. */
+static void run_hooks(struct acct *a, int err, size_t messages, uint64_t bytes) {
+  if (a->cfg == NULL || a->s->shutting_down)
+    return;
+  if (err && !a->hook_failing) {
+    a->hook_failing = 1;
+    fire_hook(a, a->cfg->on_failure, "failure", messages, bytes, a->last_exit, a->last_error);
+  } else if (!err && a->hook_failing) {
+    a->hook_failing = 0;
+    fire_hook(a, a->cfg->on_failure, "recovered", messages, bytes, 0, NULL);
+  }
+  if (messages > 0)
+    fire_hook(a, a->cfg->on_new_mail, "new_mail", messages, bytes, a->last_exit, NULL);
+}
+
 static void finish_run(struct acct *a, int err, const char *message, size_t messages,
                        uint64_t bytes, long login_delay, const struct engine_result *res,
                        const char *signal_name) {
@@ -342,6 +395,25 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
       a->stuck_count = res->stuck_count;
     }
   }
+  /* Left for max_size: said once when it changes (every poll finds them). */
+  if (res && res->over_size_count) {
+    char text[128];
+    engine_result_over_size_text(res, text, sizeof text);
+    if (res->over_size_count != a->over_size_count)
+      log_info("%s: %s", a->name, text);
+    else
+      log_debug("%s: %s", a->name, text);
+  }
+  free(a->over_size);
+  a->over_size = NULL;
+  a->over_size_n = 0;
+  a->over_size_count = res ? res->over_size_count : 0;
+  a->over_size_bytes = res ? res->over_size_bytes : 0;
+  if (res && res->over_size_n &&
+      (a->over_size = malloc(res->over_size_n * sizeof *a->over_size)) != NULL) {
+    memcpy(a->over_size, res->over_size, res->over_size_n * sizeof *a->over_size);
+    a->over_size_n = res->over_size_n;
+  }
   a->has_last = 1;
   a->last_started = r->started;
   a->last_finished = now;
@@ -357,6 +429,7 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
   a->total_bytes += bytes;
   if (err == 0) {
     a->failures = 0;
+    a->backoff_skip = 0;
     a->auth_failed = 0;
     a->waits_for_fetch = 0;
     a->backoff_until = 0;
@@ -372,6 +445,7 @@ static void finish_run(struct acct *a, int err, const char *message, size_t mess
     a->waits_for_fetch = err == P3_EOAUTH && a->cfg && session_auth_is_oauth(a->cfg->auth);
   }
   event_finished(a, err, messages, bytes, ms);
+  run_hooks(a, err, messages, bytes);
   a->run = NULL;
   s->running--;
   free_run(r);
@@ -522,6 +596,7 @@ static void start_run(struct acct *a) {
   q.window = c->window;
   q.keep = c->keep;
   q.keep_days = c->keep_days;
+  q.max_size = c->max_size;
   q.no_utf8 = !c->utf8;
   q.auth = c->auth;
   q.verbose = log_verbose();
@@ -549,10 +624,12 @@ static void start_run(struct acct *a) {
 void sched_set_event_cb(struct sched *s, sched_event_cb cb, void *data) {
   s->event_cb = cb;
   s->event_data = data;
+  hooks_set_event_cb(s->hooks, cb, data);
 }
 
 void sched_set_worker_exe(struct sched *s, const char *exe) {
   s->worker_exe = exe;
+  hooks_set_worker_exe(s->hooks, exe);
 }
 
 /* ---- accounts */
@@ -593,7 +670,8 @@ int sched_new(uv_loop_t *loop, struct cfg *cfg, struct sched **s_r) {
   s->loop = loop;
   s->cfg = cfg;
   s->accts = calloc(cfg->account_count ? cfg->account_count : 1, sizeof *s->accts);
-  if (s->accts == NULL) {
+  if (s->accts == NULL || hooks_new(loop, &s->hooks) != 0) {
+    free(s->accts);
     free(s);
     return -ENOMEM;
   }
@@ -626,7 +704,9 @@ static int cfg_account_changed(const struct cfg_account *o, const struct cfg_acc
     return 2;
   if (str_differs(o->maildir, n->maildir) || o->interval != n->interval || o->window != n->window ||
       o->timeout != n->timeout || o->pipelining != n->pipelining || o->enabled != n->enabled ||
-      o->keep != n->keep || o->keep_days != n->keep_days || o->utf8 != n->utf8)
+      o->keep != n->keep || o->keep_days != n->keep_days || o->utf8 != n->utf8 ||
+      o->max_size != n->max_size || str_differs(o->on_new_mail, n->on_new_mail) ||
+      str_differs(o->on_failure, n->on_failure) || o->hook_timeout != n->hook_timeout)
     return 1;
   return 0;
 }
@@ -686,6 +766,7 @@ static void reload_report(struct sched *s, const char *const *names, size_t nadd
  * and try again soon (a running one: right after its run). */
 static void forget_backoff(struct acct *a) {
   a->failures = 0;
+  a->backoff_skip = 0;
   a->auth_failed = 0;
   a->waits_for_fetch = 0;
   a->backoff_until = 0;
@@ -855,6 +936,25 @@ static void status_account(const struct acct *a, struct jbuf *b) {
     jbuf_uint(b, a->last_round_trips);
     jbuf_key(b, "resumed_tls");
     jbuf_bool(b, a->last_resumed_tls);
+    /* Left on the server for max_size (the first ENGINE_OVER_SIZE_MAX). */
+    jbuf_key(b, "over_size");
+    jbuf_arr_begin(b);
+    for (size_t i = 0; i < a->over_size_n; i++) {
+      const struct engine_over_size *o = &a->over_size[i];
+      jbuf_obj_begin(b);
+      jbuf_key(b, "number");
+      jbuf_uint(b, o->number);
+      jbuf_key(b, "uid");
+      jbuf_str(b, o->uid);
+      jbuf_key(b, "size");
+      jbuf_uint(b, o->size);
+      jbuf_obj_end(b);
+    }
+    jbuf_arr_end(b);
+    jbuf_key(b, "over_size_count");
+    jbuf_uint(b, a->over_size_count);
+    jbuf_key(b, "over_size_bytes");
+    jbuf_uint(b, a->over_size_bytes);
     jbuf_obj_end(b);
   } else {
     jbuf_null(b);
@@ -942,6 +1042,10 @@ int sched_fetch(struct sched *s, const char *account, sched_fetch_cb cb, void *d
     return -ENOMEM;
   w->cb = cb;
   w->data = data;
+  /* The user's word that the problem may be gone (a link that came up, a
+   * resume): a failure of this run starts the backoff over, it does not
+   * double what the earlier ones earned. */
+  a->backoff_skip = a->failures;
   if (a->run) {
     /* Wait for the run in progress, then run once more. */
     a->rerun = 1;
@@ -981,7 +1085,8 @@ void sched_summary(const struct sched *s, char *buf, size_t len) {
 /* ---- shutdown */
 
 static void maybe_shutdown_done(struct sched *s) {
-  if (!s->shutting_down || s->running || s->closing_handles || s->shutdown_cb == NULL)
+  if (!s->shutting_down || s->running || s->closing_handles || s->shutdown_cb == NULL ||
+      hooks_running(s->hooks))
     return;
   if (s->count) {
     /* Close the account timers; this function runs again as they close. */
@@ -993,6 +1098,10 @@ static void maybe_shutdown_done(struct sched *s) {
   void (*cb)(void *) = s->shutdown_cb;
   s->shutdown_cb = NULL;
   cb(s->shutdown_data);
+}
+
+static void on_hooks_idle(void *data) {
+  maybe_shutdown_done(data);
 }
 
 void sched_shutdown(struct sched *s, unsigned grace_ms, void (*cb)(void *data), void *data) {
@@ -1016,6 +1125,7 @@ void sched_shutdown(struct sched *s, unsigned grace_ms, void (*cb)(void *data), 
   s->queue_head = s->queue_tail = NULL;
   for (size_t i = 0; i < s->count; i++)
     s->accts[i]->queued = 0;
+  hooks_shutdown(s->hooks, grace_ms, on_hooks_idle, s);
   maybe_shutdown_done(s);
 }
 
@@ -1024,6 +1134,7 @@ void sched_free(struct sched *s) {
     return;
   free(s->accts);
   free(s->retired);
+  hooks_free(s->hooks);
   cfg_free(s->cfg);
   free(s);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "errors.h"
 #include "sasl.h"
@@ -123,6 +124,13 @@ struct session {
   int flight_utf8;            /* UTF8 went out with the flight */
   int flight_nopipe;          /* the fresh CAPA lacks PIPELINING: lock-step after the listing */
   size_t stale;               /* flight replies to drop before the fallback login */
+  int flight_listing_sent;    /* UIDL and LIST went out behind the login in the flight */
+  int listing_wait;           /* that login was accepted; no reply line since */
+  enum session_early early;   /* the flight went out before the greeting */
+  int greeting_changed;       /* early: the greeting's APOP stamp is not the remembered shape */
+  int greeting_refused;       /* the greeting was -ERR */
+  int mem_courier;            /* the remembered CAPA says IMPLEMENTATION Courier */
+  char impl[64];              /* the first word of the fresh CAPA's IMPLEMENTATION, or "" */
 
   /* Listing. */
   struct session_msg *msgs;
@@ -255,6 +263,11 @@ static void finish(struct session *s, int err) {
   if (s->finished)
     return;
   s->finished = 1;
+  /* Sent before the greeting and the session ended before the login's +OK:
+   * the server broke it (dropped it, timed out, refused CAPA or the login);
+   * an -ERR greeting leaves it unjudged (SENT). */
+  if (s->early == SESSION_EARLY_SENT && !s->greeting_refused)
+    s->early = SESSION_EARLY_BROKEN;
   if (err == P3_EDESYNC || err == P3_EPROTO) {
     /* A body that ended early at a stray "." line looks like a resized
      * message, and its rest is what then fails to parse: once the stream is
@@ -921,7 +934,7 @@ static void after_capa(struct session *s) {
 /* Parses the remembered CAPA tokens (srvmem's capa-pre: "USER TOP UIDL
  * PIPELINING ... SASL PLAIN LOGIN", the SASL mechanisms last) into *c.
  * Returns 1 when there was something to parse. */
-static int mem_caps_parse(struct p3_caps *c, const char *tokens) {
+static int mem_caps_parse(struct p3_caps *c, const char *tokens, int *courier_r) {
   proto_caps_init(c);
   if (tokens == NULL || tokens[0] == '\0')
     return 0;
@@ -935,6 +948,18 @@ static int mem_caps_parse(struct p3_caps *c, const char *tokens) {
     if (n == 4 && strncmp(p, "SASL", 4) == 0) {
       proto_caps_line(c, p, strlen(p)); /* the mechanisms are the rest */
       break;
+    }
+    if (n == 14 && strncmp(p, "IMPLEMENTATION", 14) == 0) {
+      /* Its word is a name, not a capability ("IMPLEMENTATION UIDL" lists
+       * no UIDL). */
+      p += n;
+      while (*p == ' ')
+        p++;
+      size_t w = strcspn(p, " ");
+      if (courier_r != NULL && w == 7 && strncasecmp(p, "Courier", 7) == 0)
+        *courier_r = 1;
+      p += w;
+      continue;
     }
     proto_caps_line(c, p, n);
     p += n;
@@ -994,8 +1019,7 @@ static enum session_auth flight_method(struct session *s) {
  * The login is sent as send_login sends it with the remembered CAPA in
  * place of the fresh one (PASS rides behind USER because the remembered
  * CAPA lists USER); flight_check then judges the fresh CAPA. */
-static void start_capa(struct session *s) {
-  enum session_auth a = flight_method(s);
+static void send_flight(struct session *s, enum session_auth a) {
   set_state(s, ST_CAPA);
   if (send_cmd(s, C_CAPA, 0, NULL) != 0) {
     finish(s, -ENOMEM);
@@ -1003,13 +1027,14 @@ static void start_capa(struct session *s) {
   }
   if (a == SESSION_AUTH_AUTO)
     return;
-  note(s, "one flight: the remembered capabilities offer %s and PIPELINING", auth_names[a]);
+  note(s, "one flight%s: the remembered capabilities offer %s and PIPELINING",
+       s->early ? " before the greeting" : "", auth_names[a]);
   s->flight = SESSION_FLIGHT_SENT;
-  s->flight_listing = 1;
   s->pipelined = 1;
   s->caps = s->mem_caps;
   s->capa_ok = 1;
-  s->flight_listing = s->opts.mem_flight_listing != 0;
+  /* Never behind a login that Courier's hand-over would cut off. */
+  s->flight_listing = s->opts.mem_flight_listing != 0 && !s->mem_courier;
   send_login(s);
   if (s->flight_listing && !s->finished && s->caps.utf8 && !s->opts.no_utf8) {
     s->flight_utf8 = 1;
@@ -1019,11 +1044,16 @@ static void start_capa(struct session *s) {
   if (s->flight_listing && !s->finished &&
       (send_cmd(s, C_UIDL, 0, NULL) != 0 || send_cmd(s, C_LIST, 0, NULL) != 0))
     finish(s, -ENOMEM);
+  s->flight_listing_sent = s->flight_listing && !s->finished;
   /* The fresh CAPA's reply fills these. */
   proto_caps_init(&s->caps);
   s->capa_ok = 0;
   if (!s->finished)
     set_state(s, ST_CAPA);
+}
+
+static void start_capa(struct session *s) {
+  send_flight(s, flight_method(s));
 }
 
 /* The fresh CAPA of a flight is in (or refused): compare it with what the
@@ -1041,14 +1071,15 @@ static void flight_check(struct session *s) {
     /* What follows the login goes as in a cold session, by the fresh CAPA. */
     s->pipelined = s->opts.pipelining == SESSION_PIPELINING_ON ||
                    (s->opts.pipelining == SESSION_PIPELINING_AUTO && s->caps.pipelining);
-  if (fresh != s->method || !pipe || utf8 != s->flight_utf8) {
+  if (fresh != s->method || !pipe || utf8 != s->flight_utf8 || s->greeting_changed) {
     s->flight = SESSION_FLIGHT_STALE;
     s->flight_nopipe = !pipe;
-    note(s, "the server's capabilities changed since the last session:%s%s%s%s",
+    note(s, "the server's capabilities changed since the last session:%s%s%s%s%s",
          !s->capa_ok ? " CAPA refused;" : "",
          fresh != s->method ? " the login sent is not the one they offer now;" : "",
          !pipe ? " no PIPELINING (lock-step from the transfer on);" : "",
-         utf8 != s->flight_utf8 ? " UTF8 changed;" : "");
+         utf8 != s->flight_utf8 ? " UTF8 changed;" : "",
+         s->greeting_changed ? " the greeting's APOP timestamp came or went;" : "");
   }
   set_state(s, ST_AUTH);
   if (utf8 && !s->flight_utf8) {
@@ -1077,6 +1108,8 @@ static int flight_fallback(struct session *s, int err) {
   memcpy(s->errtext, errsave, sizeof errsave);
   if (fresh == s->method)
     return 0; /* the method still holds: the credentials were refused */
+  if (s->early == SESSION_EARLY_SENT)
+    s->early = SESSION_EARLY_BROKEN; /* a refusal of what went out early */
   note(s, "the %s login of the flight was refused (%s); reading the %zu replies sent behind it",
        auth_names[s->method], s->errtext, s->fifo.len);
   s->stale = s->fifo.len;
@@ -1225,6 +1258,14 @@ static void send_listing(struct session *s) {
 static int listing_line(struct session *s, enum cmd_kind kind, const char *line, size_t len) {
   if (kind == C_CAPA) {
     proto_caps_line(&s->caps, line, len);
+    if (len > 15 && strncasecmp(line, "IMPLEMENTATION ", 15) == 0) {
+      size_t i = 15, n = 0;
+      while (i < len && line[i] == ' ')
+        i++;
+      while (i < len && n + 1 < sizeof s->impl && line[i] > 0x20 && line[i] < 0x7f)
+        s->impl[n++] = line[i++];
+      s->impl[n] = '\0';
+    }
     return 0;
   }
   unsigned long num;
@@ -1418,8 +1459,13 @@ static int resp_error(const struct p3_status *st, int fallback) {
 
 /* The login succeeded: UTF8 when offered, then the listing. */
 static void logged_in(struct session *s) {
+  if (s->early == SESSION_EARLY_SENT)
+    s->early = SESSION_EARLY_HELD;
   if (s->flight_listing) {
-    /* The one flight: UTF8 (if any), UIDL and LIST are queued already. */
+    /* The one flight: UTF8 (if any), UIDL and LIST are queued already.
+     * Until a reply to them begins, the owner bounds the wait
+     * (session_flight_listing_wait). */
+    s->listing_wait = 1;
     set_state(s, ST_LISTING);
     return;
   }
@@ -1446,6 +1492,7 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
   case C_GREETING: {
     fifo_pop(s);
     if (!st->ok) {
+      s->greeting_refused = 1;
       set_server_error(s, st);
       finish(s, resp_error(st, P3_ESERVER));
       return;
@@ -1456,16 +1503,27 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
       memcpy(s->apop_ts, ts, tslen);
       s->apop_ts[tslen] = '\0';
     }
+    if (s->early) {
+      /* The flight is out already, and its login needs no stamp; a shape
+       * the memory did not expect makes the flight stale (flight_check). */
+      if (s->opts.mem_greeting != 0 && (s->apop_ts[0] != '\0') != (s->opts.mem_greeting == 2))
+        s->greeting_changed = 1;
+      set_state(s, ST_CAPA);
+      return;
+    }
     start_capa(s);
     return;
   }
   case C_CAPA:
+    s->impl[0] = '\0';
     if (st->ok) {
       s->capa_ok = 1;
       proto_caps_init(&s->caps);
       *multiline_r = 1;
       return;
     }
+    if (s->early == SESSION_EARLY_SENT)
+      s->early = SESSION_EARLY_BROKEN; /* refused what it answered before */
     fifo_pop(s);
     s->capa_ok = 0;
     proto_caps_init(&s->caps);
@@ -1769,6 +1827,7 @@ static void on_line(struct session *s, const char *line, size_t len) {
   struct cmd *c = fifo_head(s);
   if (s->ops.trace)
     s->ops.trace(s->data, 'S', line, len);
+  s->listing_wait = 0; /* the server reads what followed the login */
   if (c == NULL) {
     desync(s, "the server sent a reply with no command outstanding");
     return;
@@ -1963,7 +2022,7 @@ struct session *session_new(const struct session_options *opts, const struct ses
   s->fifo.cap = 16;
   s->fifo.v = malloc(s->fifo.cap * sizeof *s->fifo.v);
   proto_caps_init(&s->caps);
-  s->mem_capa_ok = mem_caps_parse(&s->mem_caps, opts->mem_capa);
+  s->mem_capa_ok = mem_caps_parse(&s->mem_caps, opts->mem_capa, &s->mem_courier);
   s->opts.mem_capa = NULL; /* parsed; not kept */
   if (!s->opts.user || !s->opts.password || !s->opts.host || !s->scratch || !s->fifo.v) {
     session_free(s);
@@ -2022,8 +2081,7 @@ void session_timeout(struct session *s) {
   if (s->state == ST_TLS_WAIT)
     set_local_error(s, "%s", ""); /* the transport's detail says it all */
   else if (s->in_body)
-    set_local_error(s, "the reply to %s did not arrive in time",
-                    c ? cmd_names[c->kind] : "the last command");
+    set_local_error(s, "the reply to %s stalled", c ? cmd_names[c->kind] : "the last command");
   else if (s->state == ST_QUIT && s->deles_sent)
     set_local_error(s, "%s",
                     "no reply to QUIT, so the server's deletions may not have been applied");
@@ -2071,6 +2129,38 @@ enum session_flight session_flight(const struct session *s) {
 
 int session_greeting_apop(const struct session *s) {
   return s->apop_ts[0] != '\0';
+}
+
+int session_send_early(struct session *s) {
+  if (s->finished || s->state != ST_GREETING || s->fifo.len != 1 || s->lines_done != 0 ||
+      !s->tls_active || s->opts.starttls || s->flight != SESSION_FLIGHT_NONE)
+    return 0;
+  /* No greeting yet, so no APOP stamp: choose_auth cannot pick APOP (and a
+   * forced APOP gives AUTO).  USER/PASS or one-line AUTH PLAIN only. */
+  enum session_auth a = flight_method(s);
+  if (a != SESSION_AUTH_USER && a != SESSION_AUTH_PLAIN)
+    return 0;
+  s->early = SESSION_EARLY_SENT;
+  send_flight(s, a);
+  if (!s->finished)
+    set_state(s, ST_GREETING);
+  return !s->finished;
+}
+
+enum session_early session_early(const struct session *s) {
+  return s->early;
+}
+
+int session_flight_listing(const struct session *s) {
+  return s->flight_listing_sent;
+}
+
+int session_flight_listing_wait(const struct session *s) {
+  return !s->finished && s->listing_wait;
+}
+
+const char *session_implementation(const struct session *s) {
+  return s->impl;
 }
 
 void session_tls_ready(struct session *s) {

@@ -8,7 +8,8 @@
  * login (USER+PASS, APOP or AUTH: see enum session_auth) -> [UTF8] -> UIDL+LIST -> [TOP n 0 probes]
  * -> RETR pipeline (bounded window) with DELE for each message once its delivery reports it saved
  * -> barrier (fsync new/) -> QUIT.  Warm (session_options.mem_capa): CAPA, the login, [UTF8,]
- * UIDL and LIST go out in one write after the greeting (after the handshake with STLS), and
+ * UIDL and LIST go out in one write after the greeting (after the handshake with STLS; on a
+ * resumed implicit-TLS connection before it: session_send_early), and
  * the fresh CAPA is checked when its reply comes (session_flight).  Replies match commands
  * strictly in order through a FIFO of commands in flight.  A reply that cannot belong to the
  * command it is matched with (desync) stops all further DELEs and the session closes without
@@ -182,12 +183,20 @@ struct session_options {
    * is then checked against the memory (session_flight). */
   const char *mem_capa;
   int mem_pipelining;
-  /* 1: the flight may also carry [UTF8,] UIDL and LIST behind the login.
-   * Only for a server known to keep input sent before its login completes:
-   * Courier's login process drops it (it hands the connection to another
-   * program after PASS), and nothing in the protocol tells such a server
-   * apart, so pop3 passes 0 and the flight ends with the login. */
+  /* 1: the flight may also carry [UTF8,] UIDL and LIST behind the login
+   * (one round trip less).  Courier's login process drops what follows
+   * PASS (it hands the connection to another program), and nothing in the
+   * protocol announces that, so the owner passes 1 only while the memory
+   * has not seen such a loss (srvmem flight-listing not "no"), and bounds
+   * the wait for the first reply behind the accepted login
+   * (session_flight_listing_wait); the session itself never sends the
+   * listing in the flight when the remembered CAPA says "IMPLEMENTATION
+   * Courier". */
   int mem_flight_listing;
+  /* The greeting's shape the memory expects: 0 unknown, 1 no APOP
+   * timestamp, 2 one.  Only an early flight (session_send_early) compares:
+   * another shape makes the flight stale (SESSION_FLIGHT_STALE). */
+  int mem_greeting;
 };
 
 struct session;
@@ -262,6 +271,46 @@ enum session_flight session_flight(const struct session *s);
 
 /* 1 when the greeting carried an APOP timestamp. */
 int session_greeting_apop(const struct session *s);
+
+/* The early flight (issue 11).  On a resumed implicit-TLS connection the
+ * greeting only comes after the server has the client's Finished; the
+ * owner calls this right after that handshake, before any plaintext was
+ * fed, when the memory says the server took an early flight before (or
+ * does not know).  When the one flight would be used (see mem_capa) with
+ * a login that needs nothing from the greeting (USER/PASS, or AUTH PLAIN
+ * in one line: never APOP, whose digest needs the greeting's stamp), the
+ * flight is queued now (take the output and send it at once) and 1 is
+ * returned; else nothing is queued and 0.  The greeting is still read and
+ * checked first: an -ERR greeting ends the session as usual; a greeting
+ * whose APOP stamp came or went since the memory (mem_greeting) makes the
+ * flight stale. */
+int session_send_early(struct session *s);
+
+enum session_early {
+  SESSION_EARLY_NONE = 0, /* not sent before the greeting */
+  SESSION_EARLY_SENT,     /* sent; not judged (yet, or the greeting was -ERR) */
+  SESSION_EARLY_HELD,     /* the login that went out early was accepted */
+  /* The server broke it: the session ended before the login's +OK (the
+   * connection dropped, a reply timed out, garbage), or CAPA or the login
+   * was refused.  The owner remembers not to send early again. */
+  SESSION_EARLY_BROKEN
+};
+enum session_early session_early(const struct session *s);
+
+/* 1 when UIDL and LIST went out behind the login in the flight
+ * (mem_flight_listing). */
+int session_flight_listing(const struct session *s);
+
+/* 1 while that login has been accepted and no reply line has come since:
+ * the owner bounds this wait (a server that dropped what followed PASS
+ * never answers) and, when it expires, ends the session with
+ * session_fail() (nothing was retrieved or deleted yet) and remembers not
+ * to send the listing in the flight again. */
+int session_flight_listing_wait(const struct session *s);
+
+/* The first word of the fresh CAPA's IMPLEMENTATION line ("Courier"), or
+ * "" (for the memory's capa-pre, before its SASL part). */
+const char *session_implementation(const struct session *s);
 
 /* The TLS handshake after STLS completed. */
 void session_tls_ready(struct session *s);

@@ -21,6 +21,8 @@ void srvmem_init(struct srvmem *m) {
   memset(m, 0, sizeof *m);
   m->pipelining = SRVMEM_UNKNOWN;
   m->greeting_apop = SRVMEM_UNKNOWN;
+  m->early_flight = SRVMEM_UNKNOWN;
+  m->flight_listing = SRVMEM_UNKNOWN;
 }
 
 void srvmem_drop_tls(struct srvmem *m) {
@@ -158,6 +160,10 @@ static int parse_line(struct srvmem *m, const char *line, size_t len, unsigned *
     bit = 16;
   else if (KEY_IS("greeting"))
     bit = 32;
+  else if (KEY_IS("early-flight"))
+    bit = 512;
+  else if (KEY_IS("flight-listing"))
+    bit = 1024;
   else if (KEY_IS("tls-key"))
     bit = 64;
   else if (KEY_IS("tls-expires"))
@@ -192,6 +198,10 @@ static int parse_line(struct srvmem *m, const char *line, size_t len, unsigned *
     return parse_tri(v, vlen, "yes", &m->pipelining);
   case 32:
     return parse_tri(v, vlen, "apop", &m->greeting_apop);
+  case 512:
+    return parse_tri(v, vlen, "yes", &m->early_flight);
+  case 1024:
+    return parse_tri(v, vlen, "yes", &m->flight_listing);
   case 64: {
     size_t n;
     if (vlen != 64 || parse_hex(v, vlen, m->tls_key, sizeof m->tls_key, &n) != 0)
@@ -335,6 +345,10 @@ int srvmem_format(const struct srvmem *m, char **buf_r, size_t *len_r) {
   puts_(&o, tri_text(m->pipelining, "yes", "no"));
   puts_(&o, "\ngreeting ");
   puts_(&o, tri_text(m->greeting_apop, "apop", "plain"));
+  puts_(&o, "\nearly-flight ");
+  puts_(&o, tri_text(m->early_flight, "yes", "no"));
+  puts_(&o, "\nflight-listing ");
+  puts_(&o, tri_text(m->flight_listing, "yes", "no"));
   puts_(&o, "\n");
   if (m->has_tls) {
     puts_(&o, "tls-key ");

@@ -18,10 +18,23 @@
  *   pop3sync-server 1
  *   server USER@HOST:PORT        whose facts these are (spec_identity)
  *   saved UNIXTIME
- *   capa-pre TOKENS              CAPA before login, normalised (may be absent)
+ *   capa-pre TOKENS              CAPA before login, normalised (may be absent);
+ *                                "IMPLEMENTATION WORD" (its first word) before
+ *                                "SASL MECHS", which come last
  *   capa-post TOKENS             CAPA after login (may be absent)
  *   pipelining yes|no|unknown
  *   greeting apop|plain|unknown  apop: the greeting had a timestamp
+ *   early-flight yes|no|unknown  after a resumed implicit-TLS handshake the one
+ *                                flight went out with the client's Finished,
+ *                                before the greeting: yes, the session went
+ *                                through cleanly; no, the server broke it (the
+ *                                connection ended, or CAPA or the login was
+ *                                refused, before the login's +OK): never again
+ *   flight-listing yes|no|unknown  [UTF8,] UIDL and LIST rode behind the login
+ *                                in the one flight: yes, answered; no, the
+ *                                server never answered them (Courier's login
+ *                                process drops what follows PASS): never again
+ *                                (nor when capa-pre says IMPLEMENTATION Courier)
  *   tls-key HEX64                what the session is valid for (tls.h:
  *   tls-expires UNIXTIME           tls_session_key); these three go
  *   tls-session HEX              together or not at all
@@ -50,6 +63,8 @@ struct srvmem {
   char capa_post[SRVMEM_CAPA_MAX];
   enum srvmem_tri pipelining;
   enum srvmem_tri greeting_apop;
+  enum srvmem_tri early_flight;   /* early-flight: see the file format above */
+  enum srvmem_tri flight_listing; /* flight-listing */
   int has_tls;
   uint8_t tls_key[32];
   time_t tls_expires;

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@
  * handshake from a full one (3.x: see tls_handshake). */
 #include "mbedtls/ssl_internal.h"
 #endif
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #define TLS_DEFAULT_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
@@ -50,24 +52,50 @@
 
 enum tls_state { TLS_HANDSHAKING, TLS_OPEN, TLS_FAILED };
 
-struct p3_tls {
-  mbedtls_ssl_context ssl;
+/* What every connection to servers checked against one CA file shares: the
+ * parsed CA chain, a seeded DRBG, the suite list and the mbedTLS
+ * configuration that points at them.  Immutable once built (the DRBG aside,
+ * which tls_rng serialises), reference-counted, and found again through
+ * tls_configs while any connection holds it. */
+struct p3_tls_config {
+  struct p3_tls_config *next; /* in tls_configs */
+  unsigned refs;              /* under tls_configs_lock */
+  char ca_file[256];          /* "" when no CA file is used (pins alone) */
+  struct stat ca_st;          /* the CA file as it was parsed: a changed file is a new config */
+  int have_ca;
   mbedtls_ssl_config conf;
   mbedtls_entropy_context entropy;
   mbedtls_ctr_drbg_context drbg;
+  pthread_mutex_t rng_lock;
   mbedtls_x509_crt ca;
-  int have_ca;
   int *suites; /* zero-terminated; mbedtls_ssl_conf_ciphersuites keeps the pointer */
+};
+
+static pthread_mutex_t tls_configs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct p3_tls_config *tls_configs; /* every config with refs > 0 */
+
+struct p3_tls {
+  mbedtls_ssl_context ssl;
+  struct p3_tls_config *cfg; /* one reference, dropped by tls_free */
+  int have_ca;
   enum tls_state state;
   int offered; /* a saved session was set for resumption */
   int resumed; /* the handshake was abbreviated */
   int pin_count;
   uint8_t pins[P3_TLS_MAX_PINS][32];
+  int report_only;   /* p3_tls_options.report_only: the verdict goes to tls_peer */
+  int verdict;       /* tls_judge's result, kept for tls_peer */
+  int pinned;        /* a pin matched */
+  char reason[768];  /* tls_judge's sentence when verdict < 0 */
   char ca_file[256]; /* for error messages only */
   char name[256];
   /* Ciphertext fed by the transport: bytes [in_off, in_len) are unconsumed. */
   unsigned char *in;
   size_t in_off, in_len, in_cap;
+  /* Ciphertext lent by tls_feed_lend (read after `in`, never copied unless
+   * tls_feed_end finds some left). */
+  const unsigned char *lent;
+  size_t lent_len;
   /* Ciphertext produced for the transport. */
   char *out;
   size_t out_len, out_cap;
@@ -108,12 +136,22 @@ static int tls_bio_recv(void *ctx, unsigned char *buf, size_t len) {
   struct p3_tls *t = ctx;
   size_t avail = t->in_len - t->in_off;
 
-  if (avail == 0)
-    return MBEDTLS_ERR_SSL_WANT_READ;
-  if (len > avail)
-    len = avail;
   if (len > INT_MAX)
     len = INT_MAX;
+  if (avail == 0) {
+    /* Straight from the transport's read buffer: the one copy mbedTLS
+     * needs (into its record buffer, where it decrypts in place). */
+    if (t->lent_len == 0)
+      return MBEDTLS_ERR_SSL_WANT_READ;
+    if (len > t->lent_len)
+      len = t->lent_len;
+    memcpy(buf, t->lent, len);
+    t->lent += len;
+    t->lent_len -= len;
+    return (int)len;
+  }
+  if (len > avail)
+    len = avail;
   memcpy(buf, t->in + t->in_off, len);
   t->in_off += len;
   if (t->in_off == t->in_len)
@@ -207,7 +245,7 @@ static void tls_format_fingerprint(const uint8_t fp[32], char *buf, size_t len) 
 
 /* ---- setup */
 
-static int tls_build_suites(struct p3_tls *t) {
+static int tls_build_suites(struct p3_tls_config *t) {
   const int *defaults = mbedtls_ssl_list_ciphersuites();
   size_t ndef = 0, npref = sizeof(tls_preferred_suites) / sizeof(tls_preferred_suites[0]);
   size_t i, j, n = 0;
@@ -234,7 +272,7 @@ static int tls_build_suites(struct p3_tls *t) {
   return 0;
 }
 
-static int tls_load_ca(struct p3_tls *t, const char *file, char *errbuf, size_t errlen) {
+static int tls_load_ca(struct p3_tls_config *t, const char *file, char *errbuf, size_t errlen) {
   int ret;
 
   errno = 0;
@@ -263,28 +301,45 @@ static int tls_load_ca(struct p3_tls *t, const char *file, char *errbuf, size_t 
   return 0;
 }
 
-int tls_new(const struct p3_tls_options *opts, struct p3_tls **t_r, char *errbuf, size_t errlen) {
-  static const char pers[] = "pop3sync tls";
-  const char *name = opts->server_name;
-  struct p3_tls *t;
+/* The CA file a config for opts uses, or NULL (pins alone). */
+static const char *tls_config_file(const struct p3_tls_options *opts) {
+  /* The CA file is needed unless pins alone decide; an explicit ca_file is
+   * loaded (and must be valid) even with pins. */
+  if (opts->ca_file != NULL || opts->pin_count == 0)
+    return opts->ca_file ? opts->ca_file : TLS_DEFAULT_CA_FILE;
+  return NULL;
+}
+
+/* The DRBG is shared by every connection using the config: one at a time. */
+static int tls_rng(void *arg, unsigned char *out, size_t len) {
+  struct p3_tls_config *cfg = arg;
   int ret;
 
-  *t_r = NULL;
-  if (name != NULL && name[0] == '\0')
-    name = NULL;
-  if (opts->pin_count < 0 || opts->pin_count > P3_TLS_MAX_PINS) {
-    p3_set_error(errbuf, errlen, "bad pin count %d", opts->pin_count);
-    return P3_ETLSCONF;
-  }
-  if (name == NULL && opts->pin_count == 0) {
-    p3_set_error(errbuf, errlen, "no name to verify");
-    return P3_ETLSCONF;
-  }
-  if (name != NULL && strlen(name) >= sizeof(t->name)) {
-    p3_set_error(errbuf, errlen, "server name is too long");
-    return P3_ETLSCONF;
-  }
+  pthread_mutex_lock(&cfg->rng_lock);
+  ret = mbedtls_ctr_drbg_random(&cfg->drbg, out, len);
+  pthread_mutex_unlock(&cfg->rng_lock);
+  return ret;
+}
 
+static void tls_config_free(struct p3_tls_config *cfg) {
+  mbedtls_ssl_config_free(&cfg->conf);
+  mbedtls_ctr_drbg_free(&cfg->drbg);
+  mbedtls_entropy_free(&cfg->entropy);
+  mbedtls_x509_crt_free(&cfg->ca);
+  pthread_mutex_destroy(&cfg->rng_lock);
+  free(cfg->suites);
+  free(cfg);
+}
+
+/* Parses the CA file, seeds a DRBG, fills the mbedTLS configuration: the
+ * 10-30 ms that must not run on the loop thread. */
+static int tls_config_build(const char *file, const struct stat *st, struct p3_tls_config **cfg_r,
+                            char *errbuf, size_t errlen) {
+  static const char pers[] = "pop3sync tls";
+  struct p3_tls_config *cfg;
+  int ret;
+
+  *cfg_r = NULL;
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
   /* 3.x uses PSA for TLS 1.3 and more; initialising twice is harmless. */
   if (psa_crypto_init() != PSA_SUCCESS) {
@@ -292,34 +347,25 @@ int tls_new(const struct p3_tls_options *opts, struct p3_tls **t_r, char *errbuf
     return P3_ETLSCONF;
   }
 #endif
-
-  t = calloc(1, sizeof(*t));
-  if (t == NULL)
+  cfg = calloc(1, sizeof(*cfg));
+  if (cfg == NULL)
     return -ENOMEM;
-  mbedtls_ssl_init(&t->ssl);
-  mbedtls_ssl_config_init(&t->conf);
-  mbedtls_entropy_init(&t->entropy);
-  mbedtls_ctr_drbg_init(&t->drbg);
-  mbedtls_x509_crt_init(&t->ca);
-  t->state = TLS_HANDSHAKING;
-  t->pin_count = opts->pin_count;
-  if (opts->pin_count > 0)
-    memcpy(t->pins, opts->pins, sizeof(t->pins[0]) * (size_t)opts->pin_count);
-  if (name != NULL)
-    snprintf(t->name, sizeof(t->name), "%s", name);
-
-  /* The CA file is needed unless pins alone decide; an explicit ca_file is
-   * loaded (and must be valid) even with pins. */
-  if (opts->ca_file != NULL || opts->pin_count == 0) {
-    const char *file = opts->ca_file ? opts->ca_file : TLS_DEFAULT_CA_FILE;
-
-    snprintf(t->ca_file, sizeof(t->ca_file), "%s", file);
-    ret = tls_load_ca(t, file, errbuf, errlen);
+  mbedtls_ssl_config_init(&cfg->conf);
+  mbedtls_entropy_init(&cfg->entropy);
+  mbedtls_ctr_drbg_init(&cfg->drbg);
+  mbedtls_x509_crt_init(&cfg->ca);
+  pthread_mutex_init(&cfg->rng_lock, NULL);
+  cfg->refs = 1;
+  if (file != NULL) {
+    snprintf(cfg->ca_file, sizeof(cfg->ca_file), "%s", file);
+    if (st != NULL)
+      cfg->ca_st = *st;
+    ret = tls_load_ca(cfg, file, errbuf, errlen);
     if (ret < 0)
       goto fail;
   }
 
-  ret = mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->entropy,
+  ret = mbedtls_ctr_drbg_seed(&cfg->drbg, mbedtls_entropy_func, &cfg->entropy,
                               (const unsigned char *)pers, sizeof(pers) - 1);
   if (ret != 0) {
     tls_err_mbed(errbuf, errlen, "cannot seed the random generator", ret);
@@ -327,7 +373,7 @@ int tls_new(const struct p3_tls_options *opts, struct p3_tls **t_r, char *errbuf
     goto fail;
   }
 
-  ret = mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+  ret = mbedtls_ssl_config_defaults(&cfg->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
                                     MBEDTLS_SSL_PRESET_DEFAULT);
   if (ret != 0) {
     tls_err_mbed(errbuf, errlen, "cannot set TLS defaults", ret);
@@ -335,25 +381,170 @@ int tls_new(const struct p3_tls_options *opts, struct p3_tls **t_r, char *errbuf
     goto fail;
   }
 #if MBEDTLS_VERSION_NUMBER >= 0x03020000
-  mbedtls_ssl_conf_min_tls_version(&t->conf, MBEDTLS_SSL_VERSION_TLS1_2);
+  mbedtls_ssl_conf_min_tls_version(&cfg->conf, MBEDTLS_SSL_VERSION_TLS1_2);
 #else
-  mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+  mbedtls_ssl_conf_min_version(&cfg->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                               MBEDTLS_SSL_MINOR_VERSION_3);
 #endif
   /* OPTIONAL: the handshake completes and tls_verify() decides, so that
    * the error can say what was wrong (and so that pins can override). */
-  mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_OPTIONAL);
-  if (t->have_ca)
-    mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
-  mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
-  ret = tls_build_suites(t);
+  mbedtls_ssl_conf_authmode(&cfg->conf, MBEDTLS_SSL_VERIFY_OPTIONAL);
+  if (cfg->have_ca)
+    mbedtls_ssl_conf_ca_chain(&cfg->conf, &cfg->ca, NULL);
+  mbedtls_ssl_conf_rng(&cfg->conf, tls_rng, cfg);
+  ret = tls_build_suites(cfg);
   if (ret < 0)
     goto fail;
-  mbedtls_ssl_conf_ciphersuites(&t->conf, t->suites);
+  mbedtls_ssl_conf_ciphersuites(&cfg->conf, cfg->suites);
 #if defined(MBEDTLS_SSL_SESSION_TICKETS)
-  mbedtls_ssl_conf_session_tickets(&t->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
+  mbedtls_ssl_conf_session_tickets(&cfg->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
 #endif
+  *cfg_r = cfg;
+  return 0;
 
-  ret = mbedtls_ssl_setup(&t->ssl, &t->conf);
+fail:
+  tls_config_free(cfg);
+  return ret;
+}
+
+static int tls_same_file(const struct stat *a, const struct stat *b) {
+  return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+         a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* A live config for file (NULL: none) as it is now, with one more
+ * reference; NULL when there is none.  Under tls_configs_lock. */
+static struct p3_tls_config *tls_config_find(const char *file, const struct stat *st) {
+  struct p3_tls_config *c;
+
+  for (c = tls_configs; c != NULL; c = c->next) {
+    if (file == NULL ? c->ca_file[0] != '\0' : strcmp(c->ca_file, file) != 0)
+      continue;
+    if (file != NULL && (st == NULL || !tls_same_file(&c->ca_st, st)))
+      continue;
+    c->refs++;
+    return c;
+  }
+  return NULL;
+}
+
+int tls_config_get(const struct p3_tls_options *opts, struct p3_tls_config **cfg_r, char *errbuf,
+                   size_t errlen) {
+  const char *file = tls_config_file(opts);
+  struct p3_tls_config *cfg, *other;
+  struct stat st;
+  int have_st = 0, ret;
+
+  *cfg_r = NULL;
+  if (file != NULL && strlen(file) >= sizeof(cfg->ca_file)) {
+    p3_set_error(errbuf, errlen, "CA file name is too long: %.100s...", file);
+    return P3_ETLSCONF;
+  }
+  /* A file that cannot be stat'ed is never shared: the build says why. */
+  have_st = file != NULL && stat(file, &st) == 0;
+  pthread_mutex_lock(&tls_configs_lock);
+  cfg = file == NULL || have_st ? tls_config_find(file, have_st ? &st : NULL) : NULL;
+  pthread_mutex_unlock(&tls_configs_lock);
+  if (cfg != NULL) {
+    *cfg_r = cfg;
+    return 0;
+  }
+  ret = tls_config_build(file, have_st ? &st : NULL, &cfg, errbuf, errlen);
+  if (ret < 0)
+    return ret;
+  if (file != NULL && !have_st) {
+    *cfg_r = cfg; /* parsed, yet not stat'able: private to this caller */
+    return 0;
+  }
+  pthread_mutex_lock(&tls_configs_lock);
+  /* Built twice at once: keep the first, so that later callers share it. */
+  other = tls_config_find(file, have_st ? &st : NULL);
+  if (other == NULL) {
+    cfg->next = tls_configs;
+    tls_configs = cfg;
+  }
+  pthread_mutex_unlock(&tls_configs_lock);
+  if (other != NULL) {
+    tls_config_free(cfg);
+    cfg = other;
+  }
+  *cfg_r = cfg;
+  return 0;
+}
+
+void tls_config_put(struct p3_tls_config *cfg) {
+  struct p3_tls_config **pp;
+  int last;
+
+  if (cfg == NULL)
+    return;
+  pthread_mutex_lock(&tls_configs_lock);
+  last = --cfg->refs == 0;
+  if (last) {
+    for (pp = &tls_configs; *pp != NULL; pp = &(*pp)->next) {
+      if (*pp == cfg) {
+        *pp = cfg->next;
+        break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&tls_configs_lock);
+  if (last)
+    tls_config_free(cfg);
+}
+
+/* The options tls_new checks before any work. */
+static int tls_check_options(const struct p3_tls_options *opts, char *errbuf, size_t errlen) {
+  const char *name = opts->server_name;
+
+  if (name != NULL && name[0] == '\0')
+    name = NULL;
+  if (opts->pin_count < 0 || opts->pin_count > P3_TLS_MAX_PINS) {
+    p3_set_error(errbuf, errlen, "bad pin count %d", opts->pin_count);
+    return P3_ETLSCONF;
+  }
+  if (name == NULL && opts->pin_count == 0 && !opts->report_only) {
+    p3_set_error(errbuf, errlen, "no name to verify");
+    return P3_ETLSCONF;
+  }
+  if (name != NULL && strlen(name) >= sizeof(((struct p3_tls *)NULL)->name)) {
+    p3_set_error(errbuf, errlen, "server name is too long");
+    return P3_ETLSCONF;
+  }
+  return 0;
+}
+
+int tls_new_from(struct p3_tls_config *cfg, const struct p3_tls_options *opts, struct p3_tls **t_r,
+                 char *errbuf, size_t errlen) {
+  const char *name = opts->server_name;
+  struct p3_tls *t;
+  int ret;
+
+  *t_r = NULL;
+  ret = tls_check_options(opts, errbuf, errlen);
+  if (ret < 0)
+    return ret;
+  if (name != NULL && name[0] == '\0')
+    name = NULL;
+  t = calloc(1, sizeof(*t));
+  if (t == NULL)
+    return -ENOMEM;
+  mbedtls_ssl_init(&t->ssl);
+  pthread_mutex_lock(&tls_configs_lock);
+  cfg->refs++;
+  pthread_mutex_unlock(&tls_configs_lock);
+  t->cfg = cfg;
+  t->have_ca = cfg->have_ca;
+  snprintf(t->ca_file, sizeof(t->ca_file), "%s", cfg->ca_file);
+  t->state = TLS_HANDSHAKING;
+  t->pin_count = opts->pin_count;
+  t->report_only = opts->report_only;
+  if (opts->pin_count > 0)
+    memcpy(t->pins, opts->pins, sizeof(t->pins[0]) * (size_t)opts->pin_count);
+  if (name != NULL)
+    snprintf(t->name, sizeof(t->name), "%s", name);
+
+  ret = mbedtls_ssl_setup(&t->ssl, &cfg->conf);
   if (ret != 0) {
     tls_err_mbed(errbuf, errlen, "cannot set up TLS", ret);
     ret = ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? -ENOMEM : P3_ETLSCONF;
@@ -387,15 +578,27 @@ fail:
   return ret;
 }
 
+int tls_new(const struct p3_tls_options *opts, struct p3_tls **t_r, char *errbuf, size_t errlen) {
+  struct p3_tls_config *cfg;
+  int ret;
+
+  *t_r = NULL;
+  ret = tls_check_options(opts, errbuf, errlen);
+  if (ret < 0)
+    return ret;
+  ret = tls_config_get(opts, &cfg, errbuf, errlen);
+  if (ret < 0)
+    return ret;
+  ret = tls_new_from(cfg, opts, t_r, errbuf, errlen);
+  tls_config_put(cfg);
+  return ret;
+}
+
 void tls_free(struct p3_tls *t) {
   if (t == NULL)
     return;
   mbedtls_ssl_free(&t->ssl);
-  mbedtls_ssl_config_free(&t->conf);
-  mbedtls_ctr_drbg_free(&t->drbg);
-  mbedtls_entropy_free(&t->entropy);
-  mbedtls_x509_crt_free(&t->ca);
-  free(t->suites);
+  tls_config_put(t->cfg);
   free(t->in);
   free(t->out);
   free(t);
@@ -406,6 +609,8 @@ void tls_free(struct p3_tls *t) {
 int tls_feed(struct p3_tls *t, const char *data, size_t len) {
   size_t pending = t->in_len - t->in_off;
 
+  if (t->lent != NULL && t->lent_len > 0)
+    return -EINVAL; /* tls_feed_end first: the order of bytes would break */
   if (len == 0)
     return 0;
   if (len > TLS_MAX_INPUT - pending)
@@ -433,8 +638,22 @@ int tls_feed(struct p3_tls *t, const char *data, size_t len) {
   return 0;
 }
 
+void tls_feed_lend(struct p3_tls *t, const char *data, size_t len) {
+  t->lent = (const unsigned char *)data;
+  t->lent_len = len;
+}
+
+int tls_feed_end(struct p3_tls *t) {
+  const char *rest = (const char *)t->lent;
+  size_t len = t->lent_len;
+
+  t->lent = NULL;
+  t->lent_len = 0;
+  return len > 0 ? tls_feed(t, rest, len) : 0;
+}
+
 size_t tls_pending_input(const struct p3_tls *t) {
-  return t->in_len - t->in_off;
+  return t->in_len - t->in_off + t->lent_len;
 }
 
 size_t tls_take_output(struct p3_tls *t, char **buf_r) {
@@ -603,29 +822,55 @@ static void tls_format_pin(const uint8_t fp[32], char *buf, size_t len) {
   snprintf(buf, len, "%s", text);
 }
 
+static void tls_format_time(const mbedtls_x509_time *tm, char *buf, size_t len) {
+  snprintf(buf, len, "%04d-%02d-%02d %02d:%02d:%02d UTC", tm->year, tm->mon, tm->day, tm->hour,
+           tm->min, tm->sec);
+}
+
+/* Who the certificate says it is: subject, issuer, validity, fingerprints
+ * (the certificate fields of *p).  Returns 0, or -1 when there is no
+ * certificate or it cannot be hashed (the fields are then empty). */
+static int tls_cert_summary(const mbedtls_x509_crt *crt, struct p3_tls_peer *p) {
+  uint8_t fp[32];
+
+  p->have_cert = 0;
+  p->subject[0] = p->issuer[0] = p->valid_from[0] = p->valid_to[0] = '\0';
+  p->fingerprint[0] = p->pin[0] = '\0';
+  if (crt == NULL || crt->raw.p == NULL || tls_sha256(crt->raw.p, crt->raw.len, fp) != 0)
+    return -1;
+  /* mbedtls_x509_dn_gets writes '?' for anything unprintable. */
+  if (mbedtls_x509_dn_gets(p->subject, sizeof(p->subject), &crt->subject) < 0)
+    snprintf(p->subject, sizeof(p->subject), "(too long to show)");
+  if (mbedtls_x509_dn_gets(p->issuer, sizeof(p->issuer), &crt->issuer) < 0)
+    snprintf(p->issuer, sizeof(p->issuer), "(too long to show)");
+  tls_format_time(&crt->valid_from, p->valid_from, sizeof(p->valid_from));
+  tls_format_time(&crt->valid_to, p->valid_to, sizeof(p->valid_to));
+  tls_format_fingerprint(fp, p->fingerprint, sizeof(p->fingerprint));
+  tls_format_pin(fp, p->pin, sizeof(p->pin));
+  p->have_cert = 1;
+  return 0;
+}
+
 /* Appends to msg who the certificate says it is (subject, issuer, SHA-256
  * fingerprint) and, when no CA vouches for it, the two ways to trust it, so
  * that the error itself says what to do next. */
 static void tls_describe_cert(const mbedtls_x509_crt *crt, uint32_t flags, char *msg, size_t cap) {
-  char subject[160], issuer[160], pin[7 + 64 + 1];
-  uint8_t fp[32];
+  struct p3_tls_peer p;
 
-  if (crt == NULL || crt->raw.p == NULL || tls_sha256(crt->raw.p, crt->raw.len, fp) != 0)
+  if (tls_cert_summary(crt, &p) != 0)
     return;
-  if (mbedtls_x509_dn_gets(subject, sizeof(subject), &crt->subject) < 0)
-    snprintf(subject, sizeof(subject), "(too long to show)");
-  if (mbedtls_x509_dn_gets(issuer, sizeof(issuer), &crt->issuer) < 0)
-    snprintf(issuer, sizeof(issuer), "(too long to show)");
-  tls_format_pin(fp, pin, sizeof(pin));
-  tls_add(msg, cap, "certificate subject `%s', issuer `%s', fingerprint %s", subject, issuer, pin);
+  tls_add(msg, cap, "certificate subject `%s', issuer `%s', fingerprint %s", p.subject, p.issuer,
+          p.pin);
   if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
     tls_add(msg, cap,
             "to trust it, give --ca-file FILE (ca_file) holding the CA that signed it, or pin "
             "this certificate with --tls-fingerprint %s (tls_fingerprint)",
-            pin);
+            p.pin);
 }
 
-static int tls_verify(struct p3_tls *t, char *errbuf, size_t errlen) {
+/* The verdict on the peer's certificate: 0, or P3_ECERT / P3_EPIN with
+ * errbuf saying why. */
+static int tls_judge(struct p3_tls *t, char *errbuf, size_t errlen) {
   const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&t->ssl);
   uint32_t flags;
 
@@ -643,8 +888,10 @@ static int tls_verify(struct p3_tls *t, char *errbuf, size_t errlen) {
       return P3_EPIN;
     }
     for (i = 0; i < t->pin_count; i++) {
-      if (memcmp(fp, t->pins[i], sizeof(fp)) == 0)
+      if (memcmp(fp, t->pins[i], sizeof(fp)) == 0) {
+        t->pinned = 1;
         return 0; /* a pin replaces the CA and name checks */
+      }
     }
     tls_format_fingerprint(fp, text, sizeof(text));
     p3_set_error(errbuf, errlen, "server certificate is %s", text);
@@ -656,9 +903,21 @@ static int tls_verify(struct p3_tls *t, char *errbuf, size_t errlen) {
     return 0;
   if (errbuf != NULL && errlen > 0) {
     tls_describe_flags(t, crt, flags, errbuf, errlen);
-    tls_describe_cert(crt, flags, errbuf, errlen);
+    /* tls_peer reports the certificate itself. */
+    if (!t->report_only)
+      tls_describe_cert(crt, flags, errbuf, errlen);
   }
   return P3_ECERT;
+}
+
+/* Judges the certificate; with report_only the verdict is kept for
+ * tls_peer and the handshake goes on. */
+static int tls_verify(struct p3_tls *t, char *errbuf, size_t errlen) {
+  if (!t->report_only)
+    return tls_judge(t, errbuf, errlen);
+  t->reason[0] = '\0';
+  t->verdict = tls_judge(t, t->reason, sizeof(t->reason));
+  return 0;
 }
 
 /* ---- the transform */
@@ -875,6 +1134,17 @@ int tls_session_offered(const struct p3_tls *t) {
 
 int tls_resumed(const struct p3_tls *t) {
   return t->state == TLS_OPEN && t->resumed;
+}
+
+int tls_peer(const struct p3_tls *t, struct p3_tls_peer *peer_r) {
+  memset(peer_r, 0, sizeof(*peer_r));
+  if (t->state != TLS_OPEN)
+    return P3_ETLS;
+  peer_r->verdict = t->verdict;
+  peer_r->pinned = t->pinned;
+  snprintf(peer_r->reason, sizeof(peer_r->reason), "%s", t->verdict < 0 ? t->reason : "");
+  tls_cert_summary(mbedtls_ssl_get_peer_cert(&t->ssl), peer_r);
+  return 0;
 }
 
 const char *tls_version(const struct p3_tls *t) {

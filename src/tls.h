@@ -22,27 +22,79 @@ struct p3_tls_options {
    * handshake. */
   const unsigned char *resume;
   size_t resume_len;
+  /* pop3 info only (never for a session that logs in): judge the
+   * certificate but let the handshake complete whatever the verdict, which
+   * tls_peer() then reports.  Also allows no server_name without pins (the
+   * name is then not checked). */
+  int report_only;
 };
 
-struct p3_tls; /* opaque */
+/* The server certificate and what verification made of it (tls_peer).
+ * Strings come from the certificate: anything unprintable is '?'. */
+struct p3_tls_peer {
+  int verdict;       /* 0: trusted (CA and name, or a pin); else P3_ECERT or P3_EPIN */
+  int pinned;        /* trusted through a --tls-fingerprint pin */
+  char reason[768];  /* why not trusted, as tls_handshake would fail; "" when trusted */
+  int have_cert;     /* 0: the server sent none (the fields below are empty) */
+  char subject[256]; /* e.g. "CN=localhost" */
+  char issuer[256];
+  char valid_from[32]; /* "YYYY-MM-DD HH:MM:SS UTC" */
+  char valid_to[32];
+  char fingerprint[7 + 32 * 3]; /* "sha256:AB:CD:..." as `openssl x509 -fingerprint -sha256` */
+  char pin[7 + 64 + 1];         /* "sha256:abcd..." as --tls-fingerprint takes it */
+};
+
+struct p3_tls;        /* opaque: one connection */
+struct p3_tls_config; /* opaque: what connections share (see tls_config_get) */
 
 /* Parses "sha256:HEX" (64 hex digits, any case, colons allowed anywhere
  * between digit pairs, the "sha256:" prefix optional) into out.  Returns 0
  * or -EINVAL. */
 int tls_parse_fingerprint(const char *text, uint8_t out[32]);
 
-/* Creates a client context.  Loads the CA file unless pins are given and
- * ca_file is NULL.  Returns 0 and *t_r, or P3_ETLSCONF with errbuf set (a
- * CA file that cannot be read is named). */
+/* The shared part of a client context for opts' CA file (ca_file, or the
+ * system bundle unless pins are given without one): the parsed CA chain, a
+ * seeded DRBG (serialised by a lock), the suite list and the TLS settings.
+ * BLOCKING (parses the CA bundle and gathers entropy: 10-30 ms): call it
+ * off the loop thread (uv_queue_work).  Thread-safe.  A config for the same
+ * file, unchanged (device, inode, size, mtime), that is still referenced is
+ * returned again instead of built anew.  Returns 0 and a reference in
+ * *cfg_r (release it with tls_config_put), P3_ETLSCONF with errbuf set (a
+ * CA file that cannot be read or parsed is named) or -ENOMEM. */
+int tls_config_get(const struct p3_tls_options *opts, struct p3_tls_config **cfg_r, char *errbuf,
+                   size_t errlen);
+
+/* Drops a reference (NULL: nothing); the last one frees the config. */
+void tls_config_put(struct p3_tls_config *cfg);
+
+/* Creates a client context on cfg (which it holds a reference to until
+ * tls_free): cheap, no file access, for the loop thread.  opts supplies the
+ * server name, pins and session to resume; its ca_file is cfg's business.
+ * Returns 0 and *t_r, P3_ETLSCONF (bad name or pins) or -ENOMEM. */
+int tls_new_from(struct p3_tls_config *cfg, const struct p3_tls_options *opts, struct p3_tls **t_r,
+                 char *errbuf, size_t errlen);
+
+/* tls_config_get and tls_new_from in one (blocking as the former).
+ * Returns 0 and *t_r, or P3_ETLSCONF with errbuf set (a CA file that
+ * cannot be read is named). */
 int tls_new(const struct p3_tls_options *opts, struct p3_tls **t_r, char *errbuf, size_t errlen);
 
 void tls_free(struct p3_tls *t);
 
 /* Appends received ciphertext (copied; the buffer grows as needed but the
- * transport stops reading while tls has more than ~64 KiB unconsumed). */
+ * transport stops reading while tls has more than ~64 KiB unconsumed).
+ * -EINVAL while a loan (tls_feed_lend) is open. */
 int tls_feed(struct p3_tls *t, const char *data, size_t len);
 
-/* Bytes of ciphertext fed but not yet consumed. */
+/* Lends received ciphertext without copying it: tls_handshake and tls_read
+ * read from data (after anything fed earlier) until tls_feed_end, which
+ * must come before data changes or goes away.  tls_feed_end copies what is
+ * left unconsumed (as tls_feed would: only while the transport is paused
+ * or a record is incomplete) and returns 0, -ENOBUFS or -ENOMEM. */
+void tls_feed_lend(struct p3_tls *t, const char *data, size_t len);
+int tls_feed_end(struct p3_tls *t);
+
+/* Bytes of ciphertext fed (or lent) but not yet consumed. */
 size_t tls_pending_input(const struct p3_tls *t);
 
 /* Advances the handshake.  Returns 1 when done (and verified), 0 when it
@@ -92,6 +144,11 @@ int tls_session_offered(const struct p3_tls *t);
 /* 1 when the handshake resumed the offered session (abbreviated
  * handshake), 0 after a full one. */
 int tls_resumed(const struct p3_tls *t);
+
+/* After a completed handshake: fills *peer_r with the verdict and the
+ * certificate (subject, issuer, validity, fingerprints).  Returns 0, or
+ * P3_ETLS when the handshake has not completed. */
+int tls_peer(const struct p3_tls *t, struct p3_tls_peer *peer_r);
 
 /* Negotiated protocol and cipher suite, for -v (static strings). */
 const char *tls_version(const struct p3_tls *t);

@@ -18,6 +18,7 @@
 #include "buf.h"
 #include "engine.h"
 #include "errors.h"
+#include "hook.h"
 #include "journal_path.h"
 #include "log.h"
 #include "privsep.h"
@@ -40,6 +41,7 @@ struct worker {
   uv_timer_t progress;
   struct p3_target target;
   struct pwcmd *pwcmd;
+  struct hook_exec *hook; /* a hook request's command (hook.h) */
   struct engine *engine;
   struct engine_options eo;
   uv_timer_t retry;         /* the second login after a refused OAuth token */
@@ -152,7 +154,9 @@ static void fail(struct worker *w, int err, const char *message) {
 static void stop(struct worker *w) {
   if (w->stopping++)
     return;
-  if (w->pwcmd)
+  if (w->hook)
+    hook_exec_cancel(w->hook);
+  else if (w->pwcmd)
     pwcmd_cancel(w->pwcmd);
   else if (uv_is_active((uv_handle_t *)&w->retry))
     return; /* on_retry sees stopping */
@@ -256,6 +260,7 @@ static void start_engine(struct worker *w) {
   eo->window = w->req.window;
   eo->keep = w->req.keep;
   eo->keep_days = w->req.keep_days;
+  eo->max_size = w->req.max_size;
   eo->no_utf8 = w->req.no_utf8;
   eo->auth = w->req.auth;
   eo->state_path = w->state_path;
@@ -366,6 +371,35 @@ static void resolve(struct worker *w) {
   start_engine(w);
 }
 
+static void on_hook_done(void *data, int err, const char *message) {
+  struct worker *w = data;
+  w->hook = NULL;
+  fail(w, err, message); /* err 0: a result without an error */
+}
+
+/* A hook request (hook.h): the user's command, as the user, with the run's
+ * figures in a clean environment. */
+static void run_hook(struct worker *w, int as_root) {
+  extern char **environ;
+  char runtime[64], **envp = NULL;
+  struct stat st;
+  const char *rt = NULL;
+  /* A root daemon's hook reaches the user's desktop session, if any. */
+  snprintf(runtime, sizeof runtime, "/run/user/%lu", (unsigned long)getuid());
+  if (as_root && lstat(runtime, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid())
+    rt = runtime;
+  int err = hook_env(&w->req, environ, as_root, rt, &envp);
+  if (err == 0)
+    err = hook_exec_start(&w->loop, w->req.hook_command, envp, w->req.hook_timeout_s, on_hook_done,
+                          w, &w->hook);
+  hook_env_free(envp);
+  if (err) {
+    char errbuf[256];
+    p3_set_error(errbuf, sizeof errbuf, "hook `%.80s': %s", w->req.hook_command, p3_strerror(err));
+    fail(w, P3_EWORKER, errbuf);
+  }
+}
+
 /* Blocking: the daemon writes the whole request right after the spawn. */
 static int read_request(int fd, struct worker_request *req, char *errbuf, size_t errlen) {
   struct buf b;
@@ -458,24 +492,30 @@ int worker_main(int fd) {
   if (root && w.req.user == NULL) {
     fail(&w, P3_EPRIV, "a root daemon runs accounts only as their user; set user");
   } else if (root) {
-    err = privsep_user_state_dir(w.req.state_dir, w.req.user, (uid_t)w.req.uid, (gid_t)w.req.gid,
-                                 w.req.account, errbuf, sizeof errbuf);
+    /* A hook needs no state directory, only the user. */
+    err = w.req.hook_command
+              ? 0
+              : privsep_user_state_dir(w.req.state_dir, w.req.user, (uid_t)w.req.uid,
+                                       (gid_t)w.req.gid, w.req.account, errbuf, sizeof errbuf);
     if (err == 0)
       err = privsep_drop(w.req.user, (uid_t)w.req.uid, errbuf, sizeof errbuf);
     if (err)
       fail(&w, err, errbuf);
-    else if (snprintf(w.state_dir, sizeof w.state_dir, "%s/%s", w.req.state_dir, w.req.user) >=
-             (int)sizeof w.state_dir)
+    else if (!w.req.hook_command &&
+             snprintf(w.state_dir, sizeof w.state_dir, "%s/%s", w.req.state_dir, w.req.user) >=
+                 (int)sizeof w.state_dir)
       fail(&w, P3_ESTATE, "state path too long");
-  } else if (snprintf(w.state_dir, sizeof w.state_dir, "%s", w.req.state_dir) >=
-             (int)sizeof w.state_dir) {
+  } else if (!w.req.hook_command && snprintf(w.state_dir, sizeof w.state_dir, "%s",
+                                             w.req.state_dir) >= (int)sizeof w.state_dir) {
     fail(&w, P3_ESTATE, "state path too long");
   }
   /* Set after the drop: a change of credentials clears it. */
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != parent)
     stop(&w);
-  if (!w.reported)
+  if (!w.reported && w.req.hook_command)
+    run_hook(&w, root);
+  else if (!w.reported)
     resolve(&w);
 
   uv_run(&w.loop, UV_RUN_DEFAULT);

@@ -146,9 +146,23 @@ int worker_request_format(const struct worker_request *q, char **buf_r, size_t *
   U("keep", (unsigned)(q->keep != 0));
   if (err == 0)
     err = append_int(&buf, &len, &cap, "keep_days", q->keep_days);
+  if (q->max_size != 0 && err == 0) {
+    char v[24];
+    snprintf(v, sizeof v, "%" PRIu64, q->max_size);
+    err = worker_line_append(&buf, &len, &cap, "max_size", v);
+  }
   U("no_utf8", (unsigned)(q->no_utf8 != 0));
   U("auth", (unsigned)q->auth);
   U("verbose", (unsigned)(q->verbose != 0));
+  if (q->hook_command != NULL) {
+    S("hook_command", q->hook_command);
+    S("hook_event", q->hook_event);
+    S("hook_error", q->hook_error);
+    U("hook_messages", q->hook_messages);
+    U("hook_bytes", q->hook_bytes);
+    U("hook_exit", q->hook_exit);
+    U("hook_timeout", q->hook_timeout_s);
+  }
   S("end", "");
 #undef S
 #undef U
@@ -213,6 +227,24 @@ static int request_field(struct worker_request *q, const char *key, const char *
     q->pin_count++;
     return 0;
   }
+  if (strcmp(key, "hook_command") == 0)
+    return set_str(&q->hook_command, v);
+  if (strcmp(key, "hook_event") == 0)
+    return set_str(&q->hook_event, v);
+  if (strcmp(key, "hook_error") == 0)
+    return set_str(&q->hook_error, v);
+  if (strcmp(key, "hook_messages") == 0 || strcmp(key, "hook_bytes") == 0) {
+    if (parse_ull(v, UINT64_MAX, &u))
+      return -EINVAL;
+    *(key[5] == 'm' ? &q->hook_messages : &q->hook_bytes) = u;
+    return 0;
+  }
+  if (strcmp(key, "max_size") == 0) {
+    if (parse_ull(v, UINT64_MAX, &u))
+      return -EINVAL;
+    q->max_size = u;
+    return 0;
+  }
   if (strcmp(key, "keep_days") == 0) {
     if (parse_ll(v, -1, INT_MAX, &s))
       return -EINVAL;
@@ -239,6 +271,10 @@ static int request_field(struct worker_request *q, const char *key, const char *
     q->auth = (enum session_auth)u;
   else if (strcmp(key, "verbose") == 0)
     q->verbose = u != 0;
+  else if (strcmp(key, "hook_exit") == 0 && u <= 255)
+    q->hook_exit = (unsigned)u;
+  else if (strcmp(key, "hook_timeout") == 0)
+    q->hook_timeout_s = (unsigned)u;
   else
     return -EINVAL;
   return 0;
@@ -266,6 +302,13 @@ int worker_request_parse(const char *buf, size_t len, struct worker_request *q, 
     int err = worker_line_split(line, &key, &value);
     if (err == 0 && strcmp(key, "end") == 0) {
       explicit_bzero(line, sizeof line);
+      if (q->hook_command != NULL) {
+        if (q->account == NULL || q->hook_event == NULL) {
+          p3_set_error(errbuf, errlen, "worker hook request lacks account or hook_event");
+          return -EINVAL;
+        }
+        return 0;
+      }
       if (q->account == NULL || q->server == NULL || q->maildir == NULL || q->state_dir == NULL) {
         p3_set_error(errbuf, errlen, "worker request lacks account, server, maildir or state_dir");
         return -EINVAL;
@@ -297,6 +340,9 @@ void worker_request_free(struct worker_request *q) {
   free(q->password_command);
   free(q->ca_file);
   free(q->state_dir);
+  free(q->hook_command);
+  free(q->hook_event);
+  free(q->hook_error);
   memset(q, 0, sizeof *q);
 }
 
@@ -314,6 +360,11 @@ void worker_report_free(struct worker_report *rep) {
   rep->stuck_count = 0;
   rep->r.stuck = NULL;
   rep->r.stuck_count = 0;
+  free(rep->over_size);
+  rep->over_size = NULL;
+  rep->over_size_n = 0;
+  rep->r.over_size = NULL;
+  rep->r.over_size_n = 0;
 }
 
 /* Text from a worker reaches root's log and the status JSON: it runs as
@@ -375,6 +426,12 @@ static int result_field(struct engine_result *r, const char *f, const char *v) {
     r->round_trips = u > UINT_MAX ? UINT_MAX : (unsigned)u;
   else if (strcmp(f, "resumed_tls") == 0)
     r->resumed_tls = u != 0;
+  else if (strcmp(f, "max_size") == 0)
+    r->max_size = u;
+  else if (strcmp(f, "over_size_count") == 0)
+    r->over_size_count = (size_t)u;
+  else if (strcmp(f, "over_size_bytes") == 0)
+    r->over_size_bytes = u;
   else if (strcmp(f, "milliseconds") == 0)
     r->seconds = (double)u / 1000.0;
   /* Unknown fields are ignored: a newer worker may say more. */
@@ -434,10 +491,29 @@ int worker_report_line(struct worker_report *rep, char *line, const char **trace
                    sizeof rep->stuck[rep->stuck_count - 1].last_error, v);
     return 0;
   }
+  if (strcmp(key, "over_size") == 0) {
+    unsigned long long num, size;
+    int off = 0;
+    if (rep->over_size_n >= WORKER_OVER_SIZE_MAX ||
+        sscanf(v, "%llu %llu %n", &num, &size, &off) != 2 || off == 0 || v[off] == '\0')
+      return -EINVAL;
+    struct engine_over_size *o = realloc(rep->over_size, (rep->over_size_n + 1) * sizeof *o);
+    if (o == NULL)
+      return -ENOMEM;
+    rep->over_size = o;
+    struct engine_over_size *x = &o[rep->over_size_n++];
+    memset(x, 0, sizeof *x);
+    x->number = (unsigned long)num;
+    x->size = size;
+    copy_printable(x->uid, sizeof x->uid, v + off);
+    return 0;
+  }
   if (strcmp(key, "done") == 0) {
     rep->done = 1;
     rep->r.stuck = rep->stuck;
     rep->r.stuck_count = rep->stuck_count;
+    rep->r.over_size = rep->over_size;
+    rep->r.over_size_n = rep->over_size_n;
     return 0;
   }
   return 0; /* unknown events are ignored */
@@ -469,6 +545,11 @@ int worker_report_format(const struct engine_result *r, char **buf_r, size_t *le
   F("round_trips", "%u", r->round_trips);
   F("resumed_tls", "%d", r->resumed_tls != 0);
   F("milliseconds", "%llu", (unsigned long long)(r->seconds * 1000.0));
+  if (r->over_size_count) {
+    F("max_size", "%" PRIu64, r->max_size);
+    F("over_size_count", "%zu", r->over_size_count);
+    F("over_size_bytes", "%" PRIu64, r->over_size_bytes);
+  }
 #undef F
   if (err == 0 && r->message[0]) {
     char m[sizeof r->message + 16];
@@ -485,6 +566,13 @@ int worker_report_format(const struct engine_result *r, char **buf_r, size_t *le
     err = worker_line_append(&buf, &len, &cap, "stuck", line);
     if (err == 0)
       err = worker_line_append(&buf, &len, &cap, "stuck_error", s->last_error);
+  }
+  for (size_t i = 0; err == 0 && i < r->over_size_n && i < WORKER_OVER_SIZE_MAX; i++) {
+    const struct engine_over_size *o = &r->over_size[i];
+    char line[sizeof o->uid + 48];
+    snprintf(line, sizeof line, "%lu %llu %s", o->number, (unsigned long long)o->size,
+             o->uid[0] ? o->uid : "-");
+    err = worker_line_append(&buf, &len, &cap, "over_size", line);
   }
   if (err == 0)
     err = worker_line_append(&buf, &len, &cap, "done", "");

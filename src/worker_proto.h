@@ -14,6 +14,9 @@
  *   result FIELD VALUE      one field of the run's result (see below)
  *   stuck NUM SIZE ATT UID  a message left alone; its text follows as
  *   stuck_error TEXT
+ *   over_size NUM SIZE UID  a message left on the server for max_size (the
+ *                           first ENGINE_OVER_SIZE_MAX; all are counted by
+ *                           result over_size_count / over_size_bytes)
  */
 #ifndef P3_WORKER_PROTO_H
 #define P3_WORKER_PROTO_H
@@ -29,6 +32,7 @@
 #define WORKER_REQUEST_MAX (256u << 10)
 #define WORKER_LINE_MAX 8192
 #define WORKER_STUCK_MAX 1000
+#define WORKER_OVER_SIZE_MAX ENGINE_OVER_SIZE_MAX
 
 struct worker_request {
   char *account;
@@ -48,9 +52,22 @@ struct worker_request {
   unsigned window;
   int keep;
   int keep_days;
+  uint64_t max_size; /* engine_options.max_size; 0: no limit */
   int no_utf8;
   enum session_auth auth;
   int verbose;
+  /* A hook run instead of a fetch when hook_command is set: the worker
+   * becomes user and runs `/bin/sh -c hook_command' with POP3SYNC_EVENT,
+   * POP3SYNC_ACCOUNT, POP3SYNC_MESSAGES, POP3SYNC_BYTES, POP3SYNC_ERROR and
+   * POP3SYNC_EXIT in its environment, for at most hook_timeout_s (hook.h).
+   * Such a request needs only account and hook_event (server, maildir and
+   * state_dir may be absent). */
+  char *hook_command;
+  char *hook_event; /* "new_mail", "failure" or "recovered" */
+  char *hook_error; /* the run's error sentence; NULL: none */
+  uint64_t hook_messages, hook_bytes;
+  unsigned hook_exit; /* the run's exit status (0..255) */
+  unsigned hook_timeout_s;
 };
 
 /* Encodes req into a malloc'd buffer.  Returns 0 or -ENOMEM. */
@@ -77,6 +94,8 @@ struct worker_report {
   struct engine_result r;     /* r.stuck points at stuck below */
   struct engine_stuck *stuck; /* owned */
   size_t stuck_count;
+  struct engine_over_size *over_size; /* owned; r.over_size points at it */
+  size_t over_size_n;
   int done; /* "done" was received */
   size_t progress_done, progress_total;
   uint64_t progress_bytes;

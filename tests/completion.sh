@@ -5,8 +5,9 @@
 #   - `pop3ctl fetch/status/watch <TAB>' offers the account names of the config file the
 #     daemon reads ($XDG_CONFIG_HOME/pop3sync/pop3sync.conf), or of `-c FILE' when given,
 #     and not other `name'-like keys (hostname) or commented-out accounts;
-#   - `pop3 <TAB>' is dl and help, `pop3 dl --pi<TAB>' is --pipelining=, and
-#     `pop3syncd --ch<TAB>' is --check-config.
+#   - `pop3 <TAB>' is dl, help and info (`pop3 info' takes its own options and one SPEC, no
+#     MAILDIR), `pop3 dl --pi<TAB>' is --pipelining=, and `pop3syncd --ch<TAB>' is
+#     --check-config.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
 . "${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}/tests/lib/common.sh"
@@ -89,7 +90,11 @@ expect "pop3ctl fetch --" "$(nl --all --no-wait)"
 expect "pop3ctl status --" --json
 expect "pop3ctl -c $T/other.conf fetch " other
 expect "pop3ctl reload " ""
-expect "pop3 " "$(nl dl help)"
+expect "pop3 " "$(nl dl help info)"
+expect "pop3 help " "$(nl dl info)"
+expect "pop3 info --t" "$(nl --timeout --tls-fingerprint)"
+expect "pop3 info " "$(nl ssl: starttls: tcp:)"
+expect "pop3 info ssl:h " ""
 expect "pop3 dl --pi" --pipelining=
 expect "pop3 dl --auth x" xoauth2
 expect "pop3syncd --ch" --check-config

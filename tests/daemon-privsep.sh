@@ -18,6 +18,7 @@
 #     next run delivers everything exactly once.
 #   - a failing password command's stderr reaches last_run.error, its control
 #     characters replaced.
+#   - on_new_mail runs as the user: its `id -u' and `id -G' are the user's.
 #   - upgrade: an older daemon's STATE_DIR/ACCOUNT.state is moved to STATE_DIR/USER under
 #     the mailbox's name (no message fetched again in keep mode); a root-owned non-empty
 #     STATE_DIR/USER is refused (78), not handed over.
@@ -104,7 +105,8 @@ accounts = (
   { name = "acct"; user = "$TU";
     server = "tcp:test@127.0.0.1:$PORT";
     maildir = "$MD";
-    password_command = "sleep 1; echo secret"; },
+    password_command = "sleep 1; echo secret";
+    on_new_mail = "id -u >$TU_HOME/hook.uid; id -G >$TU_HOME/hook.gids"; },
   { name = "rootnetrc"; user = "$TU";
     server = "tcp:test@127.0.0.1:$PORT";
     maildir = "$TU_HOME/Maildir2";
@@ -169,6 +171,11 @@ fi
 n_chown=$(grep -cE 'fchown\(' "$T/strace.log")
 [ "$n_chown" -le 1 ] || d_fail "$n_chown fchown calls for one user (expected the first run's one)"
 grep -qE "setgroups\([0-9]+, \[.*\]\) += 0" "$T/strace.log" || d_fail "no setgroups with the user's groups"
+# The new mail's hook ran as the user too, never as root.
+wait_until 10 test -s "$TU_HOME/hook.gids" || d_fail "on_new_mail did not run"
+t_assert_eq "$(cat "$TU_HOME/hook.uid")" "$TU_UID" "on_new_mail: id -u"
+t_assert_eq "$(tr ' ' '\n' <"$TU_HOME/hook.gids" | sort -n | tr '\n' ' ')" "$want_groups" \
+  "on_new_mail: id -G"
 
 # ---- attacks, each after the daemon started; the user makes the swap.
 # New messages for the attacks: a wrongful delivery or deletion would show.

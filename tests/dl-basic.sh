@@ -72,7 +72,7 @@ check_all_delivered twenty "$T/orig20" "$T/md20" 20
 maildir_check "$T/md20"
 t_assert_eq "$(ls -A "$T/md20/cur" | wc -l)" 0 "20 messages: cur/ untouched"
 bytes=$(cat "$T"/md20/new/* | wc -c)
-grep -Eq "^tcp:test@127\.0\.0\.1:$FAKE_PORT: 20 messages, $bytes bytes in [0-9.]+ s\$" "$T/out" ||
+grep -Eq "^tcp:test@127\.0\.0\.1:$FAKE_PORT: 20 messages, ([0-9.]+ [KMG]iB \()?$bytes bytes\)? in [0-9.]+ s\$" "$T/out" ||
   t_fail "20 messages: summary line: $(cat "$T/out") (expected $bytes bytes)"
 fake_stop
 

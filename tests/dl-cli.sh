@@ -101,7 +101,7 @@ sums "$T/md/new" >"$T/got.sums"
 cmp -s "$T/want.sums" "$T/got.sums" || t_fail "options after the operands: content differs"
 bytes=$(cat "$T"/md/new/* | wc -c)
 t_assert_eq "$(wc -l <"$T/out")" 1 "summary: lines on stdout"
-grep -Eq "^tcp:test@127\.0\.0\.1:$FAKE_PORT: 20 messages, $bytes bytes in [0-9]+(\.[0-9]+)? s\$" \
+grep -Eq "^tcp:test@127\.0\.0\.1:$FAKE_PORT: 20 messages, ([0-9.]+ [KMG]iB \()?$bytes bytes\)? in [0-9]+(\.[0-9]+)? s\$" \
   "$T/out" || t_fail "summary line: '$(cat "$T/out")' (expected 20 messages, $bytes bytes)"
 fake_wait_sessions 1
 t_assert_eq "$(ls -A "$T/srv" | wc -l)" 0 "options after the operands: left on the server"

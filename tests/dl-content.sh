@@ -78,7 +78,7 @@ t_assert_eq "$(fake_rec 'r["deleted"] == list(range(1, r["messages"] + 1)) and r
   true "hostile corpus: all deleted at QUIT"
 t_assert_eq "$(ls -A "$T/srv" | wc -l)" 0 "hostile corpus: files left on the server"
 bytes=$(cat "$T"/md/new/* | wc -c)
-grep -Eq "^tcp:test@127\.0\.0\.1:$FAKE_PORT: $N messages, $bytes bytes in [0-9.]+ s\$" "$T/out" ||
+grep -Eq "^tcp:test@127\.0\.0\.1:$FAKE_PORT: $N messages, ([0-9.]+ [KMG]iB \()?$bytes bytes\)? in [0-9.]+ s\$" "$T/out" ||
   t_fail "hostile corpus: summary line: $(cat "$T/out") (expected $bytes bytes)"
 fake_stop
 
@@ -126,7 +126,7 @@ t_assert_eq "$got" "$want" "50 MiB message: sha256 of the delivered file"
 maildir_check "$T/mdbig"
 fake_wait_sessions 1
 t_assert_eq "$(fake_rec 'r["deleted"] == [1] and r["committed"]')" true "50 MiB message: deleted"
-grep -Eq "^tcp:test@127\.0\.0\.1:$FAKE_PORT: 1 messages?, $size bytes in [0-9.]+ s\$" "$T/out" ||
+grep -Eq "^tcp:test@127\.0\.0\.1:$FAKE_PORT: 1 messages?, ([0-9.]+ [KMG]iB \()?$size bytes\)? in [0-9.]+ s\$" "$T/out" ||
   t_fail "50 MiB message: summary line: $(cat "$T/out") (expected $size bytes)"
 fake_stop
 

@@ -63,16 +63,17 @@ count_new() {
   fi
 }
 
-# check_summary WHAT SPEC N BYTES: stdout is exactly the line "SPEC: N messages, BYTES bytes in
-# S s" (S a number of seconds).
+# check_summary WHAT SPEC N BYTES: stdout is exactly the line "SPEC: N messages, SIZE (BYTES
+# bytes) in S s" (SIZE in KiB, MiB or GiB; "BYTES bytes" alone below 1 KiB; S a number of seconds).
 check_summary() {
   local what=$1 spec=$2 n=$3 bytes=$4 line prefix rest
   t_assert_eq "$(wc -l <"$T/out" | tr -d ' ')" 1 \
     "$what: lines on stdout ($(head -c 500 "$T/out"))"
   line=$(cat "$T/out")
-  prefix="$spec: $n messages, $bytes bytes in "
+  prefix="$spec: $n messages, "
   rest=${line#"$prefix"}
-  if [ "$rest" = "$line" ] || ! [[ $rest =~ ^[0-9]+(\.[0-9]+)?\ s$ ]]; then
+  if [ "$rest" = "$line" ] ||
+    ! [[ $rest =~ ^([0-9.]+\ [KMG]iB\ \($bytes\ bytes\)|$bytes\ bytes)\ in\ [0-9]+(\.[0-9]+)?\ s$ ]]; then
     t_fail "$what: summary line '$line', expected '${prefix}S s'"
   fi
 }

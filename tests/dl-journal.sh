@@ -86,7 +86,7 @@ expect_rc() { # expect_rc NAME RC WHAT
 summary_is() {
   local lines
   lines=$(wc -l <"$T/$1.out")
-  [ "$lines" = 1 ] && grep -Eq "^$2: $3 messages, [0-9]+ bytes in [0-9.]+ s\$" "$T/$1.out" ||
+  [ "$lines" = 1 ] && grep -Eq "^$2: $3 messages, ([0-9.]+ [KMG]iB \()?[0-9]+ bytes\)? in [0-9.]+ s\$" "$T/$1.out" ||
     t_fail "$1: stdout is not the one summary line with $3 messages: '$(cat "$T/$1.out")'"
 }
 # stdout_empty NAME

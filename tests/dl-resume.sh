@@ -7,9 +7,11 @@
 # Its own Dovecot instance with its own configuration (the parts it needs are copied from
 # tests/lib/dovecot.sh, which starts every login in a fresh process).  Checks, with
 # `pop3 dl --state FILE -v`:
-#   - cold plaintext (7), warm plaintext (6: the one flight after the greeting), cold TLS (8)
-#     and warm resumed TLS (7) runs count the round trips they should (counted waits, not
-#     timed);
+#   - cold plaintext (7), warm plaintext (5: the one flight after the greeting, UIDL and LIST
+#     behind its login), cold TLS (8) and warm resumed TLS (5: the flight also goes out with
+#     the client's Finished, before the greeting) runs count the round trips they should
+#     (counted waits, not timed); the memory says flight-listing yes and early-flight yes
+#     once each went through;
 #   - the second ssl: run resumes ("TLS session resumed"), and the memory file is 0600 and its
 #     TLS session never shows in the -v output;
 #   - a run with another --tls-fingerprint pin set does not resume the session made under the
@@ -225,8 +227,10 @@ fill 3
 run "warm plain" 0 --state "$T/plain.state" "$TCP_SPEC" "$MD"
 TOTAL=$((TOTAL + 3))
 # connect, greeting, CAPA+USER+PASS+UIDL+LIST in one write, the RETR batch, DELE+QUIT.
-t_assert_eq "$(trips)" 6 "round trips, warm plaintext (one flight after the greeting)"
+t_assert_eq "$(trips)" 5 "round trips, warm plaintext (one flight after the greeting)"
 grep -q 'one flight: the remembered capabilities offer user' "$T/err" || t_fail "-v: no one flight"
+grep -q '^flight-listing yes$' "$T/plain.state.server" || t_fail "memory: flight-listing not yes"
+grep -q '^early-flight unknown$' "$T/plain.state.server" || t_fail "memory: early-flight not unknown"
 t_assert_eq "$(server_count)" 0 "server empty after the plaintext runs"
 
 # ---- TLS: cold (full handshake), then warm (resumed)
@@ -247,12 +251,13 @@ run "warm tls" 0 --state "$ST" --ca-file "$SSL/ca.pem" "$SSL_SPEC" "$MD"
 TOTAL=$((TOTAL + 4))
 t_assert_eq "$(resumed)" yes "second ssl: run resumed the session"
 grep -q 'TLS established: .*(session resumed)' "$T/err" || t_fail "-v: no resumed handshake"
-# connect, ClientHello, the greeting after the client's Finished, CAPA+AUTH PLAIN+UIDL+LIST in
-# one write, the RETR batch, DELE+QUIT: resumption saves the server's certificate and key
-# exchange, not a round trip (that would take the first flight going out with the client's
-# Finished: not done); the one flight saves two.
-t_assert_eq "$(trips)" 7 "round trips, warm resumed TLS"
-grep -q 'one flight: the remembered capabilities offer plain' "$T/err" || t_fail "-v: no one flight"
+# connect, ClientHello, the client's Finished with CAPA+AUTH PLAIN+UIDL+LIST right behind it
+# (the greeting and their replies come back together), the RETR batch, DELE+QUIT.
+t_assert_eq "$(trips)" 5 "round trips, warm resumed TLS"
+grep -q 'one flight before the greeting: the remembered capabilities offer plain' "$T/err" ||
+  t_fail "-v: no early flight"
+grep -q '^early-flight yes$' "$ST.server" || t_fail "memory: early-flight not yes"
+grep -q '^flight-listing yes$' "$ST.server" || t_fail "memory: flight-listing not yes"
 for f in "$T"/err.*; do
   if grep -q -i -F "$secret" "$f"; then t_fail "the TLS session shows in $f"; fi
 done
@@ -268,7 +273,7 @@ grep -q 'offering the remembered TLS session' "$T/err" && t_fail "offered under 
 # A full handshake (the greeting rides with the server's Finished, so no slower than resumed)
 # and the one flight (the CAPA is the
 # server's, whatever the TLS settings).
-t_assert_eq "$(trips)" 7 "round trips, full handshake under pins, warm memory"
+t_assert_eq "$(trips)" 6 "round trips, full handshake under pins, warm memory"
 # Its own session now; the same pin set resumes it.
 fill 2
 run "same pins again" 0 --state "$ST" --tls-fingerprint "$fp" --tls-fingerprint "$fpw" \
@@ -296,7 +301,7 @@ run "after restart" 0 --state "$ST" --tls-fingerprint "$fp" --tls-fingerprint "$
 TOTAL=$((TOTAL + 3))
 grep -q 'offering the remembered TLS session' "$T/err" || t_fail "nothing offered after restart"
 t_assert_eq "$(resumed)" no "resumed a session the restarted server cannot know"
-t_assert_eq "$(trips)" 7 "round trips, refused session (full handshake), warm memory"
+t_assert_eq "$(trips)" 6 "round trips, refused session (full handshake), warm memory"
 fill 1
 run "after restart, warm" 0 --state "$ST" --tls-fingerprint "$fp" --tls-fingerprint "$fpw" \
   "$SSL_SPEC" "$MD"

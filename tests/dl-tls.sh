@@ -60,7 +60,7 @@ serve ssl --ssl "$C/server.pem" "$C/server.key"
 p3 dl "${PW[@]}" --ca-file "$C/ca.pem" "ssl:test@127.0.0.1!localhost:$FAKE_PORT" "$T/md-ssl"
 p3_expect 0 "ssl: with --ca-file"
 delivered_all ssl "$T/md-ssl" implicit
-grep -Eq "^ssl:test@127\.0\.0\.1!localhost:$FAKE_PORT: 10 messages, [0-9]+ bytes in [0-9.]+ s\$" \
+grep -Eq "^ssl:test@127\.0\.0\.1!localhost:$FAKE_PORT: 10 messages, ([0-9.]+ [KMG]iB \()?[0-9]+ bytes\)? in [0-9.]+ s\$" \
   "$T/out" || t_fail "ssl: summary line: $(cat "$T/out")"
 fake_stop
 

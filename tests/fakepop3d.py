@@ -3,7 +3,7 @@
 
 usage: fakepop3d.py [--host ADDR] [--port N] [--maildir DIR | --generate N[:SIZE]]
                     [--user U] [--password P] [--uid-mode sha1|number|msgnum|headers]
-                    [--profile dovecot|popa3d|solid|courier|mailutils] [--uid-len KEY=LEN]
+                    [--profile dovecot|popa3d|solid|courier|courier-drop|mailutils] [--uid-len KEY=LEN]
                     [--no-capa] [--no-pipelining] [--no-uidl] [--no-top] [--expire0]
                     [--expire0-enforce] [--utf8] [--utf8-rewrite] [--x-uidl] [--grow-at-quit]
                     [--retr-reply octets|follow|plain] [--apop-greeting] [--apop]
@@ -62,6 +62,8 @@ line wins); each mirrors what a real server does that matters to a client's UID 
   courier    (or courier-pop) --utf8-rewrite --retr-reply follow, IMPLEMENTATION Courier
              Mail Server. Courier over STLS that drops the connection at QUIT: add
              --stls CERT KEY --drop-at-quit.
+  courier-drop  courier plus --drop-after-login: its login process (pop3login) hands the
+             connection to pop3d after PASS, and what the client pipelined behind PASS is lost
   mailutils  --x-uidl --grow-at-quit, CAPA also lists "EXPIRENEVER" (no space),
              IMPLEMENTATION GNU Mailutils 3.15
   --no-top          TOP answers -ERR and is not listed in CAPA
@@ -155,6 +157,10 @@ Byte counts are payload bytes sent by the server, greeting included (plaintext u
   --no-greeting          never send a greeting (commands are still processed)
   --greeting-text TEXT   send TEXT verbatim (plus CRLF) as the greeting, e.g. "-ERR busy"
   --close-after-pass     close right after the reply to PASS has been sent
+  --drop-after-login     after a login's +OK, the commands received before it was sent (those
+                         pipelined behind PASS, APOP or AUTH) are discarded unanswered, as
+                         Courier's pop3login loses them; later ones are served.  The record's
+                         "dropped_after_login" counts them
   --drop-at-quit         QUIT is not processed: no reply, no UPDATE state (nothing marked is
                          deleted), the server closes the connection (Courier over STLS)
   --hold-after-bytes K   with --hold-until FILE: send K bytes, then create FILE.held and send
@@ -618,6 +624,7 @@ class Session:
         self.rounds_txn = 0
         self.bytes_in = 0
         self.stls_discarded = 0
+        self.dropped_after_login = 0
         self.bytes_out = 0
         self.start = time.time()
         self.end = None
@@ -831,6 +838,14 @@ class Session:
                     return
                 if action == "stls":
                     self.stls_accepted = True
+                elif action == "drop-pipelined":
+                    # --drop-after-login: what arrived behind the login is lost.
+                    while self.queue and self.queue[0].kind == "cmd":
+                        self.queue.popleft()
+                        self.inflight -= 1
+                        self.dropped_after_login += 1
+                    if len(self.queue) <= QUEUE_SOFT_LIMIT // 2:
+                        self.below_limit.set()
                 elif action is not None:
                     if self.end in (None, "client-closed"):
                         self.end = action
@@ -1181,6 +1196,8 @@ class Session:
         if self.user is None:
             self.user = o.user
         total = sum(self.list_size(m) for m in self.msgs)
+        if action is None and o.drop_after_login:
+            action = "drop-pipelined"
         return self.reply(b"+OK logged in, %d messages (%d octets)\r\n"
                           % (len(self.msgs), total), action=action)
 
@@ -1384,6 +1401,7 @@ class Session:
             "rounds_txn": self.rounds_txn,
             "bytes_in": self.bytes_in,
             "stls_discarded": self.stls_discarded,
+            "dropped_after_login": self.dropped_after_login,
             "bytes_out": self.bytes_out,
             "start": round(self.start, 3),
             "duration": round(time.time() - self.start, 3),
@@ -1528,6 +1546,7 @@ DEFAULTS = {
     "uid_mode": "sha1", "no_top": False, "apop_greeting": False, "retr_reply": "octets",
     "utf8": False, "utf8_rewrite": False, "x_uidl": False, "grow_at_quit": False,
     "capa_extra": [], "implementation": "fakepop3d", "no_capa": False,
+    "drop_after_login": False,
 }
 
 # --profile NAME: what a real server does that matters to a client's UID journal.
@@ -1545,6 +1564,7 @@ PROFILES = {
     "mailutils": {"x_uidl": True, "grow_at_quit": True, "capa_extra": ["EXPIRENEVER"],
                   "implementation": "GNU Mailutils 3.15"},
 }
+PROFILES["courier-drop"] = dict(PROFILES["courier"], drop_after_login=True)
 PROFILES["solid-pop3d"] = PROFILES["solid"]
 PROFILES["courier-pop"] = PROFILES["courier"]
 
@@ -1605,6 +1625,7 @@ def parse_args(argv):
     p.add_argument("--no-greeting", action="store_true")
     p.add_argument("--greeting-text", metavar="TEXT")
     p.add_argument("--close-after-pass", action="store_true")
+    p.add_argument("--drop-after-login", action="store_const", const=True, default=None)
     p.add_argument("--drop-at-quit", action="store_true")
     p.add_argument("--hold-after-bytes", type=int, metavar="K")
     p.add_argument("--hold-until", metavar="FILE")

@@ -593,19 +593,38 @@ static void test_many_errors(void) {
   CHECK_INT(r, P3_ECONFIG);
   CHECK(cfg == NULL);
   CHECK_INT(errs.count, 13);
+  /* Listed in the file's order, whatever order the checks found them in. */
   CHECK_ERR(0, 1, "`interval' must be between 1 and 4294967295, not 0");
   CHECK_ERR(1, 2, "unknown key `bogus'");
   CHECK_ERR(2, 3, "`control_socket' must be an absolute path (or start with ~/), not `rel'");
-  CHECK_ERR(3, 15, "`max_parallel' must be an integer");
+  CHECK_ERR(3, 6, "malformed connection spec `me@h:0': port `0' is out of range (1-65535)");
   CHECK_ERR(4, 8, "`window' must be between 1 and 100000, not 0");
   CHECK_ERR(5, 9, "unknown key `colour'");
-  CHECK_ERR(6, 6, "malformed connection spec `me@h:0': port `0' is out of range (1-65535)");
-  CHECK_ERR(7, 10, "`maildir' must be an absolute path (or start with ~/), not `x'");
-  CHECK_ERR(8, 10, "account has no `name'");
-  CHECK_ERR(9, 10, "account has no `server'");
-  CHECK_ERR(10, 11, "each element of `accounts' must be a group { ... }");
+  CHECK_ERR(6, 10, "`maildir' must be an absolute path (or start with ~/), not `x'");
+  CHECK_ERR(7, 10, "account has no `name'");
+  CHECK_ERR(8, 10, "account has no `server'");
+  CHECK_ERR(9, 11, "each element of `accounts' must be a group { ... }");
+  CHECK_ERR(10, 12, "duplicate account name `a' (first defined at line 5)");
   CHECK_ERR(11, 13, "bad tls_fingerprint `zz': expected sha256: and 64 hex digits");
-  CHECK_ERR(12, 12, "duplicate account name `a' (first defined at line 5)");
+  CHECK_ERR(12, 15, "`max_parallel' must be an integer");
+}
+
+static void test_key_hints(void) {
+  int r = load("intervall = 5;\n"                                                     /* 1 */
+               "accounts = (\n"                                                       /* 2 */
+               "  { name = \"a\"; sever = \"h\"; server = \"h\"; maildir = \"/m\";\n" /* 3 */
+               "    state_dir = \"/s\"; Keep = true; zzzzzz = 1; }\n"                 /* 4 */
+               ");\n"
+               "maildir = \"/m\";\n"); /* 6 */
+
+  CHECK_INT(r, P3_ECONFIG);
+  CHECK_INT(errs.count, 6);
+  CHECK_ERR(0, 1, "unknown key `intervall' (did you mean `interval'?)");
+  CHECK_ERR(1, 3, "unknown key `sever' (did you mean `server'?)");
+  CHECK_ERR(2, 4, "`state_dir' is not a setting of an account (it belongs at the top of the file)");
+  CHECK_ERR(3, 4, "unknown key `Keep' (did you mean `keep'?)");
+  CHECK_ERR(4, 4, "unknown key `zzzzzz'");
+  CHECK_ERR(5, 6, "`maildir' is not a setting of the file (it belongs inside an account group)");
 }
 
 static void test_syntax_and_read_errors(void) {
@@ -616,7 +635,16 @@ static void test_syntax_and_read_errors(void) {
   r = load("interval = 300;\n\nmax_parallel = ;\nfoo = ;\n");
   CHECK_INT(r, P3_ECONFIG);
   CHECK_INT(errs.count, 1);
-  CHECK_ERR(0, 3, "syntax error");
+  CHECK_ERR(0, 3, "syntax error in `max_parallel = ;'");
+  /* The two slips libconfig calls a bare "syntax error". */
+  r = load("accounts = (\n  { name = \"a\"; },\n  # the last one\n);\n");
+  CHECK_INT(errs.count, 1);
+  CHECK_ERR(0, 4,
+            "syntax error: a comma after the last element of a list; remove it (libconfig allows "
+            "no trailing comma before `)')");
+  r = load("accounts = (\n  { name = \"a\"; }\n  { name = \"b\"; }\n);\n");
+  CHECK_INT(errs.count, 1);
+  CHECK_ERR(0, 3, "syntax error: a `,' is missing between this group and the one before");
   r = load("interval = 300;\ninterval = 200;\n");
   CHECK_INT(errs.count, 1);
   CHECK_ERR(0, 2, "duplicate setting name");
@@ -705,6 +733,18 @@ static void test_include(void) {
   CHECK(errs.count > 0 && strcmp(errs.lines[0], want) == 0);
   snprintf(want, sizeof(want), "%s:3: unknown key `x'", inc);
   CHECK(errs.count > 1 && strcmp(errs.lines[1], want) == 0);
+
+  /* libconfig 1.5 puts the include directory before an absolute name too:
+   * the error names the file and says so. */
+  char text[512];
+  snprintf(text, sizeof(text), "accounts = (\n@include \"%s\"\n);\n", inc);
+  CHECK_INT(load_mode(text, 0600, 0), P3_ECONFIG);
+  CHECK_INT(errs.count, 1);
+  CHECK(errs.count > 0 && strstr(errs.lines[0], ":2: cannot open include file `") != NULL &&
+        strstr(errs.lines[0], inc) != NULL && strstr(errs.lines[0], "write it relative") != NULL);
+  CHECK_INT(load_mode("accounts = (\n@include \"missing.inc\"\n);\n", 0600, 0), P3_ECONFIG);
+  snprintf(want, sizeof(want), ":2: cannot open include file `%s/missing.inc'", tmpdir);
+  CHECK(errs.count == 1 && strstr(errs.lines[0], want) != NULL);
 }
 
 /* Loading never writes: a missing Maildir (and its parents) stays missing,
@@ -775,6 +815,47 @@ static void test_keep_days(void) {
   CHECK_INT(errs.count, 0);
 }
 
+/* max_size: a size string (human.h) or bytes; global default, 0 lifts it. */
+static void test_max_size(void) {
+  CHECK_INT(load(ACCOUNT("")), 0);
+  if (cfg != NULL)
+    CHECK(cfg->max_size == 0 && cfg->accounts[0].max_size == 0);
+  CHECK_INT(load(ACCOUNT("    max_size = \"10M\";\n")), 0);
+  if (cfg != NULL)
+    CHECK(cfg->accounts[0].max_size == 10ull << 20);
+  CHECK_INT(load(ACCOUNT("    max_size = 5000000000L;\n")), 0);
+  if (cfg != NULL)
+    CHECK(cfg->accounts[0].max_size == 5000000000ull);
+  CHECK_INT(load("max_size = \"64KiB\";\n"
+                 "accounts = (\n"
+                 "  { name = \"a\"; server = \"me@mail.example.com\"; maildir = \"/srv/a\"; },\n"
+                 "  { name = \"b\"; server = \"me@mail.example.org\"; maildir = \"/srv/b\";\n"
+                 "    max_size = 0; },\n"
+                 "  { name = \"c\"; server = \"me@mail.example.net\"; maildir = \"/srv/c\";\n"
+                 "    max_size = \"1g\"; }\n"
+                 ");\n"),
+            0);
+  if (cfg != NULL && cfg->account_count == 3) {
+    CHECK(cfg->max_size == 64ull << 10);
+    CHECK(cfg->accounts[0].max_size == 64ull << 10);
+    CHECK(cfg->accounts[1].max_size == 0);
+    CHECK(cfg->accounts[2].max_size == 1ull << 30);
+  }
+  EXPECT_ONE(ACCOUNT("    max_size = \"10X\";\n"), 6,
+             "max_size `10X' is not a size: a number of bytes, or with K, M or G (KiB, MiB, "
+             "GiB), e.g. \"10M\"");
+  EXPECT_ONE(ACCOUNT("    max_size = \"99999999999G\";\n"), 6,
+             "max_size `99999999999G' is not a size: a number of bytes, or with K, M or G (KiB, "
+             "MiB, GiB), e.g. \"10M\" (too large)");
+  EXPECT_ONE(ACCOUNT("    max_size = -1;\n"), 6,
+             "`max_size' must be between 0 and 9223372036854775807, not -1");
+  EXPECT_ONE(ACCOUNT("    max_size = 1.5;\n"), 6,
+             "`max_size' must be a size such as \"10M\" or a number of bytes");
+  EXPECT_ONE("max_size = \"\";\n", 1,
+             "max_size `' is not a size: a number of bytes, or with K, M or G (KiB, MiB, GiB), "
+             "e.g. \"10M\"");
+}
+
 /* etc/pop3sync.conf.example must load as shipped, and with every
  * commented-out `#key = value;' line switched on. */
 static void test_example(void) {
@@ -821,6 +902,8 @@ static void test_example(void) {
   if (cfg != NULL && cfg->account_count == 2) {
     CHECK_INT(cfg->accounts[0].pin_count, 1);
     CHECK_INT(cfg->accounts[0].keep_days, 30);
+    CHECK(cfg->accounts[0].max_size == 25ull << 20);
+    CHECK(cfg->accounts[1].max_size == 10ull << 20); /* the global one */
     CHECK_STR(cfg->accounts[1].password, "secret");
   }
   free(text);
@@ -882,11 +965,13 @@ int main(void) {
   test_socket_length();
   test_account_errors();
   test_many_errors();
+  test_key_hints();
   test_syntax_and_read_errors();
   test_password_mode();
   test_include();
   test_maildirs();
   test_keep_days();
+  test_max_size();
   test_example();
   test_root_mode();
   cfg_free(cfg);

@@ -669,6 +669,88 @@ static void trickle_cb(uv_timer_t *t) {
   }
 }
 
+/* mem_bytes counts what the queue allocated (chunk capacity and delivery
+ * structs), so that the engine's high-water mark bounds memory; the LIST
+ * size hint makes a small message one chunk of its size. */
+static void test_memory(void) {
+  struct maildir md;
+  struct maildir_delivery *d, *d2;
+  struct result r = {0}, r2 = {0};
+  char path[512], errbuf[256];
+  char *want = malloc(200000);
+  size_t base, i;
+
+  CHECK(want != NULL);
+  if (want == NULL)
+    return;
+  fill(want, 200000, 11);
+  mkpath(path, sizeof(path), "memory");
+  CHECK_INT(maildir_init(&md, &loop, path, errbuf, sizeof(errbuf)), 0);
+  CHECK_INT(md.mem_bytes, 0);
+
+  /* A 4,200-byte message with its LIST size: one chunk of that size. */
+  CHECK_INT(maildir_open(&md, done_cb, &r, &d), 0);
+  base = md.mem_bytes;
+  CHECK(base >= 512); /* the delivery itself counts */
+  maildir_size_hint(d, 4300);
+  for (i = 0; i < 4200; i += 100)
+    CHECK_INT(maildir_write(d, want + i, 100), 0);
+  CHECK_INT(md.queued_bytes, 4200);
+  CHECK(md.mem_bytes - base >= 4300 && md.mem_bytes - base <= 4300 + 64);
+  /* Without a hint: 4 KiB, then 8 KiB for the last 104 bytes. */
+  {
+    size_t before = md.mem_bytes;
+
+    CHECK_INT(maildir_open(&md, done_cb, &r2, &d2), 0);
+    CHECK_INT(md.mem_bytes - before, base);
+    before = md.mem_bytes;
+    for (i = 0; i < 4200; i += 100)
+      CHECK_INT(maildir_write(d2, want + i, 100), 0);
+    CHECK(md.mem_bytes - before >= 4096 + 8192);
+  }
+  maildir_commit(d);
+  maildir_commit(d2);
+  run_loop();
+  check_delivered(&md, &r, want, 4200);
+  check_delivered(&md, &r2, want, 4200);
+  CHECK_INT(md.mem_bytes, 0);
+  CHECK_INT(md.queued_bytes, 0);
+
+  /* A large hint starts with 64 KiB chunks: 150,000 bytes take three. */
+  r.calls = 0;
+  CHECK_INT(maildir_open(&md, done_cb, &r, &d), 0);
+  base = md.mem_bytes;
+  maildir_size_hint(d, 5u << 20);
+  for (i = 0; i < 150000; i += 1000)
+    CHECK_INT(maildir_write(d, want + i, 1000), 0);
+  CHECK(md.mem_bytes - base >= 3 * 65536 && md.mem_bytes - base <= 3 * (65536 + 64));
+  maildir_size_hint(d, 100); /* too late: ignored */
+  maildir_commit(d);
+  run_loop();
+  check_delivered(&md, &r, want, 150000);
+  CHECK_INT(md.mem_bytes, 0);
+  /* Freed 64 KiB chunks are kept for the next message, within a bound. */
+  CHECK(md.spare_count > 0 && md.spare_count * 65536 <= MAILDIR_SPARE_MAX);
+  r.calls = 0;
+  CHECK_INT(maildir_open(&md, done_cb, &r, &d), 0);
+  maildir_size_hint(d, 70000);
+  {
+    unsigned spares = md.spare_count;
+
+    CHECK_INT(maildir_write(d, want, 1000), 0);
+    CHECK_INT(md.spare_count, spares - 1); /* one reused */
+    CHECK_INT(maildir_write(d, want + 1000, 69000), 0);
+  }
+  maildir_commit(d);
+  run_loop();
+  check_delivered(&md, &r, want, 70000);
+  CHECK_INT(md.mem_bytes, 0);
+  CHECK_INT(md.active, 0);
+  free(want);
+  maildir_deinit(&md);
+  CHECK(md.spare == NULL && md.spare_count == 0);
+}
+
 static void test_trickle(void) {
   struct maildir md;
   struct result r = {0};
@@ -1084,6 +1166,7 @@ int main(void) {
   test_unique();
   test_big_delivery();
   test_trickle();
+  test_memory();
   test_zero();
   test_abort();
   test_open_failure();

@@ -603,6 +603,107 @@ static void test_attempt_after_delivery(void) {
   uidstate_close(st);
 }
 
+/* max_size: what is larger than the limit stays on the server, unfetched,
+ * undeleted and unrecorded, unless the journal proves it delivered. */
+static void test_max_size(void) {
+  struct plan_options lim = opt_dele, klim = opt_keep;
+  lim.max_size = klim.max_size = 1000;
+  struct plan_item it;
+  struct plan_rec r = delivered(5000, NOW - 10);
+  struct plan_rec failed = {.delivered = 0, .size = 0, .attempts = 3};
+
+  it = plan1(&lim, "A", 1000, NULL); /* at the limit: fetched */
+  CHECK(it.action == PLAN_FETCH && it.reason == PLAN_R_NEW);
+  it = plan1(&lim, "A", 1001, NULL);
+  CHECK(it.action == PLAN_SKIP && it.reason == PLAN_R_OVER_SIZE);
+  it = plan1(&klim, "A", 1001, NULL);
+  CHECK(it.action == PLAN_SKIP && it.reason == PLAN_R_OVER_SIZE);
+  it = plan1(&lim, NULL, 1001, NULL);
+  CHECK(it.action == PLAN_SKIP && it.reason == PLAN_R_OVER_SIZE);
+  /* Delivered by an earlier run (a higher limit then): deleted, or kept. */
+  it = plan1(&lim, "A", 5000, &r);
+  CHECK(it.action == PLAN_DELETE && it.reason == PLAN_R_DELIVERED);
+  it = plan1(&klim, "A", 5000, &r);
+  CHECK(it.action == PLAN_SKIP && it.reason == PLAN_R_KEPT);
+  /* Stuck and now over the limit: the limit is why it stays. */
+  it = plan1(&lim, "A", 5000, &failed);
+  CHECK(it.action == PLAN_SKIP && it.reason == PLAN_R_OVER_SIZE);
+  it = plan1(&lim, "A", 500, &failed);
+  CHECK(it.action == PLAN_SKIP && it.reason == PLAN_R_STUCK);
+  /* Grown on the server: probed; the same content as delivered, another
+   * one over the limit left alone. */
+  uint8_t same[HDRDIGEST_LEN], other[HDRDIGEST_LEN];
+  struct plan_rec g = delivered(900, NOW - 10);
+  digest_str(plain_msg, g.digest);
+  g.has_digest = 1;
+  digest_str(grown_msg, same);
+  digest_str("Subject: something else\n\n", other);
+  it = plan1(&klim, "A", 1100, &g);
+  CHECK(it.action == PLAN_PROBE);
+  plan_probed(&klim, &it, same);
+  CHECK(it.action == PLAN_SKIP && it.reason == PLAN_R_SAME_CONTENT && it.resize);
+  it = plan1(&lim, "A", 1100, &g);
+  plan_probed(&lim, &it, other);
+  CHECK(it.action == PLAN_SKIP && it.reason == PLAN_R_OVER_SIZE && !it.resize);
+  it = plan1(&lim, "A", 1100, &g);
+  plan_probed(&lim, &it, NULL);
+  CHECK(it.action == PLAN_SKIP && it.reason == PLAN_R_OVER_SIZE);
+  g.has_digest = 0;
+  it = plan1(&lim, "A", 1100, &g);
+  CHECK(it.action == PLAN_SKIP && it.reason == PLAN_R_OVER_SIZE);
+
+  /* Duplicated UIDs over the limit: skipped too; counted in the summary. */
+  struct plan_item items[4] = {{.size = 2000, .uid = "X"},
+                               {.size = 10, .uid = "X"},
+                               {.size = 3000, .uid = "Y"},
+                               {.size = 5000, .uid = "Z", .rec = &r}};
+  struct plan_summary sum;
+  CHECK_INT(plan_listing(&lim, items, 4, &sum), 0);
+  CHECK(items[0].action == PLAN_SKIP && items[0].reason == PLAN_R_OVER_SIZE);
+  CHECK(items[1].action == PLAN_FETCH && items[1].reason == PLAN_R_DUP_UID);
+  CHECK(items[2].action == PLAN_SKIP && items[2].reason == PLAN_R_OVER_SIZE);
+  CHECK(items[3].action == PLAN_DELETE);
+  CHECK_INT(sum.over_size, 2);
+  CHECK_INT(sum.over_bytes, 5000);
+  CHECK_INT(sum.skip, 2);
+  CHECK_INT(sum.stuck, 0);
+  CHECK_INT(sum.already, 1);
+  CHECK_INT(sum.fetch, 1);
+  /* Nothing is written for a message left over size. */
+  struct plan_outcome none = {0};
+  CHECK_INT(plan_after(&items[2], &none, 1, 0), PLAN_KEEP_RECORD);
+  CHECK_INT(plan_after(&items[2], &none, 0, 1), PLAN_KEEP_RECORD);
+  CHECK(plan_keep_after_quit(1, 0));
+
+  /* Runs: the large message stays until the limit is raised, then comes
+   * exactly once; with and without keep. */
+  for (int keep = 0; keep <= 1; keep++) {
+    struct uidstate *st = uidstate_new_memory();
+    struct plan_options o = keep ? klim : lim;
+    struct server_msg mbox[4] = {{"S1", 500, NULL}, {"BIG", 5000, NULL}, {"S2", 700, NULL}};
+    size_t n = 3;
+    struct run_result rr = run(st, &o, mbox, &n, 1);
+    CHECK_INT(rr.fetched, 2);
+    CHECK_INT(rr.action[1], PLAN_SKIP);
+    CHECK_INT(n, keep ? 3 : 1);
+    CHECK(uidstate_find(st, SRV, "BIG") == NULL); /* not recorded */
+    rr = run(st, &o, mbox, &n, 1);                /* the same limit again: nothing new */
+    CHECK_INT(rr.fetched, 0);
+    CHECK_INT(rr.deleted_unseen, 0);
+    o.max_size = 0; /* raised: fetched now, exactly once */
+    rr = run(st, &o, mbox, &n, 1);
+    CHECK_INT(rr.fetched, 1);
+    CHECK_INT(n, keep ? 3 : 0);
+    rr = run(st, &o, mbox, &n, 1);
+    CHECK_INT(rr.fetched, 0);
+    o.max_size = 1000; /* lowered again: a delivered message is not "over size" */
+    rr = run(st, &o, mbox, &n, 1);
+    CHECK_INT(rr.fetched, 0);
+    CHECK_INT(rr.kept, keep ? 3 : 0);
+    uidstate_close(st);
+  }
+}
+
 int main(void) {
   test_digest_rules();
   test_digest_chunks();
@@ -617,5 +718,6 @@ int main(void) {
   test_old_records();
   test_courier();
   test_attempt_after_delivery();
+  test_max_size();
   return check_result("test_plan");
 }

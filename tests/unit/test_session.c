@@ -1555,6 +1555,7 @@ static void test_auth_user_masked(void) {
 /* ---- the one flight after the greeting (issue 11) */
 
 static int mem_flight_listing = 1;
+static int mem_greeting = 0;
 
 static struct rec *start_mem(enum session_auth auth, int tls, int starttls,
                              enum session_pipelining p, const char *mem_capa, int mem_pipe) {
@@ -1567,7 +1568,8 @@ static struct rec *start_mem(enum session_auth auth, int tls, int starttls,
                               .pipelining = p,
                               .mem_capa = mem_capa,
                               .mem_pipelining = mem_pipe,
-                              .mem_flight_listing = mem_flight_listing};
+                              .mem_flight_listing = mem_flight_listing,
+                              .mem_greeting = mem_greeting};
   r->fail_data_at = -1;
   r->s = session_new(&o, &ops, r);
   return r;
@@ -1886,6 +1888,174 @@ static void test_flight_stls(void) {
   finish_rec(r);
 }
 
+/* The early flight: on a resumed implicit-TLS connection the flight goes
+ * out before the greeting (session_send_early), and its replies come with
+ * the greeting: one round trip less. */
+static void test_flight_early(void) {
+  struct rec *r = start_mem(SESSION_AUTH_AUTO, 1, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  CHECK_INT(session_send_early(r->s), 1);
+  CHECK_STR(take(r), "CAPA\r\nAUTH PLAIN AHRlc3QAc2VjcmV0\r\nUIDL\r\nLIST\r\n");
+  CHECK_INT(session_send_early(r->s), 0); /* once */
+  CHECK_INT(session_early(r->s), SESSION_EARLY_SENT);
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_SENT);
+  CHECK_INT(session_flight_listing(r->s), 1);
+  CHECK(strstr(r->trace, "one flight before the greeting") != NULL);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), ""); /* nothing twice */
+  CHECK_INT(r->done, 0);
+  feed(r, "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_HELD);
+  CHECK_INT(session_flight_listing_wait(r->s), 0);
+  feed(r, "+OK logged in\r\n");
+  CHECK_INT(session_early(r->s), SESSION_EARLY_HELD);
+  CHECK_INT(session_flight_listing_wait(r->s), 1); /* the owner's bound runs */
+  flight_transfer(r);
+  CHECK_INT(session_flight_listing_wait(r->s), 0);
+  CHECK_INT(session_early(r->s), SESSION_EARLY_HELD);
+  /* greeting and flight together, the RETRs, DELE+QUIT */
+  CHECK_INT(session_round_trips(r->s), 3);
+  CHECK_INT(r->writes, 4);
+  finish_rec(r);
+
+  /* Never early: plaintext, STLS, nothing remembered, forced APOP (its
+   * digest needs the stamp), SASL LOGIN, pipelining not known to work. */
+  struct {
+    enum session_auth auth;
+    int tls, starttls;
+    const char *capa;
+    int pipe;
+  } no[] = {
+      {SESSION_AUTH_AUTO, 0, 0, MEM_USER, 1},
+      {SESSION_AUTH_AUTO, 0, 1, MEM_USER, 1},
+      {SESSION_AUTH_AUTO, 1, 0, "", 1},
+      {SESSION_AUTH_APOP, 1, 0, MEM_USER, 1},
+      {SESSION_AUTH_LOGIN, 1, 0, MEM_USER " LOGIN", 1},
+      {SESSION_AUTH_AUTO, 1, 0, MEM_USER, 0},
+      {SESSION_AUTH_AUTO, 1, 0, "UIDL PIPELINING", 1}, /* only APOP could be left */
+  };
+  for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+    r = start_mem(no[i].auth, no[i].tls, no[i].starttls, SESSION_PIPELINING_AUTO, no[i].capa,
+                  no[i].pipe);
+    CHECK_INT(session_send_early(r->s), 0);
+    CHECK_STR(take(r), "");
+    CHECK_INT(session_early(r->s), SESSION_EARLY_NONE);
+    finish_rec(r);
+  }
+  /* Too late once the greeting is in: the ordinary flight. */
+  r = start_mem(SESSION_AUTH_AUTO, 1, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\nAUTH PLAIN AHRlc3QAc2VjcmV0\r\nUIDL\r\nLIST\r\n");
+  CHECK_INT(session_send_early(r->s), 0);
+  CHECK_INT(session_early(r->s), SESSION_EARLY_NONE);
+  finish_rec(r);
+
+  /* An -ERR greeting ends it as usual, and does not judge the early flight. */
+  r = start_mem(SESSION_AUTH_AUTO, 1, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  CHECK_INT(session_send_early(r->s), 1);
+  take(r);
+  feed(r, "-ERR [SYS/TEMP] busy\r\n");
+  CHECK_INT(r->done_err, P3_ESYSTEMP);
+  CHECK_INT(session_early(r->s), SESSION_EARLY_SENT);
+  finish_rec(r);
+
+  /* The server broke it: dropped before the greeting, after it, refused
+   * CAPA, or refused the login (no fallback: the method still holds). */
+  for (int k = 0; k < 4; k++) {
+    r = start_mem(SESSION_AUTH_AUTO, 1, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+    CHECK_INT(session_send_early(r->s), 1);
+    take(r);
+    if (k >= 1)
+      feed(r, "+OK ready\r\n");
+    if (k == 2)
+      feed(r, "-ERR what?\r\n");
+    if (k == 3)
+      feed(r, "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n-ERR [AUTH] no\r\n");
+    if (k < 2)
+      session_connection_lost(r->s, P3_EEOF);
+    CHECK_INT(session_early(r->s), SESSION_EARLY_BROKEN);
+    if (k == 2) {
+      /* CAPA refused: the flight is stale, the session goes on safely. */
+      CHECK_INT(session_flight(r->s), SESSION_FLIGHT_STALE);
+      CHECK_INT(r->done, 0);
+      feed(r, "+OK logged in\r\n");
+      CHECK_INT(session_early(r->s), SESSION_EARLY_BROKEN);
+    }
+    if (k == 3)
+      CHECK_INT(r->done_err, P3_EAUTH);
+    CHECK(strstr(r->sent, "QUIT") == NULL);
+    finish_rec(r);
+  }
+
+  /* The greeting now carries an APOP stamp the memory did not expect: the
+   * login that went out needs none; the flight is stale (the memory is
+   * refreshed, the next session cold). */
+  mem_greeting = 1;
+  r = start_mem(SESSION_AUTH_AUTO, 1, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  CHECK_INT(session_send_early(r->s), 1);
+  take(r);
+  feed(r, "+OK ready <1.2@host>\r\n+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_STALE);
+  CHECK(strstr(r->trace, "APOP timestamp came or went") != NULL);
+  feed(r, "+OK logged in\r\n");
+  flight_transfer(r);
+  CHECK_INT(session_greeting_apop(r->s), 1);
+  finish_rec(r);
+  /* The expected shape: held. */
+  mem_greeting = 2;
+  r = start_mem(SESSION_AUTH_AUTO, 1, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  CHECK_INT(session_send_early(r->s), 1);
+  take(r);
+  feed(r, "+OK ready <1.2@host>\r\n+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_HELD);
+  finish_rec(r);
+  mem_greeting = 0;
+}
+
+/* The listing in the flight: the owner bounds the wait behind the accepted
+ * login; a remembered Courier never gets it; IMPLEMENTATION is a name. */
+static void test_flight_listing_guard(void) {
+  struct rec *r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\nUSER test\r\nPASS secret\r\nUIDL\r\nLIST\r\n");
+  CHECK_INT(session_flight_listing(r->s), 1);
+  feed(r, "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nIMPLEMENTATION Hidden POP3\r\n.\r\n+OK\r\n");
+  CHECK_INT(session_flight_listing_wait(r->s), 0); /* USER's +OK is not the login's */
+  feed(r, "+OK logged in\r\n");
+  CHECK_INT(session_flight_listing_wait(r->s), 1);
+  CHECK_STR(session_implementation(r->s), "Hidden");
+  /* The server dropped UIDL and LIST: the owner gives up, no QUIT. */
+  session_fail(r->s, P3_ETIMEOUT, "no reply to the UIDL and LIST sent behind the login");
+  CHECK_INT(r->done_err, P3_ETIMEOUT);
+  CHECK_INT(session_flight_listing_wait(r->s), 0);
+  CHECK_STR(take(r), "");
+  CHECK(strstr(r->sent, "QUIT") == NULL);
+  CHECK_INT(session_stats(r->s)->retrieved, 0);
+  finish_rec(r);
+
+  /* Remembered IMPLEMENTATION Courier: the flight ends with the login. */
+  r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO,
+                "USER UIDL PIPELINING UTF8 IMPLEMENTATION Courier SASL PLAIN", 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\nUSER test\r\nPASS secret\r\n");
+  CHECK_INT(session_flight_listing(r->s), 0);
+  feed(r, "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nUTF8\r\nIMPLEMENTATION Courier Mail Server\r\n"
+          ".\r\n+OK\r\n+OK logged in\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_HELD);
+  CHECK_INT(session_flight_listing_wait(r->s), 0);
+  CHECK_STR(take(r), "UTF8\r\nUIDL\r\nLIST\r\n");
+  CHECK_STR(session_implementation(r->s), "Courier");
+  finish_rec(r);
+
+  /* The word after IMPLEMENTATION is a name, not a capability: this memory
+   * offers no USER, so no flight. */
+  r = start_mem(SESSION_AUTH_AUTO, 0, 0, SESSION_PIPELINING_AUTO,
+                "UIDL PIPELINING IMPLEMENTATION USER", 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "CAPA\r\n");
+  CHECK_INT(session_flight(r->s), SESSION_FLIGHT_NONE);
+  finish_rec(r);
+}
+
 int main(void) {
   test_pipelined_happy();
   test_burst_count();
@@ -1925,5 +2095,7 @@ int main(void) {
   test_flight_pipelining_gone();
   test_flight_plain_gone();
   test_flight_stls();
+  test_flight_early();
+  test_flight_listing_guard();
   return check_result("test_session");
 }

@@ -78,6 +78,52 @@ static void test_round_trip(void) {
   free(text);
 }
 
+/* The flight facts (issue 11): unknown by default, each value round-trips,
+ * an old file without them reads as unknown, and nonsense is refused. */
+static void test_flight_keys(void) {
+  static const enum srvmem_tri v[3] = {SRVMEM_UNKNOWN, SRVMEM_NO, SRVMEM_YES};
+  static const char *const word[3] = {"unknown", "no", "yes"};
+  struct srvmem a, b;
+  char *text, want[64];
+  size_t len;
+
+  srvmem_init(&a);
+  CHECK_INT(a.early_flight, SRVMEM_UNKNOWN);
+  CHECK_INT(a.flight_listing, SRVMEM_UNKNOWN);
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 3; j++) {
+      fill(&a);
+      a.early_flight = v[i];
+      a.flight_listing = v[j];
+      CHECK_INT(srvmem_format(&a, &text, &len), 0);
+      snprintf(want, sizeof want, "\nearly-flight %s\nflight-listing %s\n", word[i], word[j]);
+      CHECK(strstr(text, want) != NULL);
+      CHECK_INT(srvmem_parse(text, len, &b), 0);
+      CHECK_INT(b.early_flight, v[i]);
+      CHECK_INT(b.flight_listing, v[j]);
+      CHECK_INT(b.pipelining, SRVMEM_YES);
+      free(text);
+    }
+  const char *old = "pop3sync-server 1\nserver a@b:1\npipelining yes\nend\n";
+  CHECK_INT(srvmem_parse(old, strlen(old), &b), 0);
+  CHECK_INT(b.early_flight, SRVMEM_UNKNOWN);
+  CHECK_INT(b.flight_listing, SRVMEM_UNKNOWN);
+  const char *ok = "pop3sync-server 1\nserver a@b:1\nearly-flight no\nflight-listing yes\nend\n";
+  CHECK_INT(srvmem_parse(ok, strlen(ok), &b), 0);
+  CHECK_INT(b.early_flight, SRVMEM_NO);
+  CHECK_INT(b.flight_listing, SRVMEM_YES);
+  const char *bad[] = {
+      "pop3sync-server 1\nserver a@b:1\nearly-flight maybe\nend\n",
+      "pop3sync-server 1\nserver a@b:1\nflight-listing YES\nend\n",
+      "pop3sync-server 1\nserver a@b:1\nflight-listing\nend\n",
+      "pop3sync-server 1\nserver a@b:1\nearly-flight no\nearly-flight yes\nend\n",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    CHECK_INT(srvmem_parse(bad[i], strlen(bad[i]), &b), -EINVAL);
+    CHECK_INT(b.early_flight, SRVMEM_UNKNOWN);
+  }
+}
+
 static int parses(const char *text) {
   struct srvmem m;
   return srvmem_parse(text, strlen(text), &m);
@@ -189,6 +235,7 @@ static void test_store(void) {
 
 int main(void) {
   test_round_trip();
+  test_flight_keys();
   test_malformed();
   test_store();
   return check_failures ? 1 : 0;

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
@@ -183,6 +184,20 @@ static void test_setup(const char *dir) {
   CHECK_INT(tls_feed(t, "", 0), 0);
   CHECK_INT(tls_feed(t, "ab", 2), 0);
   CHECK_INT(tls_pending_input(t), 2);
+  /* A loan counts as input; nothing may be fed in between; what is left
+   * at its end is kept (copied). */
+  {
+    char lent[2] = {'x', 'y'};
+
+    tls_feed_lend(t, lent, 2);
+    CHECK_INT(tls_pending_input(t), 4);
+    CHECK_INT(tls_feed(t, "z", 1), -EINVAL);
+    CHECK_INT(tls_feed_end(t), 0);
+    lent[0] = lent[1] = 0;
+    CHECK_INT(tls_pending_input(t), 4);
+    CHECK_INT(tls_feed_end(t), 0); /* no loan: nothing */
+    CHECK_INT(tls_pending_input(t), 4);
+  }
   {
     static char big[256 * 1024];
     int i, ret = 0;
@@ -317,6 +332,16 @@ static int receive(struct p3_tls *t, int fd, int dribble, int (*step)(struct p3_
     return -1;
   if (!dribble)
     return tls_feed(t, buf, (size_t)n);
+  if (dribble == 2) {
+    /* Lent, as conn.c does: consumed in place, the rest kept at the end. */
+    int ret, end;
+
+    tls_feed_lend(t, buf, (size_t)n);
+    ret = step(t, arg);
+    end = tls_feed_end(t);
+    memset(buf, 0, sizeof(buf)); /* a kept rest must not point here */
+    return end < 0 ? end : ret;
+  }
   for (i = 0; i < n; i++) {
     int ret = tls_feed(t, buf + i, 1);
 
@@ -524,6 +549,71 @@ out:
   tls_free(t);
 }
 
+/* report_only (pop3 info): the handshake completes whatever the verdict,
+ * and tls_peer says what it was and who the certificate is. */
+static void report_case(const char *label, const char *certname, const char *ca_file,
+                        const char *name, const uint8_t *pin, int want_verdict,
+                        const char *want_reason, const char *want_fp) {
+  char cert[512], key[512], ca[512], err[256];
+  struct p3_tls_options o;
+  struct p3_tls_peer peer;
+  struct p3_tls *t = NULL;
+  struct server s;
+  int fd, ret;
+
+  snprintf(cert, sizeof(cert), "%s/%s.pem", tmpdir, certname);
+  snprintf(key, sizeof(key), "%s/%s.key", tmpdir, certname);
+  memset(&o, 0, sizeof(o));
+  o.report_only = 1;
+  if (ca_file != NULL) {
+    snprintf(ca, sizeof(ca), "%s/%s", tmpdir, ca_file);
+    o.ca_file = ca;
+  }
+  o.server_name = name;
+  if (pin != NULL) {
+    memcpy(o.pins[0], pin, 32);
+    o.pin_count = 1;
+  }
+  ret = tls_new(&o, &t, err, sizeof(err));
+  CHECK_INT(ret, 0);
+  if (ret < 0) {
+    fprintf(stderr, "%s: tls_new: %s\n", label, err);
+    return;
+  }
+  CHECK_INT(tls_peer(t, &peer), P3_ETLS); /* not before the handshake */
+  if (server_start(&s, cert, key) < 0) {
+    CHECK(!"server started");
+    tls_free(t);
+    return;
+  }
+  fd = connect_port(s.port);
+  CHECK(fd >= 0);
+  if (fd >= 0) {
+    ret = handshake(t, fd, 0, err, sizeof(err));
+    CHECK_INT(ret, 1);
+    CHECK_INT(tls_peer(t, &peer), 0);
+    CHECK_INT(peer.verdict, want_verdict);
+    CHECK_INT(peer.pinned, pin != NULL && want_verdict == 0);
+    if (want_reason[0] == '\0')
+      CHECK_STR(peer.reason, "");
+    else if (strstr(peer.reason, want_reason) == NULL) {
+      fprintf(stderr, "%s: reason \"%s\" lacks \"%s\"\n", label, peer.reason, want_reason);
+      CHECK(!"reason as expected");
+    }
+    CHECK(strstr(peer.reason, "--tls-fingerprint") == NULL); /* tls_peer shows the certificate */
+    CHECK_INT(peer.have_cert, 1);
+    CHECK_STR(peer.fingerprint, want_fp);
+    CHECK_STR(peer.subject, strcmp(certname, "wrong") == 0 ? "CN=wrong.example" : "CN=localhost");
+    CHECK_STR(peer.issuer, "CN=pop3sync test CA");
+    CHECK(strlen(peer.valid_from) == 23 && strcmp(peer.valid_from + 19, " UTC") == 0);
+    CHECK(strcmp(peer.valid_from, peer.valid_to) < 0);
+    CHECK(strncmp(peer.pin, "sha256:", 7) == 0 && strlen(peer.pin) == 7 + 64);
+    close(fd);
+  }
+  server_stop(&s);
+  tls_free(t);
+}
+
 /* The leaf fingerprint as openssl prints it, e.g. "sha256:AB:CD:...". */
 static int openssl_fingerprint(const char *pem, char *text, size_t len) {
   char cmd[1024], line[256], *eq;
@@ -546,6 +636,64 @@ static int openssl_fingerprint(const char *pem, char *text, size_t len) {
 
 static int have_openssl(void) {
   return system("openssl version >/dev/null 2>&1") == 0;
+}
+
+/* Shared configurations: one per CA file as it is, while referenced. */
+static void test_config_cache(void) {
+  struct p3_tls_options o;
+  struct p3_tls_config *a = NULL, *b = NULL, *c = NULL;
+  struct p3_tls *t1 = NULL, *t2 = NULL;
+  char ca[512], other[512], err[256];
+  struct stat st;
+
+  memset(&o, 0, sizeof(o));
+  snprintf(ca, sizeof(ca), "%s/ca.pem", tmpdir);
+  snprintf(other, sizeof(other), "%s/wrong.pem", tmpdir);
+  o.ca_file = ca;
+  o.server_name = "localhost";
+  CHECK_INT(tls_config_get(&o, &a, err, sizeof(err)), 0);
+  CHECK_INT(tls_config_get(&o, &b, err, sizeof(err)), 0);
+  CHECK(a != NULL && a == b);
+  /* Connections hold their own references. */
+  CHECK_INT(tls_new_from(a, &o, &t1, err, sizeof(err)), 0);
+  CHECK_INT(tls_new_from(a, &o, &t2, err, sizeof(err)), 0);
+  tls_config_put(b);
+  /* Another file, another config. */
+  o.ca_file = other;
+  CHECK_INT(tls_config_get(&o, &c, err, sizeof(err)), 0);
+  CHECK(c != NULL && c != a);
+  tls_config_put(c);
+  /* The same file changed (a new mtime): built anew. */
+  o.ca_file = ca;
+  CHECK_INT(stat(ca, &st), 0);
+  {
+    struct timespec ts[2] = {{st.st_atime, 0}, {st.st_mtime - 100, 0}};
+
+    CHECK_INT(utimensat(AT_FDCWD, ca, ts, 0), 0);
+  }
+  CHECK_INT(tls_config_get(&o, &c, err, sizeof(err)), 0);
+  CHECK(c != NULL && c != a);
+  tls_config_put(c);
+  tls_config_put(a); /* t1 and t2 keep it alive */
+  CHECK_INT(tls_handshake(t1, err, sizeof(err)), 0);
+  tls_free(t1);
+  tls_free(t2);
+  /* Pins alone: one config without a CA file. */
+  o.ca_file = NULL;
+  o.server_name = NULL;
+  o.pin_count = 1;
+  CHECK_INT(tls_config_get(&o, &a, err, sizeof(err)), 0);
+  CHECK_INT(tls_config_get(&o, &b, err, sizeof(err)), 0);
+  CHECK(a != NULL && a == b);
+  tls_config_put(a);
+  tls_config_put(b);
+  tls_config_put(NULL);
+  /* A file that cannot be read is named; nothing is kept. */
+  snprintf(other, sizeof(other), "%s/missing.pem", tmpdir);
+  o.ca_file = other;
+  CHECK_INT(tls_config_get(&o, &a, err, sizeof(err)), P3_ETLSCONF);
+  CHECK(a == NULL);
+  CHECK(strstr(err, "missing.pem") != NULL);
 }
 
 static void test_handshakes(void) {
@@ -578,6 +726,7 @@ static void test_handshakes(void) {
     const struct client_case cases[] = {
         {"good", "server", "ca.pem", "localhost", NULL, 0, 1, NULL},
         {"good, byte by byte", "server", "ca.pem", "localhost", NULL, 1, 1, NULL},
+        {"good, lent input", "server", "ca.pem", "localhost", NULL, 2, 1, NULL},
         {"wrong name", "wrong", "ca.pem", "localhost", NULL, 0, P3_ECERT,
          "certificate is for wrong.example, not localhost"},
         {"untrusted CA", "server", "wrong.pem", "localhost", NULL, 0, P3_ECERT, "not trusted"},
@@ -594,6 +743,21 @@ static void test_handshakes(void) {
     for (i = 0; i < n; i++)
       run_case(&cases[i]);
   }
+  report_case("report: trusted", "server", "ca.pem", "localhost", NULL, 0, "", fptext);
+  {
+    char wrongfp[128] = "";
+
+    snprintf(path, sizeof(path), "%s/wrong.pem", tmpdir);
+    CHECK_INT(openssl_fingerprint(path, wrongfp, sizeof(wrongfp)), 0);
+    report_case("report: wrong name", "wrong", "ca.pem", "localhost", NULL, P3_ECERT,
+                "certificate is for wrong.example, not localhost", wrongfp);
+  }
+  report_case("report: untrusted CA", "server", "wrong.pem", "localhost", NULL, P3_ECERT,
+              "not trusted", fptext);
+  report_case("report: pinned", "server", NULL, NULL, pin, 0, "", fptext);
+  report_case("report: wrong pin", "server", NULL, NULL, badpin, P3_EPIN, fptext, fptext);
+  report_case("report: no name, no pin", "server", "ca.pem", NULL, NULL, 0, "", fptext);
+  test_config_cache();
 }
 
 int main(void) {

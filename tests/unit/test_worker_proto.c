@@ -34,6 +34,7 @@ static void test_request_round_trip(void) {
   q.window = 77;
   q.keep = 1;
   q.keep_days = -1;
+  q.max_size = 17179869184ull; /* 16 GiB: more than 32 bits */
   q.verbose = 1;
   char *buf;
   size_t len;
@@ -59,6 +60,15 @@ static void test_request_round_trip(void) {
   CHECK_INT(back.keep, 1);
   CHECK_INT(back.keep_days, -1);
   CHECK_INT(back.verbose, 1);
+  CHECK(back.max_size == 17179869184ull);
+  worker_request_free(&back);
+  free(buf);
+  /* No limit: no line, and 0 back. */
+  q.max_size = 0;
+  CHECK_INT(worker_request_format(&q, &buf, &len), 0);
+  CHECK(memmem(buf, len, "max_size", 8) == NULL);
+  CHECK_INT(worker_request_parse(buf, len, &back, err, sizeof err), 0);
+  CHECK(back.max_size == 0);
   worker_request_free(&back);
   free(buf);
 }
@@ -80,6 +90,10 @@ static void test_request_rejects(void) {
   expect_bad("account a\\q\nserver s\nmaildir /m\nstate_dir /s\nend \n");
   expect_bad("account a\nserver s\nmaildir /m\nstate_dir /s\npin 00\nend \n");
   expect_bad("account a\nserver s\nmaildir /m\nstate_dir /s\npipelining 9\nend \n");
+  expect_bad("account a\nserver s\nmaildir /m\nstate_dir /s\nmax_size 10M\nend \n");
+  expect_bad("account a\nserver s\nmaildir /m\nstate_dir /s\nmax_size -1\nend \n");
+  expect_bad(
+      "account a\nserver s\nmaildir /m\nstate_dir /s\nmax_size 18446744073709551616\nend \n");
 }
 
 static void test_report_round_trip(void) {
@@ -104,6 +118,18 @@ static void test_report_round_trip(void) {
   r.resumed_tls = 1;
   r.stuck = stuck;
   r.stuck_count = 2;
+  struct engine_over_size over[2];
+  memset(over, 0, sizeof over);
+  over[0].number = 4;
+  over[0].size = 20ull << 20;
+  snprintf(over[0].uid, sizeof over[0].uid, "BIG-4");
+  over[1].number = 7;
+  over[1].size = 11ull << 20;
+  r.over_size = over;
+  r.over_size_n = 2;
+  r.over_size_count = 3; /* more than listed */
+  r.over_size_bytes = 41ull << 20;
+  r.max_size = 10ull << 20;
   char *buf;
   size_t len;
   CHECK_INT(worker_report_format(&r, &buf, &len), 0);
@@ -131,6 +157,19 @@ static void test_report_round_trip(void) {
   /* Control characters from the worker never reach the log or status. */
   CHECK_STR(rep.stuck[0].last_error, "server said?no");
   CHECK_STR(rep.stuck[1].uid, "-");
+  CHECK_INT(rep.r.over_size_n, 2);
+  CHECK(rep.r.over_size == rep.over_size);
+  CHECK_INT(rep.over_size[0].number, 4);
+  CHECK(rep.over_size[0].size == 20ull << 20);
+  CHECK_STR(rep.over_size[0].uid, "BIG-4");
+  CHECK_INT(rep.over_size[1].number, 7);
+  CHECK_STR(rep.over_size[1].uid, "-");
+  CHECK_INT(rep.r.over_size_count, 3);
+  CHECK(rep.r.over_size_bytes == 41ull << 20);
+  CHECK(rep.r.max_size == 10ull << 20);
+  char text[128];
+  CHECK_STR(engine_result_over_size_text(&rep.r, text, sizeof text),
+            "3 messages over 10 MiB left on the server");
   /* Nothing after done. */
   char extra[] = "progress 1 2 3";
   const char *trace = NULL;
@@ -168,6 +207,22 @@ static void test_report_events(void) {
   CHECK_INT(worker_report_line(&rep, bad2, &trace), -EINVAL);
   char bad4[] = "result err notanumber";
   CHECK_INT(worker_report_line(&rep, bad4, &trace), -EINVAL);
+  char bad5[] = "over_size 1 2";
+  CHECK_INT(worker_report_line(&rep, bad5, &trace), -EINVAL);
+  char bad6[] = "over_size x 2 U";
+  CHECK_INT(worker_report_line(&rep, bad6, &trace), -EINVAL);
+  char os[] = "over_size 5 99 U\x01V";
+  CHECK_INT(worker_report_line(&rep, os, &trace), 0);
+  CHECK_INT(rep.over_size_n, 1);
+  CHECK_STR(rep.over_size[0].uid, "U?V"); /* sanitised */
+  /* Bounded like stuck. */
+  for (int i = 1; i < WORKER_OVER_SIZE_MAX; i++) {
+    char more[] = "over_size 6 100 W";
+    CHECK_INT(worker_report_line(&rep, more, &trace), 0);
+  }
+  CHECK_INT(rep.over_size_n, WORKER_OVER_SIZE_MAX);
+  char one_more[] = "over_size 6 100 W";
+  CHECK_INT(worker_report_line(&rep, one_more, &trace), -EINVAL);
   char unknown[] = "someday something";
   CHECK_INT(worker_report_line(&rep, unknown, &trace), 0);
   CHECK_INT(rep.done, 0);
@@ -187,6 +242,20 @@ static void test_result_decision(void) {
   CHECK_INT(engine_result_error(&r), 0);
   CHECK_INT(engine_result_exit_code(&r), 0);
   CHECK_STR(engine_result_message(&r, msg, sizeof msg), "");
+  CHECK_STR(engine_result_over_size_text(&r, msg, sizeof msg), "");
+
+  /* Left on the server for its size: still a success. */
+  r.max_size = 1500;
+  r.over_size_count = 1;
+  r.over_size_bytes = 2000;
+  CHECK_INT(engine_result_error(&r), 0);
+  CHECK_INT(engine_result_exit_code(&r), 0);
+  CHECK_STR(engine_result_message(&r, msg, sizeof msg), "");
+  CHECK_STR(engine_result_over_size_text(&r, msg, sizeof msg),
+            "1 message over 1.5 KiB left on the server");
+  r.max_size = 0;
+  r.over_size_count = 0;
+  r.over_size_bytes = 0;
 
   r.stuck = stuck;
   r.stuck_count = 1;
