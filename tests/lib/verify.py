@@ -370,7 +370,13 @@ def cmd_order(a):
             calls.append((start, no, head + r.group(1)))
         else:
             calls.append((no, no, rest))
-    calls.sort()
+    # The fd table changes when a call that makes an fd returns, and when a close starts (the
+    # kernel frees the number before close returns): with threads, an openat that started
+    # before a close of the same number may return it after, so replay in those moments.
+    def replay_key(call):
+        start, end, text = call
+        return end if re.match(r"^(openat|open|socket|accept4?|dup[23]?)\(", text) else start
+    calls.sort(key=replay_key)
     # One process (its threads share the fd table): fd -> (path or "<socket>", is_dir).
     fds = {}
     events = []  # (seq, kind, ...)
