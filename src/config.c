@@ -28,6 +28,7 @@
 #define DEFAULT_MAX_PARALLEL 4
 #define DEFAULT_TIMEOUT 120
 #define DEFAULT_HOOK_TIMEOUT 60
+#define HOOK_COMMAND_MAX 4096u
 #define SUN_PATH_SIZE sizeof(((struct sockaddr_un *)0)->sun_path)
 
 struct loader {
@@ -548,6 +549,11 @@ static int get_hook(struct loader *ld, const config_setting_t *s, char **out) {
 
   if (get_string(ld, s, &v) < 0)
     return -1;
+  if (strlen(v) > HOOK_COMMAND_MAX) { /* it travels as one line of the worker channel */
+    add_error(ld, s, "`%s' is longer than %u bytes: put the commands in a script and name it",
+              config_setting_name(s), HOOK_COMMAND_MAX);
+    return -1;
+  }
   free(*out);
   *out = strdup(v);
   if (*out == NULL) {

@@ -751,6 +751,7 @@ static void on_probed(void *data) {
  * Courier's login process drops what follows PASS, and would leave the
  * session waiting for the reply timeout. */
 #define STALL_MIN_MS 3000
+#define RETRY_DELAY_MS 500
 
 static void on_stall_timeout(uv_timer_t *t) {
   struct engine *e = t->data;
@@ -967,6 +968,10 @@ static void begin_session(struct engine *e);
 static void on_retry(uv_timer_t *t) {
   struct engine *e = t->data;
   e->retry_cold = 0;
+  if (e->stop_requested) { /* asked to stop while the retry waited */
+    finish_if_idle(e);
+    return;
+  }
   e->retried = 1;
   e->rt_before = round_trips(e);
   session_free(e->session);
@@ -986,7 +991,9 @@ static void finish_if_idle(struct engine *e) {
     return;
   if (e->retry_cold) {
     if (!e->stop_requested && e->plan == NULL && e->record_writes == 0) {
-      uv_timer_start(&e->stall_timer, on_retry, 0, 0);
+      /* A moment for the server to see the old connection close and give
+       * up the mailbox's lock, so that the new login is not -ERR [IN-USE]. */
+      uv_timer_start(&e->stall_timer, on_retry, RETRY_DELAY_MS, 0);
       return;
     }
     e->retry_cold = 0;
@@ -1381,6 +1388,17 @@ static void remember_facts(struct engine *e) {
     e->mem.early_flight = SRVMEM_YES;
   if (session_flight_listing(s) && clean && e->mem.flight_listing != SRVMEM_NO)
     e->mem.flight_listing = SRVMEM_YES;
+  /* Logged in, but the listing sent behind the login never came out whole
+   * (part of it dropped, so its replies no longer matched, or the server
+   * hung up or went quiet):
+   * as after a stall, never again, and one cold session now (nothing was
+   * retrieved or deleted without a plan). */
+  if (session_flight_listing(s) && session_flight_listing_logged_in(s) && e->plan == NULL &&
+      (e->err == P3_ETIMEOUT || e->err == P3_EDESYNC || e->err == P3_EPROTO || e->err == P3_EEOF) &&
+      !e->retry_cold) {
+    e->mem.flight_listing = SRVMEM_NO;
+    e->retry_cold = !e->retried && !e->stop_requested;
+  }
 }
 
 static void begin_session(struct engine *e);

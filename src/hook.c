@@ -420,6 +420,10 @@ static void exec_closed(uv_handle_t *hd) {
     err = P3_ECANCELED;
     snprintf(message, sizeof message, "hook `%.*s' was stopped before it finished", HOOK_QUOTE,
              x->command);
+  } else if (x->err == P3_EWORKER) {
+    err = P3_EWORKER;
+    snprintf(message, sizeof message, "hook `%.*s' was killed: its output could not be read",
+             HOOK_QUOTE, x->command);
   } else if (x->term_signal) {
     err = P3_EWORKER;
     snprintf(message, sizeof message, "hook `%.*s' was killed by signal %d (%s)%s", HOOK_QUOTE,
@@ -591,7 +595,7 @@ int hook_exec_start(uv_loop_t *loop, const char *command, char **envp, unsigned 
   }
   x->pid = x->proc.pid;
   if (uv_read_start((uv_stream_t *)&x->out, exec_alloc, exec_read) < 0)
-    start_kill(x, 0);
+    start_kill(x, P3_EWORKER); /* killed: never reported as finished */
   else
     uv_timer_start(&x->timer, exec_timer, (uint64_t)x->timeout_s * 1000, 0);
   *x_r = x;

@@ -126,6 +126,7 @@ struct session {
   size_t stale;               /* flight replies to drop before the fallback login */
   int flight_listing_sent;    /* UIDL and LIST went out behind the login in the flight */
   int listing_wait;           /* that login was accepted; no reply line since */
+  int listing_logged_in;      /* that login was accepted (stays set) */
   enum session_early early;   /* the flight went out before the greeting */
   int greeting_changed;       /* early: the greeting's APOP stamp is not the remembered shape */
   int greeting_refused;       /* the greeting was -ERR */
@@ -1466,6 +1467,7 @@ static void logged_in(struct session *s) {
      * Until a reply to them begins, the owner bounds the wait
      * (session_flight_listing_wait). */
     s->listing_wait = 1;
+    s->listing_logged_in = 1;
     set_state(s, ST_LISTING);
     return;
   }
@@ -2157,6 +2159,10 @@ int session_flight_listing(const struct session *s) {
 
 int session_flight_listing_wait(const struct session *s) {
   return !s->finished && s->listing_wait;
+}
+
+int session_flight_listing_logged_in(const struct session *s) {
+  return s->listing_logged_in;
 }
 
 const char *session_implementation(const struct session *s) {

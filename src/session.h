@@ -308,6 +308,10 @@ int session_flight_listing(const struct session *s);
  * to send the listing in the flight again. */
 int session_flight_listing_wait(const struct session *s);
 
+/* 1 once the login sent with the flight's listing was accepted (whatever
+ * came after). */
+int session_flight_listing_logged_in(const struct session *s);
+
 /* The first word of the fresh CAPA's IMPLEMENTATION line ("Courier"), or
  * "" (for the memory's capa-pre, before its SASL part). */
 const char *session_implementation(const struct session *s);

@@ -194,6 +194,29 @@ cp -a "$T/batch1" "$T/drop.all"
 cp "$T/batch2"/* "$T/batch3"/* "$T/drop.all/"
 tt_check $name "$T/drop.all"
 
+# ---- a server that loses only the first command behind the login: the replies that do come
+# no longer match (desync), nothing is retrieved or deleted, the memory says flight-listing no
+# and the run retries once, cold, in the same run
+name=partial
+sessions=0
+tt_serve $name "" --profile courier-drop --drop-after-login-count 1 --implementation "Hidden POP3"
+cp "$T/batch1"/* "$T/$name.srv/"
+dl "cold" 0
+cp "$T/batch2"/* "$T/$name.srv/"
+dl "warm, half the listing lost" 0
+((++sessions))
+tt_wait_sessions $name "$sessions"
+t_assert_eq "$(last 'r["dropped_after_login"]' -2)" 1 "partial: the server lost one command"
+t_assert_eq "$(last '[r["retrieved"], r["deleted"]]' -2)" '[[], []]' \
+  "partial: the broken session fetched and deleted nothing"
+t_assert_eq "$(cmds 3)" '["CAPA", "USER test", "PASS ***"]' "partial: the retry is cold"
+grep -q 'retrying once, cold' "$T/$name.lasterr" || tt_fail $name "partial: -v: no retry"
+mem | grep -q '^flight-listing no$' || tt_fail $name "partial: memory: $(mem)"
+t_assert_eq "$(tt_left $name)" 0 "partial: server empty"
+cp -a "$T/batch1" "$T/partial.all"
+cp "$T/batch2"/* "$T/partial.all/"
+tt_check $name "$T/partial.all"
+
 # ---- Courier saying so (IMPLEMENTATION Courier Mail Server): never the listing in the
 # flight, not even once
 name=courier

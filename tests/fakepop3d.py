@@ -840,7 +840,9 @@ class Session:
                     self.stls_accepted = True
                 elif action == "drop-pipelined":
                     # --drop-after-login: what arrived behind the login is lost.
-                    while self.queue and self.queue[0].kind == "cmd":
+                    limit = self.opts.drop_after_login_count or len(self.queue)
+                    while self.queue and self.queue[0].kind == "cmd" and limit > 0:
+                        limit -= 1
                         self.queue.popleft()
                         self.inflight -= 1
                         self.dropped_after_login += 1
@@ -1626,6 +1628,8 @@ def parse_args(argv):
     p.add_argument("--greeting-text", metavar="TEXT")
     p.add_argument("--close-after-pass", action="store_true")
     p.add_argument("--drop-after-login", action="store_const", const=True, default=None)
+    p.add_argument("--drop-after-login-count", type=int, metavar="N", default=None,
+                   help="with --drop-after-login: lose only the first N commands")
     p.add_argument("--drop-at-quit", action="store_true")
     p.add_argument("--hold-after-bytes", type=int, metavar="K")
     p.add_argument("--hold-until", metavar="FILE")
