@@ -1513,6 +1513,17 @@ static void on_status(struct session *s, struct cmd *c, const struct p3_status *
       set_state(s, ST_CAPA);
       return;
     }
+    if (s->opts.starttls && !s->tls_active && s->mem_capa_ok) {
+      /* A warm STLS session: the CAPA before TLS would only be thrown away
+       * (RFC 2595 asks for a fresh one after the handshake), so STLS goes
+       * first; a server that refuses it ends the run as a cold session
+       * would when its CAPA lacks STLS (nothing is sent in cleartext). */
+      note(s, "%s", "STLS at once: the memory knows this server");
+      set_state(s, ST_STLS);
+      if (send_cmd(s, C_STLS, 0, NULL) != 0)
+        finish(s, -ENOMEM);
+      return;
+    }
     start_capa(s);
     return;
   }

@@ -308,6 +308,27 @@ run "after restart, warm" 0 --state "$ST" --tls-fingerprint "$fp" --tls-fingerpr
 TOTAL=$((TOTAL + 1))
 t_assert_eq "$(resumed)" yes "the session of the fallback handshake resumes"
 
+# ---- STLS: the CAPA after the handshake (RFC 2595) still rides in the one flight with the
+# login, and the TLS session resumes like an implicit one
+STS=$T/stls.state
+STLS_SPEC="starttls:test@127.0.0.1!localhost:$P"
+fill 2
+run "cold stls" 0 --state "$STS" --ca-file "$SSL/ca.pem" "$STLS_SPEC" "$MD"
+TOTAL=$((TOTAL + 2))
+cold_stls=$(trips)
+t_log "cold STLS: $cold_stls round trips"
+fill 2
+run "warm stls" 0 --state "$STS" --ca-file "$SSL/ca.pem" "$STLS_SPEC" "$MD"
+TOTAL=$((TOTAL + 2))
+t_assert_eq "$(resumed)" yes "second starttls: run resumed the session"
+grep -q 'one flight: the remembered capabilities offer' "$T/err" ||
+  t_fail "-v: no one flight after STLS"
+t_log "warm STLS: $(trips) round trips"
+grep -q 'STLS at once' "$T/err" || t_fail "-v: the warm STLS session sent CAPA before STLS"
+# connect, greeting, STLS, the resumed handshake, CAPA+AUTH PLAIN+UIDL+LIST, RETR, DELE+QUIT.
+t_assert_eq "$(trips)" 7 "round trips, warm resumed STLS"
+t_assert_eq "$cold_stls" 11 "round trips, cold STLS"
+
 # ---- exactly once
 t_assert_eq "$(server_count)" 0 "server empty at the end"
 t_assert_eq "$(ids "$MD" | wc -l | tr -d ' ')" "$TOTAL" "messages delivered"

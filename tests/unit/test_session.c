@@ -1868,13 +1868,12 @@ static void test_flight_plain_gone(void) {
   finish_rec(r);
 }
 
-/* STLS: the plaintext CAPA and STLS as before; inside TLS the fresh CAPA
- * rides with the login and the listing. */
+/* STLS: warm, STLS goes right after the greeting (the plaintext CAPA would
+ * be thrown away); inside TLS the fresh CAPA rides with the login and the
+ * listing. */
 static void test_flight_stls(void) {
   struct rec *r = start_mem(SESSION_AUTH_AUTO, 0, 1, SESSION_PIPELINING_AUTO, MEM_USER, 1);
   feed(r, "+OK ready\r\n");
-  CHECK_STR(take(r), "CAPA\r\n");
-  feed(r, "+OK\r\nSTLS\r\nPIPELINING\r\n.\r\n");
   CHECK_STR(take(r), "STLS\r\n");
   feed(r, "+OK begin\r\n");
   CHECK_INT(r->tls_started, 1);
@@ -1883,8 +1882,19 @@ static void test_flight_stls(void) {
   feed(r, "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n+OK\r\n");
   CHECK_INT(session_flight(r->s), SESSION_FLIGHT_HELD);
   flight_transfer(r);
-  /* greeting, CAPA, STLS, the flight, RETRs, DELE+QUIT */
-  CHECK_INT(session_round_trips(r->s), 6);
+  /* greeting, STLS, the flight, RETRs, DELE+QUIT */
+  CHECK_INT(session_round_trips(r->s), 5);
+  finish_rec(r);
+
+  /* A server that refuses STLS ends the run; nothing went in cleartext. */
+  r = start_mem(SESSION_AUTH_AUTO, 0, 1, SESSION_PIPELINING_AUTO, MEM_USER, 1);
+  feed(r, "+OK ready\r\n");
+  CHECK_STR(take(r), "STLS\r\n");
+  feed(r, "-ERR not here\r\n");
+  CHECK_INT(r->done, 1);
+  CHECK_INT(r->done_err, P3_ENOSTLS);
+  CHECK_INT(r->tls_started, 0);
+  CHECK_STR(take(r), "");
   finish_rec(r);
 }
 
