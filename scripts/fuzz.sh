@@ -21,7 +21,7 @@ fi
 builddir=$(cd "$1" && pwd) || exit 2
 srcdir=${FUZZ_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
 seconds=${FUZZ_SECONDS:-15}
-targets=${FUZZ_TARGETS:-"fuzz_status fuzz_mldec fuzz_spec fuzz_netrc fuzz_config fuzz_uidstate fuzz_session fuzz_sasl fuzz_srvmem"}
+targets=${FUZZ_TARGETS:-"fuzz_status fuzz_mldec fuzz_spec fuzz_netrc fuzz_config fuzz_uidstate fuzz_session fuzz_sasl fuzz_srvmem fuzz_probe"}
 case $seconds in
   '' | *[!0-9]*) echo "$0: FUZZ_SECONDS must be a number of seconds" >&2; exit 2 ;;
 esac

@@ -32,6 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (strcmp(a.server, b.server) != 0 || a.saved != b.saved ||
       strcmp(a.capa_pre, b.capa_pre) != 0 || strcmp(a.capa_post, b.capa_post) != 0 ||
       a.pipelining != b.pipelining || a.greeting_apop != b.greeting_apop ||
+      a.early_flight != b.early_flight || a.flight_listing != b.flight_listing ||
       a.has_tls != b.has_tls || a.tls_len != b.tls_len ||
       memcmp(a.tls_session, b.tls_session, a.tls_len) != 0 ||
       (a.has_tls && (memcmp(a.tls_key, b.tls_key, 32) != 0 || a.tls_expires != b.tls_expires)))
