@@ -5,6 +5,8 @@
 
 #include "info.h"
 
+#include "cli.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -72,17 +74,7 @@ struct info_run {
   char errmsg[1024];
 };
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  fprintf(stderr, "pop3: ");
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "\nTry `pop3 help info' for more information.\n");
-  return EX_USAGE;
-}
+#define usage_error(...) cli_usage_error("pop3", "pop3 help info", __VA_ARGS__)
 
 /* Ends the run: the first error wins; closing is idempotent. */
 static void finish(struct info_run *run, int err, const char *detail) {

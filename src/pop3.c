@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "cli.h"
 #include "engine.h"
 #include "errors.h"
 #include "info.h"
@@ -306,17 +307,7 @@ static int parse_uint(const char *s, unsigned long min, unsigned long max, unsig
   return 0;
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  fprintf(stderr, "pop3: ");
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "\nTry `pop3 help dl' for more information.\n");
-  return EX_USAGE;
-}
+#define usage_error(...) cli_usage_error("pop3", "pop3 help dl", __VA_ARGS__)
 
 /* The journal when --state is not given (journal_path.h): the mailbox's
  * USER@TCP_HOST:PORT.state in LOCALSTATEDIR/lib/pop3sync/$USER when a root

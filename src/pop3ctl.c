@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "buf.h"
 #include "cfg.h"
 #include "errors.h"
@@ -66,15 +67,7 @@ static const char usage_text[] =
     "75 temporary failure or a failed run, 77 permission denied, 78 configuration\n"
     "problem; a failed fetch exits with the status `pop3 dl' would have.\n";
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  fputs("pop3ctl: ", stderr);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputs("\nTry `pop3ctl --help' for more information.\n", stderr);
-  return EX_USAGE;
-}
+#define usage_error(...) cli_usage_error("pop3ctl", "pop3ctl --help", __VA_ARGS__)
 
 /* ---- finding the socket */
 
