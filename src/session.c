@@ -265,9 +265,13 @@ static void finish(struct session *s, int err) {
     return;
   s->finished = 1;
   /* Sent before the greeting and the session ended before the login's +OK:
-   * the server broke it (dropped it, timed out, refused CAPA or the login);
-   * an -ERR greeting leaves it unjudged (SENT). */
-  if (s->early == SESSION_EARLY_SENT && !s->greeting_refused)
+   * the server broke it (dropped it, timed out, refused CAPA).  An -ERR
+   * greeting leaves it unjudged (SENT), and so does a refused login: the
+   * server read it and answered it, as it would have after the greeting (it
+   * cannot tell when a line was sent), so a wrong password does not cost
+   * every later run a round trip. */
+  if (s->early == SESSION_EARLY_SENT && !s->greeting_refused && err != P3_EAUTH &&
+      err != P3_EINUSE && err != P3_ELOGINDELAY)
     s->early = SESSION_EARLY_BROKEN;
   if (err == P3_EDESYNC || err == P3_EPROTO) {
     /* A body that ended early at a stray "." line looks like a resized

@@ -28,8 +28,9 @@
  *                                flight went out with the client's Finished,
  *                                before the greeting: yes, the session went
  *                                through cleanly; no, the server broke it (the
- *                                connection ended, or CAPA or the login was
- *                                refused, before the login's +OK): never again
+ *                                connection ended, or CAPA was refused,
+ *                                before the login's +OK; a refused login is
+ *                                an answer and judges nothing): never again
  *   flight-listing yes|no|unknown  [UTF8,] UIDL and LIST rode behind the login
  *                                in the one flight: yes, answered; no, the
  *                                server never answered them (Courier's login
