@@ -353,23 +353,17 @@ int info_main(int argc, char **argv, int verbose) {
       co.tls.ca_file = optarg;
       break;
     case OPT_PIN:
-      if (co.tls.pin_count == P3_TLS_MAX_PINS)
-        return usage_error("too many --tls-fingerprint options (at most %d)", P3_TLS_MAX_PINS);
-      if (tls_parse_fingerprint(optarg, co.tls.pins[co.tls.pin_count]) != 0)
-        return usage_error("--tls-fingerprint `%s' is not sha256: followed by 64 hex digits",
-                           optarg);
-      co.tls.pin_count++;
+      if (cli_option_pin("pop3", "pop3 help info", optarg, co.tls.pins, &co.tls.pin_count) != 0)
+        return EX_USAGE;
       break;
     case OPT_NETRC:
       netrc = optarg;
       break;
     case OPT_TIMEOUT: {
-      char *end;
-      errno = 0;
-      unsigned long v = strtoul(optarg, &end, 10);
-      if (optarg[0] < '0' || optarg[0] > '9' || errno || *end || v < 1 || v > 86400)
-        return usage_error("--timeout `%s' is not a number of seconds from 1 to 86400", optarg);
-      co.timeout_ms = (unsigned)v * 1000u;
+      unsigned seconds;
+      if (cli_option_timeout("pop3", "pop3 help info", optarg, &seconds) != 0)
+        return EX_USAGE;
+      co.timeout_ms = seconds * 1000u;
       break;
     }
     case ':':

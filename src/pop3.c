@@ -295,18 +295,6 @@ static int dl_prompt_password(const char *who, char **password_r, char *errbuf, 
   return err;
 }
 
-static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *v) {
-  char *end;
-  errno = 0;
-  if (*s < '0' || *s > '9')
-    return -1;
-  unsigned long x = strtoul(s, &end, 10);
-  if (errno || *end || x < min || x > max)
-    return -1;
-  *v = x;
-  return 0;
-}
-
 #define usage_error(...) cli_usage_error("pop3", "pop3 help dl", __VA_ARGS__)
 
 /* The journal when --state is not given (journal_path.h): the mailbox's
@@ -476,12 +464,8 @@ static int cmd_dl(int argc, char **argv, int verbose) {
       eo.ca_file = optarg;
       break;
     case OPT_PIN:
-      if (eo.pin_count == P3_TLS_MAX_PINS)
-        return usage_error("too many --tls-fingerprint options (at most %s)", "8");
-      if (tls_parse_fingerprint(optarg, eo.pins[eo.pin_count]) != 0)
-        return usage_error("--tls-fingerprint `%s' is not sha256: followed by 64 hex digits",
-                           optarg);
-      eo.pin_count++;
+      if (cli_option_pin("pop3", "pop3 help dl", optarg, eo.pins, &eo.pin_count) != 0)
+        return EX_USAGE;
       break;
     case OPT_PWCMD:
       pwcmd = optarg;
@@ -490,12 +474,11 @@ static int cmd_dl(int argc, char **argv, int verbose) {
       netrc = optarg;
       break;
     case OPT_TIMEOUT:
-      if (parse_uint(optarg, 1, 86400, &v) != 0)
-        return usage_error("--timeout `%s' is not a number of seconds from 1 to 86400", optarg);
-      eo.timeout_s = (unsigned)v;
+      if (cli_option_timeout("pop3", "pop3 help dl", optarg, &eo.timeout_s) != 0)
+        return EX_USAGE;
       break;
     case OPT_WINDOW:
-      if (parse_uint(optarg, 1, SESSION_MAX_WINDOW, &v) != 0)
+      if (cli_parse_uint(optarg, 1, SESSION_MAX_WINDOW, &v) != 0)
         return usage_error("--window `%s' is not a number from 1 to 100000", optarg);
       eo.window = (unsigned)v;
       break;
@@ -525,7 +508,7 @@ static int cmd_dl(int argc, char **argv, int verbose) {
                            optarg);
       break;
     case OPT_KEEP_DAYS:
-      if (parse_uint(optarg, 0, 100000, &v) != 0)
+      if (cli_parse_uint(optarg, 0, 100000, &v) != 0)
         return usage_error("--keep-days `%s' is not a number of days", optarg);
       eo.keep_days = (int)v;
       break;
