@@ -72,8 +72,7 @@ size_t hooks_running(const struct hooks *h) {
   return h->running;
 }
 
-/* The config key a hook event comes from. */
-static const char *hook_key(const char *event) {
+const char *hook_key(const char *event) {
   return strcmp(event, "new_mail") == 0 ? "on_new_mail" : "on_failure";
 }
 

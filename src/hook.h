@@ -53,6 +53,10 @@ int hooks_fire(struct hooks *h, const struct hook_job *job);
 /* Hook runs in progress (waiting ones not counted). */
 size_t hooks_running(const struct hooks *h);
 
+/* The configuration key an event ("new_mail", "failure", "recovered")
+ * comes from: "on_new_mail" or "on_failure". */
+const char *hook_key(const char *event);
+
 /* Drops the waiting hooks and stops the running ones (their process groups
  * are killed after grace_ms); idle_cb runs each time a stopped one is gone
  * (check hooks_running). */

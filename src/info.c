@@ -188,25 +188,6 @@ static void on_note(void *data, const char *line) {
   fprintf(stderr, "pop3: %s\n", line);
 }
 
-static const char *mode_name(enum p3_tls_mode mode) {
-  switch (mode) {
-  case P3_TLS_NONE:
-    return "tcp";
-  case P3_TLS_STARTTLS:
-    return "starttls";
-  default:
-    return "ssl";
-  }
-}
-
-/* "host:port", IPv6 in brackets. */
-static void host_port(const char *host, unsigned port, char *buf, size_t len) {
-  if (strchr(host, ':') != NULL)
-    snprintf(buf, len, "[%s]:%u", host, port);
-  else
-    snprintf(buf, len, "%s:%u", host, port);
-}
-
 static void print_capa(const char *label, const struct probe_capa *c) {
   if (c->state == 1)
     printf("%s: %s\n", label, c->text[0] ? c->text : "(an empty list)");
@@ -249,8 +230,8 @@ static void print_report(const struct info_run *run) {
   const struct p3_spec *s = &run->spec;
   const char *name = s->tls_name[0] ? s->tls_name : s->tcp_host;
   char hp[P3_HOST_MAX + 16], methods[512];
-  host_port(name, s->port, hp, sizeof hp);
-  printf("server: %s (%s)", hp, mode_name(s->mode));
+  spec_host_port(name, s->port, hp, sizeof hp);
+  printf("server: %s (%s)", hp, spec_mode_name(s->mode));
   if (strcmp(name, s->tcp_host) != 0)
     printf(" via %s", s->tcp_host);
   printf("\n");

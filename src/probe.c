@@ -2,6 +2,7 @@
 
 #include "probe.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -185,12 +186,7 @@ static int feed_listing(struct probe *p, const char *buf, size_t len, size_t *us
     }
     if (end) {
       *used_r = i;
-      if (p->linelen > 0) { /* cannot happen: the decoder ends lines first */
-        int r = listing_line(p, p->line, p->linelen);
-        p->linelen = 0;
-        if (r < 0)
-          return r;
-      }
+      assert(p->linelen == 0); /* the decoder ends each line before the end */
       return after_capa(p);
     }
   }

@@ -350,8 +350,7 @@ static void fire_hook(struct acct *a, const char *command, const char *event, si
   };
   int err = hooks_fire(a->s->hooks, &j);
   if (err && err != P3_ECANCELED)
-    log_warning("%s: cannot run %s: %s", a->name, event[0] == 'n' ? "on_new_mail" : "on_failure",
-                p3_strerror(err));
+    log_warning("%s: cannot run %s: %s", a->name, hook_key(event), p3_strerror(err));
 }
 
 /* After a run: on_new_mail when it delivered something; on_failure when

@@ -276,6 +276,16 @@ static int finish(int n, char *buf, size_t buflen) {
   return n;
 }
 
+const char *spec_mode_name(enum p3_tls_mode mode) {
+  return mode == P3_TLS_NONE ? "tcp" : mode == P3_TLS_STARTTLS ? "starttls" : "ssl";
+}
+
+int spec_host_port(const char *host, unsigned port, char *buf, size_t buflen) {
+  int b = host_needs_brackets(host);
+  return finish(snprintf(buf, buflen, "%s%s%s:%u", b ? "[" : "", host, b ? "]" : "", port), buf,
+                buflen);
+}
+
 int spec_identity(const struct p3_spec *spec, char *buf, size_t buflen) {
   int b = host_needs_brackets(spec->tcp_host);
   int n = snprintf(buf, buflen, "%s%s%s%s%s:%u", spec->user, spec->user[0] != '\0' ? "@" : "",
@@ -290,18 +300,16 @@ int spec_identity(const struct p3_spec *spec, char *buf, size_t buflen) {
 int spec_format(const struct p3_spec *spec, char *buf, size_t buflen) {
   /* The prefix is always written: a user or host that itself looks like a
    * prefix ("tcp", "ssl:x@host") must not change the mode when read back. */
-  const char *prefix = spec->mode == P3_TLS_NONE       ? "tcp:"
-                       : spec->mode == P3_TLS_STARTTLS ? "starttls:"
-                                                       : "ssl:";
+  const char *prefix = spec_mode_name(spec->mode);
   int bt = host_needs_brackets(spec->tcp_host);
   int n;
 
   if (spec->tls_name[0] != '\0' && strcasecmp(spec->tls_name, spec->tcp_host) != 0)
-    n = snprintf(buf, buflen, "%s%s%s%s%s%s!%s:%u", prefix, spec->user,
+    n = snprintf(buf, buflen, "%s:%s%s%s%s%s!%s:%u", prefix, spec->user,
                  spec->user[0] != '\0' ? "@" : "", bt ? "[" : "", spec->tcp_host, bt ? "]" : "",
                  spec->tls_name, spec->port);
   else
-    n = snprintf(buf, buflen, "%s%s%s%s%s%s:%u", prefix, spec->user,
+    n = snprintf(buf, buflen, "%s:%s%s%s%s%s:%u", prefix, spec->user,
                  spec->user[0] != '\0' ? "@" : "", bt ? "[" : "", spec->tcp_host, bt ? "]" : "",
                  spec->port);
   return finish(n, buf, buflen);

@@ -40,6 +40,13 @@ unsigned spec_default_port(enum p3_tls_mode mode);
 /* 1 when host is an IPv4 or IPv6 literal (without brackets). */
 int spec_host_is_ip(const char *host);
 
+/* "tcp", "starttls" or "ssl": the mode as its spec prefix names it. */
+const char *spec_mode_name(enum p3_tls_mode mode);
+
+/* Writes "host:port" (an IPv6 host in brackets) into buf.  Same return
+ * convention as spec_identity. */
+int spec_host_port(const char *host, unsigned port, char *buf, size_t buflen);
+
 /* Writes "user@tcp_host:port" (IPv6 hosts in brackets) into buf: the key used
  * for netrc `machine` lookups and for state files.  Returns the length, or
  * -ENOSPC (buf untouched beyond buflen) when it does not fit. */
