@@ -290,18 +290,20 @@ static void cfg_done(uv_work_t *w, int status) {
   }
 }
 
-/* Starts building the TLS configuration when TLS may be needed (implicit,
- * or options that STLS could use); a failure is reported only if a
- * handshake starts. */
+/* Starts building the TLS configuration (on the thread pool: it reads the
+ * CA bundle) when a handshake may come (implicit TLS or STLS); a failure is
+ * reported only if a handshake starts. */
 static void prepare_tls(struct conn *c) {
-  const struct p3_tls_options *o = &c->opts.tls;
-  if (!c->opts.implicit_tls && (o->server_name == NULL || o->server_name[0] == '\0') &&
-      o->pin_count == 0 && !o->report_only)
+  if (!c->opts.implicit_tls && !c->opts.starttls)
     return;
   c->cfg_work.data = c;
   if (uv_queue_work(c->loop, &c->cfg_work, cfg_work, cfg_done) == 0) {
     c->cfg_busy = 1;
     c->pending++;
+  } else {
+    c->cfg_err = P3_ETLSCONF;
+    snprintf(c->cfg_errbuf, sizeof c->cfg_errbuf, "%s",
+             "the TLS configuration could not be prepared");
   }
 }
 
@@ -315,8 +317,10 @@ static int continue_tls(struct conn *c, int waited) {
     err = c->cfg_err;
     snprintf(c->errbuf, sizeof c->errbuf, "%s", c->cfg_errbuf);
   } else {
-    /* Not prepared (options no handshake could use): the blocking way. */
-    err = tls_new(&c->opts.tls, &c->tls, c->errbuf, sizeof c->errbuf);
+    /* Never prepared: a handshake the options did not announce.  The CA
+     * bundle is never read on the loop thread. */
+    err = P3_ETLSCONF;
+    snprintf(c->errbuf, sizeof c->errbuf, "%s", "TLS was not expected on this connection");
   }
   if (err) {
     fail(c, err, c->errbuf);

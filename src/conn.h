@@ -39,6 +39,7 @@ struct conn_options {
   const char *host; /* where to connect */
   unsigned port;
   int implicit_tls;          /* handshake right after connect */
+  int starttls;              /* the session may ask for a handshake (STLS) */
   struct p3_tls_options tls; /* used for implicit TLS and STLS */
   unsigned timeout_ms;       /* connect, handshake, status lines, body windows */
 };

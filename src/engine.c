@@ -65,13 +65,12 @@ struct engine {
   uv_timer_t grace_timer;
   /* Bounds the wait for the replies to the listing the one flight sent
    * behind the login (flight-listing), then runs the cold retry. */
-  uv_timer_t stall_timer;
-  int stall_armed;
-  int retry_cold;       /* the flight's listing stalled: one cold session follows */
-  int retried;          /* this is that session */
-  unsigned rt_before;   /* round trips of the session before the retry */
-  uint64_t connect_ms;  /* loop time conn_start was called */
-  uint64_t greeting_ms; /* loop time the first plaintext arrived, or 0 */
+  uv_timer_t stall_timer; /* active: the stall guard is armed (or the retry waits) */
+  int retry_cold;         /* the flight's listing stalled: one cold session follows */
+  int retried;            /* this is that session */
+  unsigned rt_before;     /* round trips of the session before the retry */
+  uint64_t connect_ms;    /* loop time conn_start was called */
+  uint64_t greeting_ms;   /* loop time the first plaintext arrived, or 0 */
   uint64_t stall_start_ms;
   int handles_open;
   unsigned record_writes; /* journal appends in flight */
@@ -755,7 +754,6 @@ static void on_probed(void *data) {
 
 static void on_stall_timeout(uv_timer_t *t) {
   struct engine *e = t->data;
-  e->stall_armed = 0;
   if (e->session == NULL || !session_flight_listing_wait(e->session))
     return;
   uint64_t waited = uv_now(e->loop) - e->stall_start_ms;
@@ -776,16 +774,17 @@ static void on_stall_timeout(uv_timer_t *t) {
 }
 
 static void stall_guard(struct engine *e) {
+  if (e->session_done)
+    return; /* the timer is the retry's now (finish_if_idle) */
   int wait = e->session != NULL && session_flight_listing_wait(e->session) && !e->conn.closing;
-  if (wait && !e->stall_armed) {
+  int armed = uv_is_active((uv_handle_t *)&e->stall_timer);
+  if (wait && !armed) {
     uint64_t now = uv_now(e->loop);
     uint64_t rtt = e->greeting_ms > e->connect_ms ? e->greeting_ms - e->connect_ms : 0;
     uint64_t ms = 4 * rtt > STALL_MIN_MS ? 4 * rtt : STALL_MIN_MS;
-    e->stall_armed = 1;
     e->stall_start_ms = now;
     uv_timer_start(&e->stall_timer, on_stall_timeout, ms, 0);
-  } else if (!wait && e->stall_armed) {
-    e->stall_armed = 0;
+  } else if (!wait && armed) {
     uv_timer_stop(&e->stall_timer);
   }
 }
@@ -814,7 +813,6 @@ static void on_session_done(void *data, int err) {
   uv_timer_stop(&e->grace_timer);
   uv_check_stop(&e->drain_check);
   uv_timer_stop(&e->stall_timer);
-  e->stall_armed = 0;
   if (e->conn_started)
     conn_close(&e->conn);
   else
@@ -1477,6 +1475,7 @@ static void begin_session(struct engine *e) {
       .host = spec->tcp_host,
       .port = spec->port,
       .implicit_tls = spec->mode == P3_TLS_IMPLICIT,
+      .starttls = spec->mode == P3_TLS_STARTTLS,
       .timeout_ms = (e->opts.timeout_s ? e->opts.timeout_s : 120) * 1000u,
   };
   tls_options(e, &co.tls);

@@ -375,6 +375,7 @@ int info_main(int argc, char **argv, int verbose) {
   co.host = run->spec.tcp_host;
   co.port = run->spec.port;
   co.implicit_tls = run->spec.mode == P3_TLS_IMPLICIT;
+  co.starttls = run->spec.mode == P3_TLS_STARTTLS;
   co.tls.server_name = run->spec.tls_name;
   probe_init(&run->probe, run->spec.mode == P3_TLS_STARTTLS);
   struct conn_ops ops = {

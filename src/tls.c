@@ -77,17 +77,15 @@ static struct p3_tls_config *tls_configs; /* every config with refs > 0 */
 struct p3_tls {
   mbedtls_ssl_context ssl;
   struct p3_tls_config *cfg; /* one reference, dropped by tls_free */
-  int have_ca;
   enum tls_state state;
   int offered; /* a saved session was set for resumption */
   int resumed; /* the handshake was abbreviated */
   int pin_count;
   uint8_t pins[P3_TLS_MAX_PINS][32];
-  int report_only;   /* p3_tls_options.report_only: the verdict goes to tls_peer */
-  int verdict;       /* tls_judge's result, kept for tls_peer */
-  int pinned;        /* a pin matched */
-  char reason[768];  /* tls_judge's sentence when verdict < 0 */
-  char ca_file[256]; /* for error messages only */
+  int report_only;  /* p3_tls_options.report_only: the verdict goes to tls_peer */
+  int verdict;      /* tls_judge's result, kept for tls_peer */
+  int pinned;       /* a pin matched */
+  char reason[768]; /* tls_judge's sentence when verdict < 0 */
   char name[256];
   /* Ciphertext fed by the transport: bytes [in_off, in_len) are unconsumed. */
   unsigned char *in;
@@ -534,8 +532,6 @@ int tls_new_from(struct p3_tls_config *cfg, const struct p3_tls_options *opts, s
   cfg->refs++;
   pthread_mutex_unlock(&tls_configs_lock);
   t->cfg = cfg;
-  t->have_ca = cfg->have_ca;
-  snprintf(t->ca_file, sizeof(t->ca_file), "%s", cfg->ca_file);
   t->state = TLS_HANDSHAKING;
   t->pin_count = opts->pin_count;
   t->report_only = opts->report_only;
@@ -763,8 +759,8 @@ static void tls_describe_flags(const struct p3_tls *t, const mbedtls_x509_crt *c
     known |= MBEDTLS_X509_BADCERT_FUTURE;
   }
   if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED) {
-    if (t->have_ca)
-      tls_add(msg, cap, "certificate is not trusted (no CA in %s signed it)", t->ca_file);
+    if (t->cfg->have_ca)
+      tls_add(msg, cap, "certificate is not trusted (no CA in %s signed it)", t->cfg->ca_file);
     else
       tls_add(msg, cap, "certificate is not trusted");
     known |= MBEDTLS_X509_BADCERT_NOT_TRUSTED;
