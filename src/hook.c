@@ -16,6 +16,7 @@
 #include "human.h"
 #include "json.h"
 #include "log.h"
+#include "pwcmd.h"
 #include "worker_run.h"
 
 #define HOOK_DEFAULT_TIMEOUT_S 60
@@ -383,30 +384,13 @@ struct hook_exec {
 
 static void exec_timer(uv_timer_t *t);
 
-/* ": first line of output", control characters replaced, or "". */
-static void output_suffix(const struct hook_exec *x, char *out, size_t size) {
-  size_t i = 0, n = 0;
-  out[0] = '\0';
-  while (i < x->first_len && (x->first[i] == '\n' || x->first[i] == '\r'))
-    i++;
-  if (i == x->first_len || size < 4)
-    return;
-  out[n++] = ':';
-  out[n++] = ' ';
-  for (; i < x->first_len && x->first[i] != '\n' && n + 1 < size; i++) {
-    unsigned char c = (unsigned char)x->first[i];
-    out[n++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
-  }
-  out[n] = '\0';
-}
-
 static void exec_closed(uv_handle_t *hd) {
   struct hook_exec *x = hd->data;
   char message[512], why[sizeof x->first + 4];
   int err = 0;
   if (--x->handles > 0)
     return;
-  output_suffix(x, why, sizeof why);
+  pwcmd_output_suffix(x->first, x->first_len, why, sizeof why);
   if (x->spawn_err) {
     err = P3_EWORKER;
     snprintf(message, sizeof message, "hook `%.*s' could not be started: %s", HOOK_QUOTE,

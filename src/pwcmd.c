@@ -74,18 +74,17 @@ static void send_signal(struct pwcmd *p, int sig) {
     (void)uv_kill(p->pid, sig);
 }
 
-/* ": first line of stderr" with control characters replaced, or "". */
-static void stderr_suffix(const struct pwcmd *p, char *out, size_t size) {
+void pwcmd_output_suffix(const char *text, size_t len, char *out, size_t size) {
   size_t n = 0, i = 0;
   out[0] = '\0';
-  while (i < p->errlen && (p->errtext[i] == '\n' || p->errtext[i] == '\r'))
+  while (i < len && (text[i] == '\n' || text[i] == '\r'))
     i++;
-  if (i == p->errlen || size < 4)
+  if (i == len || size < 4)
     return;
   out[n++] = ':';
   out[n++] = ' ';
-  for (; i < p->errlen && p->errtext[i] != '\n' && n + 1 < size; i++) {
-    unsigned char c = (unsigned char)p->errtext[i];
+  for (; i < len && text[i] != '\n' && n + 1 < size; i++) {
+    unsigned char c = (unsigned char)text[i];
     out[n++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
   }
   out[n] = '\0';
@@ -104,7 +103,7 @@ static void on_close(uv_handle_t *h) {
   if (--p->open_handles > 0)
     return;
   err = 0;
-  stderr_suffix(p, why, sizeof why);
+  pwcmd_output_suffix(p->errtext, p->errlen, why, sizeof why);
   /* In order of what explains the failure best. */
   if (p->spawn_err != 0) {
     err = P3_EPWCMD;

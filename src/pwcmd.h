@@ -59,6 +59,11 @@ enum pwcmd_mode { PWCMD_OWN_GROUP, PWCMD_TTY, PWCMD_CALLER_GROUP };
 int pwcmd_start(uv_loop_t *loop, const char *command, unsigned timeout_s, enum pwcmd_mode mode,
                 pwcmd_done_cb cb, void *data, struct pwcmd **p_r);
 
+/* ": FIRST LINE" of a child's output (leading blank lines skipped, control
+ * characters replaced by `?', cut to size), or "" when there is none: how a
+ * failure sentence quotes what the command said. */
+void pwcmd_output_suffix(const char *text, size_t len, char *out, size_t size);
+
 /* kill now (group), cb gets P3_ECANCELED: SIGTERM at once (to the group when
  * detached, to the child otherwise), SIGKILL ~2 s later if it is still there;
  * output is no longer waited for.  A no-op after the first call.  The result
