@@ -450,6 +450,34 @@ static void close_inherited_fds(int chan_fd) {
     (void)close((int)i);
 }
 
+/* Becomes who the run is for: as root, the account's user (after making
+ * STATE_DIR/USER for a fetch; a hook needs no state), and sets w->state_dir
+ * for a fetch.  A failure is reported (w->reported). */
+static void take_identity(struct worker *w, int root) {
+  char errbuf[512];
+  int hook = w->req.hook_command != NULL, err = 0, n;
+
+  if (root && w->req.user == NULL) {
+    fail(w, P3_EPRIV, "a root daemon runs accounts only as their user; set user");
+    return;
+  }
+  if (root && !hook)
+    err = privsep_user_state_dir(w->req.state_dir, w->req.user, (uid_t)w->req.uid,
+                                 (gid_t)w->req.gid, w->req.account, errbuf, sizeof errbuf);
+  if (root && err == 0)
+    err = privsep_drop(w->req.user, (uid_t)w->req.uid, errbuf, sizeof errbuf);
+  if (err) {
+    fail(w, err, errbuf);
+    return;
+  }
+  if (hook)
+    return;
+  n = snprintf(w->state_dir, sizeof w->state_dir, "%s%s%s", w->req.state_dir, root ? "/" : "",
+               root ? w->req.user : "");
+  if (n < 0 || (size_t)n >= sizeof w->state_dir)
+    fail(w, P3_ESTATE, "state path too long");
+}
+
 int worker_main(int fd) {
   static struct worker w; /* one per process */
   char errbuf[512];
@@ -489,26 +517,7 @@ int worker_main(int fd) {
     uv_read_start((uv_stream_t *)&w.chan, on_chan_alloc, on_chan_read);
 
   int root = geteuid() == 0;
-  if (root && w.req.user == NULL) {
-    fail(&w, P3_EPRIV, "a root daemon runs accounts only as their user; set user");
-  } else if (root) {
-    /* A hook needs no state directory, only the user. */
-    err = w.req.hook_command
-              ? 0
-              : privsep_user_state_dir(w.req.state_dir, w.req.user, (uid_t)w.req.uid,
-                                       (gid_t)w.req.gid, w.req.account, errbuf, sizeof errbuf);
-    if (err == 0)
-      err = privsep_drop(w.req.user, (uid_t)w.req.uid, errbuf, sizeof errbuf);
-    if (err)
-      fail(&w, err, errbuf);
-    else if (!w.req.hook_command &&
-             snprintf(w.state_dir, sizeof w.state_dir, "%s/%s", w.req.state_dir, w.req.user) >=
-                 (int)sizeof w.state_dir)
-      fail(&w, P3_ESTATE, "state path too long");
-  } else if (!w.req.hook_command && snprintf(w.state_dir, sizeof w.state_dir, "%s",
-                                             w.req.state_dir) >= (int)sizeof w.state_dir) {
-    fail(&w, P3_ESTATE, "state path too long");
-  }
+  take_identity(&w, root);
   /* Set after the drop: a change of credentials clears it. */
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != parent)
